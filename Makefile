@@ -1,0 +1,75 @@
+# Gekko platform: `make deploy` stands the stack up on the local inventory, `make test` proves it.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+INVENTORY ?= inventories/local
+ANSIBLE_ARGS ?=
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check
+
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(BIN):$(PATH)
+
+.PHONY: help setup deploy teardown test lint unit integration molecule e2e clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+deploy: setup ## Deploy the platform (INVENTORY=inventories/local, ANSIBLE_ARGS=...)
+	$(BIN)/ansible-playbook playbooks/deploy.yml -i $(INVENTORY) $(ANSIBLE_ARGS)
+
+teardown: setup ## Remove the containers, keep the data (ANSIBLE_ARGS="-e gekko_purge_data=true" deletes it)
+	$(BIN)/ansible-playbook playbooks/teardown.yml -i $(INVENTORY) $(ANSIBLE_ARGS)
+
+setup: $(VENV)/.controller collections/ansible_collections/gekko/platform ## Controller virtualenv and collections
+
+$(VENV)/.controller: requirements/controller.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required on the controller"'
+	$(PYTHON) -m venv $(VENV) 2>/dev/null || { apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(PIP) -r requirements/controller.txt
+	touch $@
+
+# The repository is the gekko.platform collection: make it resolvable under collections_path.
+collections/ansible_collections/gekko/platform:
+	mkdir -p $(@D)
+	ln -sfn ../../.. $@
+
+# ---------------------------------------------------------------- tests
+
+test: lint unit integration deploy molecule e2e ## Everything CI runs
+
+$(VENV)/.test: $(VENV)/.controller requirements/dev.txt requirements/app.txt requirements/test.txt pyproject.toml
+	$(PIP) -r requirements/dev.txt -r requirements/app.txt -r requirements/test.txt -e .
+	touch $@
+
+# PostgreSQL and Redis binaries for the integration tests (servers are started by the fixtures).
+# policy-rc.d keeps the packages from starting their own servers on 5432/6379.
+$(VENV)/.system-test-deps:
+	@if [ ! -x /usr/lib/postgresql/15/bin/initdb ] || ! command -v redis-server >/dev/null; then \
+	  created=; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; created=1; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 redis-server; rc=$$?; \
+	  [ -z "$$created" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; \
+	fi
+	touch $@
+
+lint: $(VENV)/.test collections/ansible_collections/gekko/platform ## ruff and ansible-lint (production profile)
+	$(BIN)/ruff check app tests plugins
+	$(BIN)/ruff format --check app tests
+	$(BIN)/ansible-lint --profile production playbooks roles
+
+unit: $(VENV)/.test collections/ansible_collections/gekko/platform ## Unit tests (app and collection plugins)
+	$(BIN)/python -m pytest tests/unit -q
+
+integration: $(VENV)/.test $(VENV)/.system-test-deps ## The app against real PostgreSQL and Redis
+	$(BIN)/python -m pytest tests/integration -q
+
+molecule: $(VENV)/.test ## Molecule scenarios (docker driver; needs the engine and base image from `make deploy`)
+	cd roles/host_validation && $(BIN)/molecule test
+
+e2e: $(VENV)/.test ## End-to-end tests against the deployed stack (run `make deploy` first)
+	$(BIN)/python -m pytest tests/e2e -q
+
+clean: ## Remove the virtualenv and build leftovers (not the deployed stack)
+	rm -rf $(VENV) .build collections/ansible_collections

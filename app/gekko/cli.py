@@ -1,0 +1,124 @@
+"""`gekko` command line: serve a component, run migrations, or health-check for Docker."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+
+from gekko.config import COMPONENTS, ConfigError, database_url_from_env, load_settings
+from gekko.logs import configure_logging
+
+
+def _serve(component: str) -> int:
+    try:
+        settings = load_settings(component)
+    except ConfigError as exc:
+        print(f"gekko: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(component, settings.instance_id, settings.log_level)
+
+    import uvicorn
+
+    from gekko.apps import build_app
+
+    uvicorn.run(
+        build_app(settings),
+        host=settings.bind_host,
+        port=settings.port,
+        workers=1,
+        lifespan="on",
+        access_log=False,
+        log_config=None,  # keep our JSON handler
+        log_level=settings.log_level.lower(),
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def _migrate() -> int:
+    try:
+        database_url = database_url_from_env()
+    except ConfigError as exc:
+        print(f"gekko-migrate: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging("migrate", "migrate", os.environ.get("GEKKO_LOG_LEVEL", "WARNING").upper())
+
+    from gekko.migrate import (
+        CONNECT_WAIT_S,
+        DatabaseUnavailableError,
+        format_result,
+        run_migrations,
+    )
+
+    try:
+        wait_s = float(os.environ.get("GEKKO_MIGRATE_WAIT_S", "") or CONNECT_WAIT_S)
+    except ValueError:
+        print(
+            "gekko-migrate: configuration error: GEKKO_MIGRATE_WAIT_S must be a number",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        result = run_migrations(database_url, wait_s)
+    except DatabaseUnavailableError as exc:
+        print(f"gekko-migrate: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        logging.getLogger("gekko.migrate").exception("migration failed")
+        print(f"gekko-migrate: error: migration failed: {exc}", file=sys.stderr)
+        return 1
+    print(format_result(result), flush=True)
+    return 0
+
+
+def default_health_url(env: dict[str, str] | None = None) -> str:
+    env = dict(os.environ) if env is None else env
+    host = env.get("GEKKO_BIND_HOST") or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):  # noqa: S104 - a wildcard bind is reached via loopback
+        host = "127.0.0.1"
+    port = env.get("GEKKO_PORT") or "8000"
+    return f"http://{host}:{port}/health"
+
+
+def healthcheck(url: str, timeout_s: float = 2.0) -> int:
+    if not url.startswith(("http://", "https://")):
+        print(f"gekko healthcheck: not an http(s) URL: {url}", file=sys.stderr)
+        return 1
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - scheme checked
+            return 0 if response.status == 200 else 1
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        print(f"gekko healthcheck: {url}: {exc}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gekko", description="Gekko trading platform")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run one component (uvicorn, single worker)")
+    serve.add_argument("component", choices=COMPONENTS)
+    sub.add_parser("migrate", help="apply database migrations (alembic upgrade head)")
+    check = sub.add_parser("healthcheck", help="exit 0 if GET /health answers 200")
+    check.add_argument("--url", help="default: http://$GEKKO_BIND_HOST:$GEKKO_PORT/health")
+    check.add_argument("--timeout", type=float, default=2.0)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args.component)
+    if args.command == "migrate":
+        return _migrate()
+    return healthcheck(args.url or default_health_url(), args.timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

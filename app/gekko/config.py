@@ -1,0 +1,166 @@
+"""Runtime configuration, read once from GEKKO_* environment variables.
+
+Every component runs from the same image; the environment is the only thing that differs, so
+validation happens here, before anything binds a port, with messages an operator can act on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import orjson
+
+GATEWAY = "gateway"
+DOMAIN_SERVICES: tuple[str, ...] = (
+    "users",
+    "trading",
+    "portfolio",
+    "market_data",
+    "social",
+    "gamification",
+)
+COMPONENTS: tuple[str, ...] = (GATEWAY, *DOMAIN_SERVICES)
+
+# Documented defaults only; deployments always set GEKKO_PORT explicitly.
+DEFAULT_PORTS: dict[str, int] = {
+    "gateway": 8000,
+    "users": 8101,
+    "trading": 8102,
+    "portfolio": 8103,
+    "market_data": 8104,
+    "social": 8105,
+    "gamification": 8106,
+}
+
+MIN_JWT_SECRET_LENGTH = 32
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(ValueError):
+    """The environment does not describe a runnable component."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    component: str
+    database_url: str
+    redis_url: str
+    jwt_secret: str = field(repr=False)
+    bind_host: str = "127.0.0.1"
+    port: int = 8000
+    instance_id: str = ""
+    advertise_url: str = ""
+    log_level: str = "INFO"
+    environment: str = "local"
+    static_services: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _require(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"{name} is required but not set")
+    return value
+
+
+def database_url_from_env(env: Mapping[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    url = _require(env, "GEKKO_DATABASE_URL")
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            "GEKKO_DATABASE_URL must start with postgresql:// (e.g. postgresql://gekko:PASSWORD@127.0.0.1:5432/gekko)"
+        )
+    return url
+
+
+def validate_jwt_secret(secret: str) -> str:
+    if not secret:
+        raise ConfigError("GEKKO_JWT_SECRET is required (an HS256 key of at least 32 characters)")
+    if len(secret) < MIN_JWT_SECRET_LENGTH:
+        raise ConfigError(
+            f"GEKKO_JWT_SECRET is too short ({len(secret)} characters); "
+            f"use at least {MIN_JWT_SECRET_LENGTH} random characters"
+        )
+    return secret
+
+
+def parse_static_services(raw: str) -> dict[str, list[str]]:
+    """Parse GEKKO_STATIC_SERVICES: a JSON object of service name -> list of base URLs."""
+    if not raw.strip():
+        return {}
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"GEKKO_STATIC_SERVICES is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError("GEKKO_STATIC_SERVICES must be a JSON object of service -> [urls]")
+    result: dict[str, list[str]] = {}
+    for name, urls in data.items():
+        if name not in DOMAIN_SERVICES:
+            raise ConfigError(
+                f"GEKKO_STATIC_SERVICES names unknown service {name!r}; "
+                f"known: {', '.join(DOMAIN_SERVICES)}"
+            )
+        if isinstance(urls, str):
+            urls = [urls]
+        if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+            raise ConfigError(f"GEKKO_STATIC_SERVICES[{name!r}] must be a list of URL strings")
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"GEKKO_STATIC_SERVICES[{name!r}] has a non-HTTP URL: {url!r}")
+        result[name] = [u.rstrip("/") for u in urls]
+    return result
+
+
+def _reachable(bind_host: str) -> str:
+    # A wildcard bind address is not something another process can connect to.
+    if bind_host in ("0.0.0.0", "::"):  # noqa: S104
+        return "127.0.0.1"
+    return f"[{bind_host}]" if ":" in bind_host else bind_host
+
+
+def load_settings(component: str, env: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings for one component, or raise ConfigError naming what is wrong."""
+    env = os.environ if env is None else env
+    if component not in COMPONENTS:
+        raise ConfigError(f"unknown component {component!r}; choose one of {', '.join(COMPONENTS)}")
+
+    jwt_secret = validate_jwt_secret(env.get("GEKKO_JWT_SECRET", ""))
+    database_url = database_url_from_env(env)
+    redis_url = _require(env, "GEKKO_REDIS_URL")
+    if not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("GEKKO_REDIS_URL must start with redis:// or rediss://")
+
+    bind_host = env.get("GEKKO_BIND_HOST", "").strip() or "127.0.0.1"
+    raw_port = env.get("GEKKO_PORT", "").strip() or str(DEFAULT_PORTS[component])
+    try:
+        port = int(raw_port)
+    except ValueError:
+        raise ConfigError(f"GEKKO_PORT must be an integer, got {raw_port!r}") from None
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"GEKKO_PORT must be between 1 and 65535, got {port}")
+
+    log_level = (env.get("GEKKO_LOG_LEVEL", "").strip() or "INFO").upper()
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"GEKKO_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+
+    static_services = {}
+    if component == GATEWAY:
+        static_services = parse_static_services(env.get("GEKKO_STATIC_SERVICES", ""))
+
+    return Settings(
+        component=component,
+        database_url=database_url,
+        redis_url=redis_url,
+        jwt_secret=jwt_secret,
+        bind_host=bind_host,
+        port=port,
+        instance_id=env.get("GEKKO_INSTANCE_ID", "").strip() or f"{component}-{port}",
+        advertise_url=(
+            env.get("GEKKO_ADVERTISE_URL", "").strip() or f"http://{_reachable(bind_host)}:{port}"
+        ).rstrip("/"),
+        log_level=log_level,
+        environment=env.get("GEKKO_ENVIRONMENT", "").strip() or "local",
+        static_services=static_services,
+    )

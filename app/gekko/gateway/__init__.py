@@ -1,0 +1,1 @@
+"""API gateway: discovery, proxying, health and metrics, wired together in gateway.app."""

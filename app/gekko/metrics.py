@@ -1,0 +1,92 @@
+"""Prometheus request metrics as plain ASGI middleware, one CollectorRegistry per app.
+
+Labels are low-cardinality on purpose: a route *prefix* (never a path with ids in it),
+the method and the status class.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import generate_latest as _generate_latest
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Route prefixes of the public API (gateway prefix -> service is in gekko.gateway.routing).
+API_PREFIXES = frozenset({"users", "trading", "portfolio", "market-data", "social", "gamification"})
+
+
+class RequestMetrics:
+    def __init__(self, registry: CollectorRegistry, component: str) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "gekko_http_requests_total",
+            "HTTP requests handled, by route prefix, method and status class.",
+            ["component", "route", "method", "status_class"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "gekko_http_request_duration_seconds",
+            "HTTP request latency, by route prefix and method.",
+            ["component", "route", "method"],
+            registry=registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+        )
+        self.component = component
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        method = method if method in KNOWN_METHODS else "OTHER"
+        status_class = f"{status // 100}xx" if 100 <= status < 600 else "unknown"
+        self.requests.labels(self.component, route, method, status_class).inc()
+        self.duration.labels(self.component, route, method).observe(seconds)
+
+    def render(self) -> Response:
+        return Response(_generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def default_route_label(path: str) -> str:
+    """`/api/v1/<prefix>/...` -> `<prefix>`; fixed endpoints keep their name; all else 'other'."""
+    if path.startswith("/api/v1/"):
+        prefix = path[len("/api/v1/") :].split("/", 1)[0]
+        return prefix if prefix in API_PREFIXES else "unknown"
+    if path in ("/health", "/services", "/metrics", "/openapi.json", "/docs"):
+        return path.lstrip("/")
+    return "other"
+
+
+class MetricsMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: RequestMetrics,
+        route_label: Callable[[str], str] = default_route_label,
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.route_label = route_label
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            self.metrics.observe(
+                self.route_label(scope.get("path", "")),
+                scope.get("method", "GET"),
+                status,
+                time.perf_counter() - started,
+            )

@@ -1,0 +1,1 @@
+"""Domain services: each module exposes `router` and the service builds via `build_service_app`."""

@@ -1,0 +1,93 @@
+"""End-to-end tests against the stack that `make deploy` stood up on this machine."""
+
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+GATEWAY = os.environ.get("GEKKO_E2E_URL", "http://127.0.0.1:8000")
+SECRETS = Path(os.environ.get("GEKKO_E2E_SECRETS", Path.home() / ".gekko/secrets/local"))
+SERVICES = ["users", "trading", "portfolio", "market_data", "social", "gamification"]
+
+
+def wait_for_health(client: httpx.Client, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            response = client.get("/health")
+            last = response.text
+            if response.status_code == 200:
+                return response.json()
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        time.sleep(1)
+    raise AssertionError(f"gateway at {GATEWAY} not healthy after {timeout}s: {last}")
+
+
+@pytest.fixture(scope="session")
+def gateway():
+    with httpx.Client(base_url=GATEWAY, timeout=10) as client:
+        try:
+            client.get("/health")
+        except httpx.ConnectError:
+            pytest.fail(f"no gateway at {GATEWAY}: run `make deploy` first")
+        wait_for_health(client)
+        yield client
+
+
+@pytest.fixture(scope="session")
+def secret():
+    def read(name: str) -> str:
+        path = SECRETS / name
+        assert path.exists(), f"{path} missing: was the stack deployed with `make deploy`?"
+        # The password lookup stores "value" or "value salt=..." on the first line.
+        return path.read_text().split()[0]
+
+    return read
+
+
+@pytest.fixture
+def trader(gateway):
+    """A freshly registered user with a bearer token."""
+    name = f"e2e-{uuid.uuid4().hex[:10]}"
+    password = uuid.uuid4().hex
+    created = gateway.post(
+        "/api/v1/users/register",
+        json={"username": name, "email": f"{name}@example.com", "password": password},
+    )
+    assert created.status_code == 201, created.text
+    login = gateway.post("/api/v1/users/login", json={"username": name, "password": password})
+    assert login.status_code == 200, login.text
+    token = login.json()["access_token"]
+    return {
+        "id": created.json()["id"],
+        "username": name,
+        "password": password,
+        "headers": {"Authorization": f"Bearer {token}"},
+    }
+
+
+def ansible_playbook(playbook: str, *args: str) -> subprocess.CompletedProcess:
+    """Run one of the collection's playbooks on the local inventory, as `make deploy` does."""
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    return subprocess.run(
+        [
+            str(REPO / ".venv/bin/ansible-playbook"),
+            f"playbooks/{playbook}",
+            "-i",
+            "inventories/local",
+            *args,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )

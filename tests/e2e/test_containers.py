@@ -1,0 +1,66 @@
+"""The containers run as the deployment promises: limits, health, hardening, release record."""
+
+import json
+from pathlib import Path
+
+import docker
+import pytest
+
+from .conftest import SERVICES
+
+APP_CONTAINERS = ["gekko-gateway"] + [f"gekko-{s.replace('_', '-')}" for s in SERVICES]
+RELEASES = Path("/var/lib/gekko/releases.json")
+
+
+@pytest.fixture(scope="module")
+def engine():
+    client = docker.from_env()
+    yield client
+    client.close()
+
+
+@pytest.mark.parametrize("name", APP_CONTAINERS)
+def test_app_container_is_healthy_limited_and_hardened(engine, name):
+    attrs = engine.containers.get(name).attrs
+    host = attrs["HostConfig"]
+    assert attrs["State"]["Health"]["Status"] == "healthy"
+    assert host["Memory"] == 512 * 1024 * 1024
+    assert host["NetworkMode"] == "host"
+    assert host["ReadonlyRootfs"] is True
+    assert host["CapDrop"] == ["ALL"]
+    assert "no-new-privileges" in host["SecurityOpt"]
+    assert host["RestartPolicy"]["Name"] == "unless-stopped"
+    assert attrs["Config"]["User"] not in ("", "0", "root")
+
+
+@pytest.mark.parametrize("name", ["gekko-postgres", "gekko-redis"])
+def test_datastores_keep_their_data_in_named_volumes(engine, name):
+    attrs = engine.containers.get(name).attrs
+    assert attrs["State"]["Health"]["Status"] == "healthy"
+    volumes = [m["Name"] for m in attrs["Mounts"] if m["Type"] == "volume"]
+    assert volumes == [f"{name}-data"]
+
+
+def test_app_image_is_multi_stage_non_root_with_a_healthcheck(engine):
+    image = engine.containers.get("gekko-gateway").image
+    config = image.attrs["Config"]
+    assert config["User"] == "10001:10001"
+    assert config["Healthcheck"]["Test"][-1] == "healthcheck"
+    # The builder stage's wheelhouse stays behind; only the virtualenv reaches the runtime image.
+    output = engine.containers.run(
+        image,
+        entrypoint=["/bin/sh", "-c"],
+        command=["test ! -e /wheels && test -x /opt/gekko/bin/gekko && id -u"],
+        network_mode="host",
+        remove=True,
+    )
+    assert output.decode().strip() == "10001"
+
+
+def test_release_is_recorded_with_the_running_image(engine):
+    state = json.loads(RELEASES.read_text())
+    current = state["current"]
+    assert current["id"].startswith("r-")
+    running = engine.containers.get("gekko-gateway").image.id
+    assert current["images"]["app"].endswith("@" + running)
+    assert set(current["config_checksums"]) >= {"app.env", "postgres", "redis"}

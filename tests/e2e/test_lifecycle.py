@@ -1,0 +1,52 @@
+"""Redeploys change nothing; teardown removes containers but keeps the data.
+
+These run last in the e2e suite (file order) because they redeploy and tear down the stack.
+"""
+
+import re
+import time
+
+import docker
+
+from .conftest import ansible_playbook, wait_for_health
+
+RECAP = re.compile(
+    r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M
+)
+
+
+def recap(output: str) -> dict:
+    return {
+        m[0]: {"ok": int(m[1]), "changed": int(m[2]), "failed": int(m[4])}
+        for m in RECAP.findall(output)
+    }
+
+
+def test_second_deploy_reports_no_changes():
+    started = time.monotonic()
+    run = ansible_playbook("deploy.yml")
+    elapsed = time.monotonic() - started
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    hosts = recap(run.stdout)
+    assert hosts and all(h["changed"] == 0 and h["failed"] == 0 for h in hosts.values()), hosts
+    assert "GEKKO DEPLOYMENT SUMMARY" in run.stdout
+    print(f"no-op redeploy took {elapsed:.1f}s")
+
+
+def test_teardown_keeps_data_and_a_redeploy_brings_it_back(gateway, trader):
+    engine = docker.from_env()
+    down = ansible_playbook("teardown.yml")
+    assert down.returncode == 0, down.stdout[-3000:]
+    names = {c.name for c in engine.containers.list(all=True)}
+    assert not {n for n in names if n.startswith("gekko-")}, names
+    volumes = {v.name for v in engine.volumes.list()}
+    assert {"gekko-postgres-data", "gekko-redis-data"} <= volumes
+
+    up = ansible_playbook("deploy.yml")
+    assert up.returncode == 0, up.stdout[-3000:]
+    wait_for_health(gateway)
+    login = gateway.post(
+        "/api/v1/users/login",
+        json={"username": trader["username"], "password": trader["password"]},
+    )
+    assert login.status_code == 200, "the user registered before teardown must survive it"

@@ -1,0 +1,291 @@
+"""Real PostgreSQL, Redis and gekko processes on random free loopback ports.
+
+Nothing here touches the ports a deployed stack uses (8000, 5432, 6379, 8101-8106). Missing
+server binaries fail the run with the apt package to install: a silent skip would hide it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+RESERVED_PORTS = {8000, 5432, 6379, *range(8101, 8107)}
+SERVICES = ("users", "trading", "portfolio", "market_data", "social", "gamification")
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((LOOPBACK, 0))
+            port = sock.getsockname()[1]
+        if port not in RESERVED_PORTS:
+            return port
+
+
+def _wait_for(predicate, timeout: float, what: str, log_file: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except Exception as exc:
+            last = exc
+        time.sleep(0.2)
+    tail = ""
+    if log_file is not None and log_file.exists():
+        tail = "\n--- log tail ---\n" + "\n".join(log_file.read_text().splitlines()[-30:])
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last}){tail}")
+
+
+def _pg_bindir() -> Path:
+    override = os.environ.get("GEKKO_PG_BINDIR")
+    candidates = [override] if override else sorted(glob.glob("/usr/lib/postgresql/*/bin"))[::-1]
+    for cand in candidates:
+        if cand and (Path(cand) / "initdb").exists() and (Path(cand) / "pg_ctl").exists():
+            return Path(cand)
+    pytest.fail(
+        "PostgreSQL server binaries not found (looked for /usr/lib/postgresql/*/bin/initdb). "
+        "Install them with: apt-get install -y postgresql-15   (or set GEKKO_PG_BINDIR)"
+    )
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    # PostgreSQL refuses to run as root; drop to the postgres OS user when we are root.
+    if os.geteuid() == 0:
+        if shutil.which("runuser") is None:
+            pytest.fail("running as root needs `runuser` (apt-get install -y util-linux)")
+        return ["runuser", "-u", "postgres", "--", *cmd]
+    return cmd
+
+
+@dataclass
+class Postgres:
+    port: int
+    password: str
+    user: str = "gekko"
+    database: str = "gekko"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.user}:{self.password}@{LOOPBACK}:{self.port}/{self.database}"
+
+    def fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
+        async def run() -> list[asyncpg.Record]:
+            conn = await asyncpg.connect(self.url)
+            try:
+                return await conn.fetch(query, *args)
+            finally:
+                await conn.close()
+
+        return asyncio.run(run())
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    bindir = _pg_bindir()
+    root = Path(tempfile.mkdtemp(prefix="gekko-it-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    data, log_file = root / "data", root / "postgres.log"
+    password = secrets.token_urlsafe(16)
+    pwfile = root / "pwfile"
+    pwfile.write_text(password + "\n")
+    if os.geteuid() == 0:
+        shutil.chown(pwfile, "postgres", "postgres")
+    pg = Postgres(port=free_port(), password=password)
+    subprocess.run(
+        _as_postgres(
+            [
+                str(bindir / "initdb"),
+                "-D", str(data),
+                "-U", pg.user,
+                f"--pwfile={pwfile}",
+                "--auth=scram-sha-256",
+                "--encoding=UTF8",
+                "--no-locale",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    options = f"-p {pg.port} -k {root} -c listen_addresses={LOOPBACK} -c fsync=off"
+    subprocess.run(
+        _as_postgres(
+            [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log_file), "-o", options, "-w",
+             "start"]
+        ),
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    try:
+
+        async def create_db() -> None:
+            conn = await asyncpg.connect(
+                user=pg.user, password=password, host=LOOPBACK, port=pg.port, database="postgres"
+            )
+            try:
+                await conn.execute(f"CREATE DATABASE {pg.database} OWNER {pg.user}")
+            finally:
+                await conn.close()
+
+        asyncio.run(create_db())
+        yield pg
+    finally:
+        subprocess.run(
+            _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
+            capture_output=True,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class RedisServer:
+    port: int
+    password: str
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.password}@{LOOPBACK}:{self.port}/0"
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server not found. Install it with: apt-get install -y redis-server")
+    server = RedisServer(port=free_port(), password=secrets.token_urlsafe(16))
+    root = Path(tempfile.mkdtemp(prefix="gekko-it-redis-"))
+    log_file = root / "redis.log"
+    with log_file.open("wb") as log:
+        proc = subprocess.Popen(
+            [binary, "--port", str(server.port), "--bind", LOOPBACK, "--save", "",
+             "--appendonly", "no", "--daemonize", "no", "--dir", str(root),
+             "--requirepass", server.password],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+
+        def ready() -> bool:
+            with socket.create_connection((LOOPBACK, server.port), timeout=1) as sock:
+                sock.sendall(f"AUTH {server.password}\r\nPING\r\n".encode())
+                time.sleep(0.05)
+                return b"PONG" in sock.recv(100)
+
+        _wait_for(ready, 15, "redis-server", log_file)
+        yield server
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+        if proc.poll() is None:
+            proc.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def base_env(pg: Postgres, redis: RedisServer) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEKKO_")}
+    env.update(
+        GEKKO_DATABASE_URL=pg.url,
+        GEKKO_REDIS_URL=redis.url,
+        GEKKO_JWT_SECRET="integration-test-secret-" + "x" * 32,
+        GEKKO_BIND_HOST=LOOPBACK,
+        GEKKO_ENVIRONMENT="test",
+        GEKKO_LOG_LEVEL="INFO",
+    )
+    return env
+
+
+def gekko_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "gekko.cli", *args]
+
+
+@pytest.fixture(scope="session")
+def migrate_runs(
+    postgres: Postgres, redis_server: RedisServer
+) -> list[subprocess.CompletedProcess]:
+    env = base_env(postgres, redis_server)
+    return [
+        subprocess.run(gekko_cmd("migrate"), env=env, capture_output=True, text=True, timeout=120)
+        for _ in range(2)
+    ]
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    root: Path
+    postgres: Postgres
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def gateway(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports['gateway']}"
+
+    def start(self, name: str, component: str, **extra_env: str) -> int:
+        port = free_port()
+        env = dict(self.env, GEKKO_PORT=str(port), **extra_env)
+        log = (self.root / f"{name}.log").open("wb")
+        self.procs[name] = subprocess.Popen(
+            gekko_cmd("serve", component), env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        self.ports[name] = port
+        return port
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        path = self.root / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
+        proc = self.procs.pop(name)
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def stack(postgres: Postgres, redis_server: RedisServer, migrate_runs: list) -> Iterator[Stack]:
+    if migrate_runs[0].returncode != 0:
+        pytest.fail(f"gekko migrate failed:\n{migrate_runs[0].stderr}")
+    root = Path(tempfile.mkdtemp(prefix="gekko-it-stack-"))
+    st = Stack(env=base_env(postgres, redis_server), root=root, postgres=postgres)
+    try:
+        for service in SERVICES:
+            st.start(service, service)
+        st.start("gateway", "gateway")
+
+        def all_healthy() -> bool:
+            for name, proc in st.procs.items():
+                if proc.poll() is not None:
+                    pytest.fail(f"{name} exited with {proc.returncode}:\n{st.log_tail(name)}")
+            return httpx.get(f"{st.gateway}/health", timeout=2).status_code == 200
+
+        _wait_for(all_healthy, 60, "gateway /health to report every service", root / "gateway.log")
+        yield st
+    finally:
+        for name in list(st.procs):
+            st.stop(name)
+        shutil.rmtree(root, ignore_errors=True)

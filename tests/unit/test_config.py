@@ -1,0 +1,83 @@
+import pytest
+
+from gekko.config import ConfigError, load_settings, parse_static_services
+
+ENV = {
+    "GEKKO_DATABASE_URL": "postgresql://gekko:pw@127.0.0.1:5432/gekko",
+    "GEKKO_REDIS_URL": "redis://:pw@127.0.0.1:6379/0",
+    "GEKKO_JWT_SECRET": "k" * 32,
+}
+
+
+def test_missing_jwt_secret_is_a_clear_error():
+    env = {k: v for k, v in ENV.items() if k != "GEKKO_JWT_SECRET"}
+    with pytest.raises(ConfigError, match="GEKKO_JWT_SECRET is required"):
+        load_settings("users", env)
+
+
+def test_short_jwt_secret_is_refused():
+    with pytest.raises(ConfigError, match="at least 32"):
+        load_settings("users", {**ENV, "GEKKO_JWT_SECRET": "k" * 31})
+
+
+def test_defaults_follow_the_contract():
+    s = load_settings("trading", {**ENV, "GEKKO_PORT": "9102"})
+    assert (s.bind_host, s.port, s.instance_id) == ("127.0.0.1", 9102, "trading-9102")
+    assert s.advertise_url == "http://127.0.0.1:9102"
+    assert (s.log_level, s.environment) == ("INFO", "local")
+    assert "k" * 32 not in repr(s)  # the secret never shows up in logs of the settings
+
+
+def test_explicit_values_win():
+    s = load_settings(
+        "gateway",
+        {
+            **ENV,
+            "GEKKO_BIND_HOST": "127.0.0.2",
+            "GEKKO_PORT": "9000",
+            "GEKKO_INSTANCE_ID": "gw-a",
+            "GEKKO_ADVERTISE_URL": "http://10.0.0.5:9000/",
+            "GEKKO_LOG_LEVEL": "debug",
+            "GEKKO_STATIC_SERVICES": '{"users": ["http://127.0.0.1:9101"]}',
+        },
+    )
+    assert (s.instance_id, s.advertise_url, s.log_level) == (
+        "gw-a",
+        "http://10.0.0.5:9000",
+        "DEBUG",
+    )
+    assert s.static_services == {"users": ["http://127.0.0.1:9101"]}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"GEKKO_PORT": "eighty"}, "GEKKO_PORT must be an integer"),
+        ({"GEKKO_PORT": "70000"}, "between 1 and 65535"),
+        ({"GEKKO_DATABASE_URL": ""}, "GEKKO_DATABASE_URL is required"),
+        ({"GEKKO_DATABASE_URL": "mysql://x"}, "postgresql://"),
+        ({"GEKKO_REDIS_URL": ""}, "GEKKO_REDIS_URL is required"),
+        ({"GEKKO_LOG_LEVEL": "LOUD"}, "GEKKO_LOG_LEVEL"),
+    ],
+)
+def test_invalid_values_name_the_variable(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings("users", {**ENV, **override})
+
+
+def test_unknown_component_is_refused():
+    with pytest.raises(ConfigError, match="unknown component"):
+        load_settings("billing", ENV)
+
+
+@pytest.mark.parametrize(
+    "raw", ["not json", "[1]", '{"billing": ["http://x"]}', '{"users": ["ftp://x"]}']
+)
+def test_bad_static_services_are_refused(raw):
+    with pytest.raises(ConfigError, match="GEKKO_STATIC_SERVICES"):
+        parse_static_services(raw)
+
+
+def test_wildcard_bind_advertises_loopback():
+    s = load_settings("users", {**ENV, "GEKKO_BIND_HOST": "0.0.0.0", "GEKKO_PORT": "9101"})  # noqa: S104
+    assert s.advertise_url == "http://127.0.0.1:9101"
