@@ -57,7 +57,7 @@ $(VENV)/.system-test-deps:
 lint: $(VENV)/.test collections/ansible_collections/gekko/platform ## ruff and ansible-lint (production profile)
 	$(BIN)/ruff check app tests plugins
 	$(BIN)/ruff format --check app tests
-	$(BIN)/ansible-lint --profile production playbooks roles
+	$(BIN)/ansible-lint
 
 unit: $(VENV)/.test collections/ansible_collections/gekko/platform ## Unit tests (app and collection plugins)
 	$(BIN)/python -m pytest tests/unit -q
