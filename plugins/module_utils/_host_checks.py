@@ -110,15 +110,21 @@ def check_disk(path, free_bytes, minimum_gb):
     )
 
 
-def check_port(port, listener):
-    """listener: None when the port is free, else {'pid', 'process', 'containerized'}."""
+def check_port(port, listener, owned=False):
+    """listener: None when the port is free, else {'pid', 'process'}.
+
+    owned: the port belongs to one of the platform's own running containers, which a
+    redeploy replaces in place.
+    """
     if listener is None:
         return result("port:%d" % port, PASS, "port %d is free" % port)
-    owner = "%s (pid %s)" % (listener.get("process") or "unknown", listener.get("pid"))
-    if listener.get("containerized"):
-        # A redeploy finds its own containers on their ports; they are replaced in place.
+    owner = "%s (pid %s)" % (
+        listener.get("process") or "an unidentified process",
+        listener.get("pid"),
+    )
+    if owned:
         return result(
-            "port:%d" % port, PASS, "port %d is held by a container process %s" % (port, owner)
+            "port:%d" % port, PASS, "port %d is held by the platform's own container" % port
         )
     return result(
         "port:%d" % port,

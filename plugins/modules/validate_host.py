@@ -58,8 +58,14 @@ options:
     default: 10
   required_ports:
     description:
-      - TCP ports the platform will listen on. Each must be free, or held by a container
-        process (a redeploy replaces its own containers in place).
+      - TCP ports the platform will listen on. Each must be free or listed in O(owned_ports).
+    type: list
+    elements: int
+    default: []
+  owned_ports:
+    description:
+      - Ports held by the platform's own running containers; a redeploy replaces them in place,
+        so they count as available.
     type: list
     elements: int
     default: []
@@ -132,16 +138,6 @@ except ImportError:
     PSUTIL_IMPORT_ERROR = traceback.format_exc()
 
 
-def _containerized(pid):
-    """True when the process runs inside a Docker/containerd container."""
-    try:
-        with open("/proc/%d/cgroup" % pid) as handle:
-            text = handle.read()
-    except (IOError, OSError, TypeError):
-        return False
-    return "docker" in text or "containerd" in text
-
-
 def _listeners(ports):
     wanted = set(ports)
     found = {}
@@ -154,11 +150,7 @@ def _listeners(ports):
                 name = psutil.Process(conn.pid).name()
             except psutil.Error:
                 name = None
-        found[conn.laddr.port] = {
-            "pid": conn.pid,
-            "process": name,
-            "containerized": _containerized(conn.pid),
-        }
+        found[conn.laddr.port] = {"pid": conn.pid, "process": name}
     return found
 
 
@@ -188,7 +180,9 @@ def run_checks(params):
         results.append(checks.check_disk(path, free, params["min_disk_free_gb"]))
     listeners = _listeners(params["required_ports"]) if params["required_ports"] else {}
     for port in params["required_ports"]:
-        results.append(checks.check_port(port, listeners.get(port)))
+        results.append(
+            checks.check_port(port, listeners.get(port), owned=port in params["owned_ports"])
+        )
     for command in params["required_commands"]:
         results.append(checks.check_command(command, shutil.which(command)))
     facts = {
@@ -214,6 +208,7 @@ def main():
             disk_paths=dict(type="list", elements="path", default=["/var/lib"]),
             min_disk_free_gb=dict(type="float", default=10),
             required_ports=dict(type="list", elements="int", default=[]),
+            owned_ports=dict(type="list", elements="int", default=[]),
             required_commands=dict(type="list", elements="str", default=[]),
             fail_on_error=dict(type="bool", default=True),
         ),

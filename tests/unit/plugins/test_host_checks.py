@@ -45,15 +45,22 @@ def test_disk_free_space_is_checked_per_path():
 
 
 def test_port_held_by_a_host_process_fails_and_names_it():
-    result = checks.check_port(8000, {"pid": 4242, "process": "nginx", "containerized": False})
+    result = checks.check_port(8000, {"pid": 4242, "process": "nginx"})
     assert result["status"] == "fail"
     assert "nginx (pid 4242)" in result["message"]
     assert "port" in result["remediation"]
 
 
-def test_port_held_by_a_container_is_accepted_for_redeploys():
-    result = checks.check_port(5432, {"pid": 77, "process": "postgres", "containerized": True})
+def test_port_held_by_the_platforms_own_container_is_accepted_for_redeploys():
+    result = checks.check_port(5432, {"pid": 77, "process": "postgres"}, owned=True)
     assert result["status"] == "pass"
+    assert "own container" in result["message"]
+
+
+def test_port_held_by_an_unidentified_process_still_fails():
+    result = checks.check_port(8000, {"pid": None, "process": None})
+    assert result["status"] == "fail"
+    assert "unidentified process" in result["message"]
 
 
 def test_free_port_passes():
@@ -70,7 +77,7 @@ def test_summary_lists_one_line_per_problem_with_its_fix():
     results = [
         checks.check_python((3, 11, 2), "3.11"),
         checks.check_memory(1024 * 1024**2, 0, 4096),
-        checks.check_port(8000, {"pid": 1, "process": "x", "containerized": False}),
+        checks.check_port(8000, {"pid": 1, "process": "x"}),
     ]
     summary = checks.summarize(results)
     assert summary == {
