@@ -12,7 +12,7 @@ PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup deploy teardown test lint unit integration molecule e2e clean
+.PHONY: help setup deploy teardown test lint unit integration molecule e2e bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -55,8 +55,8 @@ $(VENV)/.system-test-deps:
 	touch $@
 
 lint: $(VENV)/.test collections/ansible_collections/gekko/platform ## ruff and ansible-lint (production profile)
-	$(BIN)/ruff check app tests plugins
-	$(BIN)/ruff format --check app tests
+	$(BIN)/ruff check app tests plugins benchmarks
+	$(BIN)/ruff format --check app tests plugins benchmarks
 	$(BIN)/ansible-lint
 
 unit: $(VENV)/.test collections/ansible_collections/gekko/platform ## Unit tests (app and collection plugins)
@@ -68,8 +68,22 @@ integration: $(VENV)/.test $(VENV)/.system-test-deps ## The app against real Pos
 molecule: $(VENV)/.test ## Molecule scenarios (docker driver; needs the engine and base image from `make deploy`)
 	cd roles/host_validation && $(BIN)/molecule test
 
-e2e: $(VENV)/.test ## End-to-end tests against the deployed stack (run `make deploy` first)
+# Debian's Chromium and its driver for the dashboard test (no browser download).
+$(VENV)/.browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+	touch $@
+
+e2e: $(VENV)/.test $(VENV)/.browser ## End-to-end tests against the deployed stack (run `make deploy` first)
 	$(BIN)/python -m pytest tests/e2e -q
+
+bench: $(VENV)/.test ## Gateway vs nginx and platform benchmarks (needs `make deploy`; see docs/benchmarks.md)
+	@if ! command -v wrk >/dev/null || [ ! -x /usr/sbin/nginx ]; then \
+	  created=; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; created=1; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx wrk; rc=$$?; \
+	  [ -z "$$created" ] || rm -f /usr/sbin/policy-rc.d; [ $$rc -eq 0 ] || exit $$rc; \
+	fi
+	$(BIN)/python -m benchmarks.run
 
 clean: ## Remove the virtualenv and build leftovers (not the deployed stack)
 	rm -rf $(VENV) .build collections/ansible_collections

@@ -17,4 +17,10 @@ def build_app(settings: Settings) -> FastAPI:
     from gekko.services.base import build_service_app
 
     module = importlib.import_module(f"gekko.services.{settings.component}")
-    return build_service_app(settings.component, settings, module.router)
+    return build_service_app(
+        settings.component,
+        settings,
+        module.router,
+        start=getattr(module, "start", None),
+        stop=getattr(module, "stop", None),
+    )

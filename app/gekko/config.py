@@ -43,6 +43,62 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class GatewayTuning:
+    """Resilience knobs of the gateway (ARCHITECTURE.md "Gateway semantics" are the defaults).
+
+    Each is read from GEKKO_<NAME upper-cased>, e.g. GEKKO_BREAKER_OPEN_S=45.
+    """
+
+    health_check_interval_s: float = 5.0
+    health_check_timeout_s: float = 1.0
+    unhealthy_threshold: int = 3
+    healthy_threshold: int = 2
+    ejection_consecutive: int = 5
+    ejection_base_s: float = 30.0
+    ejection_max_s: float = 300.0
+    breaker_consecutive: int = 5
+    breaker_failure_rate: float = 0.5
+    breaker_min_requests: int = 20
+    breaker_window_s: int = 10
+    breaker_open_s: float = 30.0
+    breaker_half_open_probes: int = 3
+    retry_attempts: int = 2  # extra attempts, each on another instance
+    retry_deadline_s: float = 3.0
+    retry_backoff_s: float = 0.025
+    upstream_timeout_s: float = 5.0
+    ratelimit_enabled: bool = True
+    ratelimit_user_per_window: int = 200
+    ratelimit_service_per_window: int = 1000
+    ratelimit_window_s: int = 60
+    openapi_refresh_s: float = 30.0
+    discovery_interval_s: float = 1.0
+
+
+def parse_tuning(env: Mapping[str, str]) -> GatewayTuning:
+    values: dict[str, object] = {}
+    for name, f in GatewayTuning.__dataclass_fields__.items():
+        raw = env.get(f"GEKKO_{name.upper()}", "").strip()
+        if not raw:
+            continue
+        kind = type(f.default)
+        try:
+            if kind is bool:
+                if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError(raw)
+                values[name] = raw.lower() in ("1", "true", "yes", "on")
+            else:
+                value = kind(raw)
+                if value < 0 or (value == 0 and not name.startswith("retry_")):
+                    raise ValueError(raw)
+                values[name] = value
+        except ValueError:
+            raise ConfigError(
+                f"GEKKO_{name.upper()} must be a positive {kind.__name__}, got {raw!r}"
+            ) from None
+    return GatewayTuning(**values)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
 class Settings:
     component: str
     database_url: str
@@ -55,6 +111,7 @@ class Settings:
     log_level: str = "INFO"
     environment: str = "local"
     static_services: dict[str, list[str]] = field(default_factory=dict)
+    gateway: GatewayTuning = field(default_factory=GatewayTuning)
 
 
 def _require(env: Mapping[str, str], name: str) -> str:
@@ -146,8 +203,10 @@ def load_settings(component: str, env: Mapping[str, str] | None = None) -> Setti
         raise ConfigError(f"GEKKO_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
 
     static_services = {}
+    tuning = GatewayTuning()
     if component == GATEWAY:
         static_services = parse_static_services(env.get("GEKKO_STATIC_SERVICES", ""))
+        tuning = parse_tuning(env)
 
     return Settings(
         component=component,
@@ -163,4 +222,5 @@ def load_settings(component: str, env: Mapping[str, str] | None = None) -> Setti
         log_level=log_level,
         environment=env.get("GEKKO_ENVIRONMENT", "").strip() or "local",
         static_services=static_services,
+        gateway=tuning,
     )

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import orjson
 
 from gekko.correlation import correlation_id_var
+from gekko.tracing import current_trace_id
 
 
 class JsonFormatter(logging.Formatter):
@@ -29,6 +30,9 @@ class JsonFormatter(logging.Formatter):
         correlation_id = correlation_id_var.get()
         if correlation_id:
             entry["correlation_id"] = correlation_id
+        trace_id = current_trace_id()
+        if trace_id:
+            entry["trace_id"] = trace_id
         extra = getattr(record, "fields", None)
         if isinstance(extra, dict):
             entry.update(extra)

@@ -21,6 +21,7 @@ description:
     dependencies form a cycle.
   - The companion filter C(gekko.platform.service_waves) returns the same order as a list of
     waves; the services of one wave depend only on earlier waves and can start together.
+    C(gekko.platform.service_wave_map) returns each service's wave index by name.
 options:
   _input:
     description: The service catalogue.
@@ -87,7 +88,9 @@ def service_waves(services, external=None):
         sorter.prepare()
     except CycleError as exc:
         cycle = exc.args[1]
-        raise AnsibleFilterError("dependency cycle between services: %s" % " -> ".join(cycle))
+        raise AnsibleFilterError(
+            "dependency cycle between services: %s" % " -> ".join(cycle)
+        ) from exc
     waves = []
     while sorter.is_active():
         ready = sorted(sorter.get_ready(), key=position.get)
@@ -100,6 +103,19 @@ def service_order(services, external=None):
     return [service for wave in service_waves(services, external) for service in wave]
 
 
+def service_wave_map(services, external=None):
+    """{service name: wave index}, for tagging containers with their start wave."""
+    return dict(
+        (service["name"], index)
+        for index, wave in enumerate(service_waves(services, external))
+        for service in wave
+    )
+
+
 class FilterModule(object):
     def filters(self):
-        return {"service_order": service_order, "service_waves": service_waves}
+        return {
+            "service_order": service_order,
+            "service_waves": service_waves,
+            "service_wave_map": service_wave_map,
+        }

@@ -49,3 +49,15 @@ def clear(state):
         "previous": state["current"],
         "history": state.get("history", []),
     }, True
+
+
+def rollback(state):
+    """Make the previous release current again (and the current one previous)."""
+    state = dict(EMPTY_STATE, **(state or {}))
+    if not state.get("previous"):
+        raise ValueError("there is no previous release to roll back to")
+    return {
+        "current": state["previous"],
+        "previous": state.get("current"),
+        "history": state.get("history", []),
+    }, True

@@ -34,9 +34,11 @@ options:
     description:
       - V(present) records O(release) as the current release.
       - V(absent) marks that no release is running (after a teardown); history is kept.
+      - V(rollback) makes the previous release current again (after M(gekko.platform.service_containers)
+        has put its containers back).
       - V(query) only reads the file.
     type: str
-    choices: [present, absent, query]
+    choices: [present, absent, rollback, query]
     default: present
   release:
     description:
@@ -114,7 +116,9 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             path=dict(type="path", default="/var/lib/gekko/releases.json"),
-            state=dict(type="str", default="present", choices=["present", "absent", "query"]),
+            state=dict(
+                type="str", default="present", choices=["present", "absent", "rollback", "query"]
+            ),
             release=dict(type="dict"),
             keep=dict(type="int", default=10),
         ),
@@ -130,6 +134,11 @@ def main():
         after, changed = _releases.record(
             before, module.params["release"], now, keep=module.params["keep"]
         )
+    elif module.params["state"] == "rollback":
+        try:
+            after, changed = _releases.rollback(before)
+        except ValueError as exc:
+            module.fail_json(msg="%s (state file %s)" % (exc, path))
     else:
         after, changed = _releases.clear(before)
     if changed and not module.check_mode:

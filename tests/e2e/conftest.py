@@ -91,3 +91,19 @@ def ansible_playbook(playbook: str, *args: str) -> subprocess.CompletedProcess:
         timeout=900,
         check=False,
     )
+
+
+def wait_until(check, what: str, timeout: float = 15.0, interval: float = 0.3):
+    """Poll `check` until it returns something truthy (returned) or fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+            last = value
+        except (httpx.HTTPError, KeyError, IndexError) as exc:
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")

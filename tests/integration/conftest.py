@@ -289,3 +289,40 @@ def stack(postgres: Postgres, redis_server: RedisServer, migrate_runs: list) -> 
         for name in list(st.procs):
             st.stop(name)
         shutil.rmtree(root, ignore_errors=True)
+
+
+# --- domain / event-bus helpers (shared by the domain, events, trace and dashboard tests) ---
+
+
+def eventually(check, timeout: float = 15.0, what: str = "condition", interval: float = 0.2):
+    """Poll `check` until it returns a truthy value (returned) or fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+            last = value
+        except (AssertionError, httpx.HTTPError, KeyError, IndexError) as exc:
+            last = exc
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def new_user(base_url: str) -> tuple[dict[str, str], int]:
+    """Register and log in a fresh user; returns (auth headers, user id)."""
+    name = f"d{secrets.token_hex(6)}"
+    reg = httpx.post(
+        f"{base_url}/api/v1/users/register",
+        json={"username": name, "email": f"{name}@example.com", "password": "correct-horse"},
+        timeout=10,
+    )
+    assert reg.status_code == 201, reg.text
+    login = httpx.post(
+        f"{base_url}/api/v1/users/login",
+        json={"username": name, "password": "correct-horse"},
+        timeout=10,
+    )
+    assert login.status_code == 200, login.text
+    return {"Authorization": f"Bearer {login.json()['access_token']}"}, reg.json()["id"]

@@ -11,6 +11,7 @@ import hashlib
 import math
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 
 BASE_PRICES: dict[str, float] = {
     "BTC-USD": 65_000.0,
@@ -54,6 +55,8 @@ def normalize_symbol(symbol: str) -> str:
     return normalized
 
 
+# Cached: candles evaluate many seconds that share the same slow-octave buckets.
+@lru_cache(maxsize=65_536)
 def _noise(symbol: str, period: int, bucket: int) -> float:
     """Uniform value in [-1, 1] from a stable hash (not Python's per-process hash())."""
     digest = hashlib.blake2b(f"{symbol}|{period}|{bucket}".encode(), digest_size=8).digest()

@@ -3,50 +3,36 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 from starlette.responses import Response
 
 from gekko import __version__
 from gekko.config import DOMAIN_SERVICES, Settings
 from gekko.correlation import CorrelationIdMiddleware
 from gekko.db import create_pool
+from gekko.gateway.dashboard import install_dashboard
 from gekko.gateway.discovery import RedisDiscovery, ServiceRegistryCache
-from gekko.gateway.proxy import ROUTES, forward
+from gekko.gateway.healthcheck import ActiveHealthChecker
+from gekko.gateway.openapi import OpenApiAggregator
+from gekko.gateway.outlier import EjectionPolicy, HealthCheckPolicy
+from gekko.gateway.proxy import ApiProxy, Upstreams
+from gekko.gateway.telemetry import GatewayMetrics, GatewayStateCollector
 from gekko.health import dependency_checks
-from gekko.metrics import MetricsMiddleware, RequestMetrics
-from gekko.problems import ProblemError, install_problem_handlers
+from gekko.metrics import MetricsMiddleware, RequestMetrics, default_route_label
+from gekko.problems import install_problem_handlers
+from gekko.ratelimit import Quota, RateLimiter
 from gekko.services.base import redis_client
+from gekko.tracing import FASTAPI_TELEMETRY_OFF, TracingMiddleware, setup_tracing
 
 log = logging.getLogger("gekko.gateway")
-
-PROXY_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-
-
-class InstanceGauge(Collector):
-    """gekko_service_instances{service,health}, computed from the cache at scrape time."""
-
-    def __init__(self, cache: ServiceRegistryCache) -> None:
-        self.cache = cache
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        gauge = GaugeMetricFamily(
-            "gekko_service_instances",
-            "Known service instances by health, as seen by the gateway.",
-            labels=["service", "health"],
-        )
-        for service, per_health in self.cache.counts().items():
-            for health in sorted(set(per_health) | {"ok"}):
-                gauge.add_metric([service, health], per_health.get(health, 0))
-        yield gauge
 
 
 def service_status(cache: ServiceRegistryCache, service: str) -> dict[str, Any]:
@@ -62,35 +48,79 @@ def service_status(cache: ServiceRegistryCache, service: str) -> dict[str, Any]:
 
 
 def build_gateway_app(settings: Settings) -> FastAPI:
-    cache = ServiceRegistryCache(DOMAIN_SERVICES, settings.static_services)
+    tuning = settings.gateway
+    cache = ServiceRegistryCache(
+        DOMAIN_SERVICES,
+        settings.static_services,
+        ejection=EjectionPolicy(
+            consecutive=tuning.ejection_consecutive,
+            base_s=tuning.ejection_base_s,
+            max_s=tuning.ejection_max_s,
+        ),
+    )
+    registry = CollectorRegistry()
+    metrics = RequestMetrics(registry, "gateway")
+    upstreams = Upstreams(cache, tuning, GatewayMetrics(registry), settings.jwt_secret)
+    for service in DOMAIN_SERVICES:
+        upstreams.breaker(service)  # every breaker visible from the first scrape
+    registry.register(GatewayStateCollector(cache, upstreams.breakers))
+    setup_tracing("gateway")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # One long-lived session: pooled keep-alive connections to every upstream.
         connector = aiohttp.TCPConnector(
-            limit=512, limit_per_host=128, keepalive_timeout=30, ttl_dns_cache=300
+            limit=1024, limit_per_host=256, keepalive_timeout=30, ttl_dns_cache=300
         )
-        app.state.session = aiohttp.ClientSession(
+        session = aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(total=5, connect=1, sock_connect=1),
+            timeout=aiohttp.ClientTimeout(
+                total=tuning.upstream_timeout_s, connect=1, sock_connect=1
+            ),
             auto_decompress=False,  # pass bodies through byte for byte
             skip_auto_headers=("User-Agent",),
         )
+        app.state.session = upstreams.session = session
+        if tuning.ratelimit_enabled:
+            upstreams.limiter = RateLimiter(
+                settings.redis_url,
+                Quota(tuning.ratelimit_user_per_window, tuning.ratelimit_window_s),
+                Quota(tuning.ratelimit_service_per_window, tuning.ratelimit_window_s),
+                on_error=upstreams.metrics.ratelimit_errors.inc,
+            )
         app.state.redis = redis_client(settings.redis_url)
         app.state.pool = await create_pool(settings.database_url, max_size=2)
-        discovery = RedisDiscovery(app.state.redis, cache)
+        discovery = RedisDiscovery(app.state.redis, cache, tuning.discovery_interval_s)
         try:
             await discovery.refresh_once()  # route from the first request if Redis is up
         except Exception as exc:
             log.warning("initial registry read failed: %s", exc)
             cache.mark_redis_down()
         discovery.start()
+        checker = ActiveHealthChecker(
+            session,
+            cache,
+            HealthCheckPolicy(
+                interval_s=tuning.health_check_interval_s,
+                timeout_s=tuning.health_check_timeout_s,
+                unhealthy_threshold=tuning.unhealthy_threshold,
+                healthy_threshold=tuning.healthy_threshold,
+            ),
+        )
+        checker.start()
+        aggregator = OpenApiAggregator(session, cache, own_openapi, tuning.openapi_refresh_s)
+        app.state.openapi_aggregator = aggregator
+        aggregator.start()
         log.info("gateway %s listening on %s", settings.instance_id, settings.advertise_url)
         try:
             yield
         finally:
+            await aggregator.stop()
+            await checker.stop()
             await discovery.stop()
-            await app.state.session.close()
+            if upstreams.limiter is not None:
+                await upstreams.limiter.close()
+            await session.close()
             await app.state.redis.aclose()
             await app.state.pool.close()
 
@@ -100,15 +130,36 @@ def build_gateway_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        telemetry=FASTAPI_TELEMETRY_OFF,  # type: ignore[arg-type]
     )
     app.state.settings = settings
     app.state.cache = cache
-    registry = CollectorRegistry()
-    registry.register(InstanceGauge(cache))
-    metrics = RequestMetrics(registry, "gateway")
+    app.state.upstreams = upstreams
+    app.state.metrics_registry = registry
+    # Middleware, innermost first: /api/v1 is proxied before FastAPI routing; errors become
+    # problems; then metrics, the request's SERVER span, and the correlation id outermost.
+    app.add_middleware(ApiProxy, upstreams=upstreams)
     install_problem_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(TracingMiddleware, route_label=default_route_label)
     app.add_middleware(CorrelationIdMiddleware)
+    # /dashboard and /dashboard/kpis, and the gekko_kpi_* metrics on this registry.
+    install_dashboard(app, registry)
+
+    def own_openapi() -> dict[str, Any]:
+        return get_openapi(
+            title=app.title,
+            version=app.version,
+            description="Gekko trading platform: the gateway's operations endpoints and every "
+            "domain service's API under /api/v1.",
+            routes=app.routes,
+        )
+
+    def openapi() -> dict[str, Any]:
+        aggregator = getattr(app.state, "openapi_aggregator", None)
+        return aggregator.document() if aggregator is not None else own_openapi()
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.get("/health", tags=["ops"])
     async def health() -> JSONResponse:
@@ -134,28 +185,16 @@ def build_gateway_app(settings: Settings) -> FastAPI:
 
     @app.get("/services", tags=["ops"])
     async def services() -> dict[str, Any]:
+        """Every instance with the gateway's view of it, and each service's circuit breaker."""
         return {
             "services": cache.snapshot(),
+            "circuit_breakers": {s: b.as_dict() for s, b in upstreams.breakers.items()},
             "registry": "redis" if cache.redis_ok else "static",
         }
 
-    @app.get("/metrics", tags=["ops"], include_in_schema=False)
+    @app.get("/metrics", tags=["ops"], response_class=Response)
     async def metrics_endpoint() -> Response:
+        """Prometheus exposition: requests, upstreams, breakers, ejections, rate limits."""
         return metrics.render()
 
-    async def proxy(request: Request) -> Response:
-        prefix = request.path_params["prefix"]
-        service = ROUTES.get(prefix)
-        if service is None:
-            raise ProblemError(
-                404,
-                f"no API is served under /api/v1/{prefix}; known: {', '.join(ROUTES)}",
-                slug="unknown-route",
-            )
-        return await forward(app.state.session, cache, service, request)
-
-    app.add_api_route("/api/v1/{prefix}", proxy, methods=PROXY_METHODS, include_in_schema=False)
-    app.add_api_route(
-        "/api/v1/{prefix}/{path:path}", proxy, methods=PROXY_METHODS, include_in_schema=False
-    )
     return app

@@ -1,9 +1,10 @@
 """Service discovery for the gateway.
 
 `ServiceRegistryCache` is pure and in-memory: a lookup never touches Redis, it just picks the
-next healthy instance round-robin. `RedisDiscovery` refreshes that cache from the Redis registry
-in the background; when Redis is down or a service has no live registration, the static backend
-(GEKKO_STATIC_SERVICES) is used instead.
+next healthy instance round-robin (rather than least-outstanding: instances are identical and
+requests short, and it needs no bookkeeping on the hot path). `RedisDiscovery` refreshes that
+cache from the Redis registry in the background; when Redis is down or a service has no live
+registration, the static backend (GEKKO_STATIC_SERVICES) is used instead.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import orjson
 from redis.asyncio import Redis
 
 from gekko.config import DOMAIN_SERVICES
+from gekko.gateway.outlier import EjectionPolicy, HostState
 from gekko.registry import REGISTRY_INDEX, REGISTRY_TTL_S
 
 log = logging.getLogger("gekko.discovery")
@@ -66,6 +68,13 @@ def parse_record(raw: bytes | str | None) -> Instance | None:
 
 
 class ServiceRegistryCache:
+    """Every known instance per service plus the gateway's own view of each (HostState).
+
+    `pick` is the hot path: pure memory, round-robin over instances that are registered healthy
+    (else static), pass active health checks and are not ejected. If that leaves none, it
+    routes over all candidates (Envoy's "panic" mode): a guess beats a guaranteed 503.
+    """
+
     def __init__(
         self,
         services: Iterable[str] = DOMAIN_SERVICES,
@@ -73,10 +82,12 @@ class ServiceRegistryCache:
         *,
         stale_after_s: float = REGISTRY_TTL_S,
         clock: Callable[[], float] = time.time,
+        ejection: EjectionPolicy | None = None,
     ) -> None:
         self.services = tuple(services)
         self.stale_after_s = stale_after_s
         self.clock = clock
+        self.ejection = ejection or EjectionPolicy()
         self._dynamic: dict[str, list[Instance]] = {s: [] for s in self.services}
         self._static: dict[str, list[Instance]] = {
             name: [
@@ -88,11 +99,11 @@ class ServiceRegistryCache:
         self._counters: dict[str, itertools.count[int]] = {
             s: itertools.count() for s in self.services
         }
-        self._ejected_until: dict[str, float] = {}
+        self._hosts: dict[str, HostState] = {}
         self.redis_ok = False
         self.last_refresh: float | None = None
 
-    # -- updates (from the refresher) ---------------------------------------------------
+    # -- updates (from the refresher, health checker and proxy) ----------------------------
     def replace(self, instances: Iterable[Instance]) -> None:
         fresh: dict[str, list[Instance]] = {s: [] for s in self.services}
         for inst in instances:
@@ -101,15 +112,36 @@ class ServiceRegistryCache:
         for items in fresh.values():
             items.sort(key=lambda i: i.instance_id)  # stable order keeps round-robin fair
         self._dynamic = fresh
+        known = {i.url for items in fresh.values() for i in items}
+        known.update(i.url for items in self._static.values() for i in items)
+        for url in [u for u in self._hosts if u not in known]:
+            del self._hosts[url]  # forget instances that left the registry
         self.redis_ok = True
         self.last_refresh = self.clock()
 
     def mark_redis_down(self) -> None:
         self.redis_ok = False
 
+    def host(self, url: str) -> HostState:
+        state = self._hosts.get(url)
+        if state is None:
+            state = self._hosts[url] = HostState()
+        return state
+
     def eject(self, url: str, seconds: float) -> None:
-        """Passive outlier ejection: skip an instance that just failed to connect."""
-        self._ejected_until[url] = self.clock() + seconds
+        """Eject an instance for `seconds` regardless of policy (operator action, tests)."""
+        self.host(url).ejected_until = self.clock() + seconds
+
+    def record_outcome(self, service: str, url: str, failed: bool) -> bool:
+        """Passive outlier detection on one upstream attempt; True if `url` was just ejected."""
+        host = self.host(url)
+        if not failed:
+            host.consecutive_failures = 0
+            return False
+        peers = [self.host(i.url) for i in self.candidates(service)]
+        if host not in peers:
+            peers.append(host)
+        return self.ejection.record(host, peers, True, self.clock())
 
     # -- lookups (hot path: pure memory) -------------------------------------------------
     def _fresh(self, inst: Instance, now: float) -> bool:
@@ -125,36 +157,76 @@ class ServiceRegistryCache:
     def static(self, service: str) -> list[Instance]:
         return list(self._static.get(service, []))
 
+    def candidates(self, service: str) -> list[Instance]:
+        """Registered-healthy instances, else the static ones."""
+        return self.healthy_dynamic(service) or self.static(service)
+
+    def all_instances(self) -> list[Instance]:
+        """Every registered (non-stale) and static instance: what the health checker polls."""
+        seen: dict[str, Instance] = {}
+        for s in self.services:
+            for inst in self.registered(s) + self.static(s):
+                seen.setdefault(inst.url, inst)
+        return list(seen.values())
+
     def routable(self, service: str) -> list[Instance]:
-        """Healthy registered instances, else the static ones; ejected ones left out if possible."""
-        candidates = self.healthy_dynamic(service) or self.static(service)
+        """Candidates that pass active checks and are not ejected; all candidates if none do."""
+        candidates = self.candidates(service)
         now = self.clock()
-        live = [i for i in candidates if self._ejected_until.get(i.url, 0.0) <= now]
-        # Never eject everything: a guess beats a guaranteed 503.
+        hosts = self._hosts
+        live = [
+            i
+            for i in candidates
+            if (h := hosts.get(i.url)) is None or (h.healthy and h.ejected_until <= now)
+        ]
         return live or candidates
 
     def pick(self, service: str, exclude: Iterable[str] = ()) -> Instance | None:
-        excluded = set(exclude)
-        candidates = [i for i in self.routable(service) if i.url not in excluded]
+        candidates = self.routable(service)
+        if exclude:
+            excluded = set(exclude)
+            candidates = [i for i in candidates if i.url not in excluded]
         if not candidates:
             return None
         counter = self._counters.setdefault(service, itertools.count())
         return candidates[next(counter) % len(candidates)]
 
+    def _describe(self, inst: Instance, now: float) -> dict[str, Any]:
+        entry = inst.as_dict()
+        host = self._hosts.get(inst.url)
+        entry.update((host or HostState()).as_dict(now))
+        entry["routable"] = entry["health"] in (HEALTHY, STATIC) and (
+            host is None or (host.healthy and not host.ejected(now))
+        )
+        return entry
+
     def snapshot(self) -> dict[str, list[dict[str, Any]]]:
-        """Every known service -> its registered (non-stale) instances plus static ones."""
+        """Every known service -> its registered (non-stale) and static instances, with the
+        gateway's view: active health, ejection and passive failure count."""
+        now = self.clock()
         return {
-            s: [i.as_dict() for i in self.registered(s)] + [i.as_dict() for i in self.static(s)]
+            s: [self._describe(i, now) for i in self.registered(s) + self.static(s)]
             for s in self.services
         }
 
+    def state_of(self, inst: Instance, now: float) -> str:
+        """One label per instance for the metrics gauge: ejected, unhealthy, or registry health."""
+        host = self._hosts.get(inst.url)
+        if host is not None and host.ejected(now):
+            return "ejected"
+        if host is not None and not host.healthy:
+            return "unhealthy"
+        return inst.health
+
     def counts(self) -> dict[str, dict[str, int]]:
-        """service -> health -> number of instances (for the metrics gauge)."""
+        """service -> state -> number of instances (for the metrics gauge)."""
+        now = self.clock()
         result: dict[str, dict[str, int]] = {}
         for s in self.services:
             per: dict[str, int] = {}
             for inst in self.registered(s) + self.static(s):
-                per[inst.health] = per.get(inst.health, 0) + 1
+                state = self.state_of(inst, now)
+                per[state] = per.get(state, 0) + 1
             result[s] = per
         return result
 

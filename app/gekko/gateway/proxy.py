@@ -1,23 +1,38 @@
-"""Reverse proxy: forward one request to an instance of a service, failing over when safe."""
+"""Reverse proxy for /api/v1: plain ASGI, in front of FastAPI routing.
+
+Per request: resolve the service from the path prefix, take the rate-limit quotas, ask the
+service's circuit breaker, then forward to a healthy instance (round robin) over one shared
+aiohttp session, retrying on *another* instance when that is safe. Every attempt feeds
+outlier ejection; the request's final outcome feeds the breaker.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gekko.breaker import CircuitBreaker
+from gekko.config import GatewayTuning
 from gekko.correlation import correlation_id_var
 from gekko.gateway.discovery import ServiceRegistryCache
+from gekko.gateway.telemetry import GatewayMetrics
 from gekko.problems import problem_response
+from gekko.ratelimit import Decision, RateLimiter, ratelimit_header
+from gekko.security import TokenError, decode_token
+from gekko.tracing import SpanKind, inject, start_span
 
 log = logging.getLogger("gekko.gateway.proxy")
 
+API_PREFIX = "/api/v1/"
 # Public API prefix -> service name.
 ROUTES: dict[str, str] = {
     "users": "users",
@@ -46,9 +61,6 @@ HOP_BY_HOP = frozenset(
 # Recomputed by the client/server on each hop.
 _RECOMPUTED = frozenset({"host", "content-length"})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-MAX_ATTEMPTS = 3
-EJECT_SECONDS = 10.0
-REQUEST_DEADLINE_S = 5.0
 
 
 def _dropped(items: Iterable[tuple[str, str]]) -> set[str]:
@@ -60,25 +72,38 @@ def _dropped(items: Iterable[tuple[str, str]]) -> set[str]:
     return names
 
 
-def upstream_request_headers(request: Request) -> CIMultiDict[str]:
-    raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]]
+def upstream_request_headers(scope: Scope) -> CIMultiDict[str]:
+    raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
     drop = _dropped(raw) | {"x-correlation-id", "x-forwarded-for"}
     headers: CIMultiDict[str] = CIMultiDict((k, v) for k, v in raw if k.lower() not in drop)
-    # traceparent (and tracestate) are passed through unchanged in `headers`.
     correlation_id = correlation_id_var.get()
     if correlation_id:
         headers["X-Correlation-ID"] = correlation_id
-    client = request.client.host if request.client else "unknown"
-    prior = request.headers.get("x-forwarded-for")
-    headers["X-Forwarded-For"] = f"{prior}, {client}" if prior else client
-    headers["X-Forwarded-Proto"] = request.url.scheme
-    if "host" in request.headers:
-        headers["X-Forwarded-Host"] = request.headers["host"]
+    client = scope.get("client")
+    peer = client[0] if client else "unknown"
+    prior = headers.pop("x-forwarded-for", None) or next(
+        (v for k, v in raw if k.lower() == "x-forwarded-for"), None
+    )
+    headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
+    headers["X-Forwarded-Proto"] = scope.get("scheme", "http")
+    host = next((v for k, v in raw if k.lower() == "host"), None)
+    if host:
+        headers["X-Forwarded-Host"] = host
     return headers
 
 
+def set_trace_headers(headers: CIMultiDict[str]) -> None:
+    """Replace the caller's traceparent with the current span's, so upstream spans nest."""
+    carrier: dict[str, str] = {}
+    inject(carrier)
+    if carrier:
+        headers.popall("traceparent", None)
+        headers.popall("tracestate", None)
+        headers.update(carrier)
+
+
 def downstream_headers(upstream: CIMultiDictProxy[str]) -> list[tuple[bytes, bytes]]:
-    drop = _dropped(upstream.items()) | {"x-correlation-id", "date", "server"}
+    drop = _dropped(upstream.items()) | {"x-correlation-id", "date", "server", "traceparent"}
     return [
         (k.lower().encode("latin-1"), v.encode("latin-1"))
         for k, v in upstream.items()
@@ -87,66 +112,274 @@ def downstream_headers(upstream: CIMultiDictProxy[str]) -> list[tuple[bytes, byt
 
 
 def may_retry_after_send(method: str, headers: CIMultiDict[str]) -> bool:
+    """A request that reached an instance may be resent only if doing so cannot duplicate it."""
     return method in IDEMPOTENT_METHODS or (method == "POST" and "idempotency-key" in headers)
 
 
-async def forward(
-    session: aiohttp.ClientSession,
-    cache: ServiceRegistryCache,
-    service: str,
-    request: Request,
-) -> Response:
-    body = await request.body()
-    headers = upstream_request_headers(request)
-    method = request.method
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    retry_after_send = may_retry_after_send(method, headers)
+def backoff_delay(attempt: int, base_s: float, remaining_s: float) -> float:
+    """Full-jitter exponential backoff before retry `attempt` (1-based), within the deadline."""
+    return min(random.uniform(0, base_s * (2 ** (attempt - 1))), max(0.0, remaining_s))  # noqa: S311
 
-    tried: list[str] = []
-    failure: tuple[int, str] | None = None
-    deadline = time.monotonic() + REQUEST_DEADLINE_S
-    while len(tried) < MAX_ATTEMPTS and time.monotonic() < deadline:
-        instance = cache.pick(service, exclude=tried)
-        if instance is None:
-            break
-        tried.append(instance.url)
+
+@dataclass
+class Upstreams:
+    """Everything the proxy needs; the session and limiter are attached by the app's lifespan."""
+
+    cache: ServiceRegistryCache
+    tuning: GatewayTuning
+    metrics: GatewayMetrics
+    jwt_secret: str
+    breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
+    session: aiohttp.ClientSession | None = None
+    limiter: RateLimiter | None = None
+    _subjects: dict[str, tuple[str, float]] = field(default_factory=dict)
+
+    def breaker(self, service: str) -> CircuitBreaker:
+        breaker = self.breakers.get(service)
+        if breaker is None:
+            t = self.tuning
+            breaker = self.breakers[service] = CircuitBreaker(
+                service,
+                consecutive_failures=t.breaker_consecutive,
+                failure_rate=t.breaker_failure_rate,
+                min_requests=t.breaker_min_requests,
+                window_s=t.breaker_window_s,
+                open_s=t.breaker_open_s,
+                half_open_probes=t.breaker_half_open_probes,
+                on_transition=self._on_transition,
+            )
+        return breaker
+
+    def _on_transition(self, service: str, old: Any, new: Any) -> None:
+        self.metrics.on_transition(service, old, new)
+        log.warning("circuit breaker for %s: %s -> %s", service, old.name, new.name)
+
+    def rate_key(self, scope: Scope) -> str:
+        """The rate-limit subject: the JWT's `sub` for a valid bearer token, else the client IP."""
+        for name, value in scope["headers"]:
+            if name == b"authorization" and value[:7].lower() == b"bearer ":
+                token = value[7:].decode("latin-1").strip()
+                cached = self._subjects.get(token)
+                now = time.time()
+                if cached is not None and cached[1] > now:
+                    return cached[0]
+                try:
+                    claims = decode_token(token, self.jwt_secret)
+                except TokenError:
+                    break
+                if len(self._subjects) >= 10_000:
+                    self._subjects.clear()  # bounded: a flood of tokens cannot grow memory
+                subject = f"user:{claims.user_id}"
+                self._subjects[token] = (subject, float(claims.expires_at))
+                return subject
+        client = scope.get("client")
+        return f"ip:{client[0] if client else 'unknown'}"
+
+
+class ApiProxy:
+    """Plain ASGI middleware: /api/v1/* is proxied here; everything else goes to `app`."""
+
+    def __init__(self, app: ASGIApp, upstreams: Upstreams) -> None:
+        self.app = app
+        self.up = upstreams
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not path.startswith(API_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        prefix = path[len(API_PREFIX) :].split("/", 1)[0]
+        service = ROUTES.get(prefix)
+        if service is None:
+            response = problem_response(
+                404,
+                f"no API is served under /api/v1/{prefix}; known: {', '.join(ROUTES)}",
+                type_="https://gekko.dev/problems/unknown-route",
+            )
+            await response(scope, receive, send)
+            return
+
+        up = self.up
+        extra: list[tuple[bytes, bytes]] = []
+        if up.limiter is not None:
+            decision = await up.limiter.check(up.rate_key(scope), service)
+            extra.append((b"ratelimit-policy", up.limiter.policy.encode()))
+            if decision is not None:
+                extra.append((b"ratelimit", _rate_value(decision)))
+                if not decision.allowed:
+                    up.metrics.ratelimit_rejections.labels(decision.scope).inc()
+                    wait = max(1, decision.reset_s)
+                    await self._problem(
+                        scope, receive, send, extra, 429,
+                        f"rate limit exceeded: {decision.limit} requests per "
+                        f"{decision.window_s} s per {decision.scope}; retry in {wait} s",
+                        "rate-limited", retry_after=wait,
+                    )  # fmt: skip
+                    return
+
+        breaker = up.breaker(service)
+        if not breaker.allow():
+            up.metrics.breaker_rejections.labels(service).inc()
+            await self._problem(
+                scope, receive, send, extra, 503,
+                f"{service} is failing; its circuit breaker is open, not calling it",
+                "circuit-open", retry_after=breaker.retry_after(),
+            )  # fmt: skip
+            return
+        recorded = False
         try:
-            async with session.request(
-                method,
-                instance.url + target,
-                headers=headers,
-                data=body or None,
-                allow_redirects=False,
-            ) as upstream:
-                content = await upstream.read()
-                response = Response(content=content, status_code=upstream.status)
-                response.raw_headers = [
-                    (k, v) for k, v in response.raw_headers if k == b"content-length"
-                ] + downstream_headers(upstream.headers)
-                return response
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            # Nothing reached the instance, so another one may take any request.
-            log.warning("upstream %s connect failed: %s", instance.url, exc)
-            cache.eject(instance.url, EJECT_SECONDS)
-            failure = (502, f"could not connect to a {service} instance")
-            continue
-        except TimeoutError:
-            log.warning("upstream %s timed out on %s %s", instance.url, method, target)
-            failure = (504, f"{service} did not answer in time")
-        except aiohttp.ClientError as exc:
-            log.warning("upstream %s failed: %s", instance.url, exc)
-            failure = (502, f"{service} failed while answering")
-        if not retry_after_send:
-            break  # the request may have been processed: retrying could duplicate it
-        await asyncio.sleep(0)
+            status = await self._forward(scope, receive, send, service, extra)
+            if status >= 500:
+                breaker.record_failure()
+            else:
+                breaker.record_success()
+            recorded = True
+        finally:
+            if not recorded:
+                breaker.release()
 
-    if failure is None:
-        return problem_response(
-            503,
-            f"no healthy instance of {service} is available",
-            title="Service Unavailable",
-            type_="https://gekko.dev/problems/no-instance",
-            headers={"Retry-After": "1"},
+    async def _problem(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        extra: list[tuple[bytes, bytes]],
+        status: int,
+        detail: str,
+        slug: str,
+        retry_after: int | None = None,
+    ) -> None:
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        response = problem_response(
+            status, detail, type_=f"https://gekko.dev/problems/{slug}", headers=headers
         )
-    status, detail = failure
-    return problem_response(status, detail, type_="https://gekko.dev/problems/upstream")
+        response.raw_headers.extend(extra)
+        await response(scope, receive, send)
+
+    async def _forward(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        service: str,
+        extra: list[tuple[bytes, bytes]],
+    ) -> int:
+        """Send to an instance (retrying when safe) and answer; returns the status sent."""
+        up = self.up
+        session = up.session
+        assert session is not None  # noqa: S101 - attached by the lifespan before serving
+        body = await _read_body(receive)
+        headers = upstream_request_headers(scope)
+        method = scope["method"]
+        query = scope.get("query_string", b"")
+        target = scope.get("raw_path") or scope["path"].encode()
+        target_s = target.decode("latin-1") + (f"?{query.decode('latin-1')}" if query else "")
+        retry_after_send = may_retry_after_send(method, headers)
+        tuning = up.tuning
+        deadline = time.monotonic() + tuning.retry_deadline_s
+        latency = up.metrics.upstream_latency
+
+        tried: list[str] = []
+        failure: tuple[int, str] | None = None
+        last_5xx: tuple[int, list[tuple[bytes, bytes]], bytes] | None = None
+        for attempt in range(1 + tuning.retry_attempts):
+            instance = up.cache.pick(service, exclude=tried)
+            if instance is None:
+                break
+            if attempt:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                up.metrics.retries.labels(service).inc()
+                await asyncio.sleep(backoff_delay(attempt, tuning.retry_backoff_s, remaining))
+            tried.append(instance.url)
+            started = time.perf_counter()
+            sent = True  # False only when the connection was never made
+            with start_span(
+                f"{method} {service}",
+                kind=SpanKind.CLIENT,
+                attributes={"server.address": instance.url, "gekko.attempt": attempt},
+            ):
+                set_trace_headers(headers)
+                try:
+                    async with session.request(
+                        method,
+                        instance.url + target_s,
+                        headers=headers,
+                        data=body or None,
+                        allow_redirects=False,
+                    ) as upstream:
+                        content = await upstream.read()
+                        status = upstream.status
+                        raw_headers = downstream_headers(upstream.headers)
+                except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+                    sent = False
+                    outcome, failure = (
+                        "connect_error",
+                        (502, f"could not connect to any {service} instance"),
+                    )
+                    log.warning("upstream %s connect failed: %s", instance.url, exc)
+                except TimeoutError:
+                    outcome, failure = "timeout", (504, f"{service} did not answer in time")
+                    log.warning("upstream %s timed out on %s %s", instance.url, method, target_s)
+                except aiohttp.ClientError as exc:
+                    outcome, failure = "error", (502, f"{service} failed while answering")
+                    log.warning("upstream %s failed: %s", instance.url, exc)
+                else:
+                    outcome = "5xx" if status >= 500 else "ok"
+            latency.labels(service, outcome).observe(time.perf_counter() - started)
+            if up.cache.record_outcome(service, instance.url, outcome != "ok"):
+                up.metrics.ejections.labels(service).inc()
+                log.warning("ejected %s instance %s (outlier detection)", service, instance.url)
+            if outcome == "ok":
+                return await _answer(send, status, raw_headers, content, extra)
+            if outcome == "5xx":
+                last_5xx = (status, raw_headers, content)  # the upstream's own answer
+                if not retry_after_send:
+                    break
+                continue
+            if sent and not retry_after_send:
+                break  # the request may have been processed: resending could duplicate it
+
+        if last_5xx is not None:
+            return await _answer(send, *last_5xx, extra)
+        if failure is None:
+            await self._problem(
+                scope, receive, send, extra, 503,
+                f"no healthy instance of {service} is available",
+                "no-instance", retry_after=1,
+            )  # fmt: skip
+            return 503
+        status, detail = failure
+        await self._problem(scope, receive, send, extra, status, detail, "upstream")
+        return status
+
+
+async def _answer(
+    send: Send,
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    content: bytes,
+    extra: list[tuple[bytes, bytes]],
+) -> int:
+    headers.append((b"content-length", str(len(content)).encode()))
+    headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": content})
+    return status
+
+
+def _rate_value(decision: Decision) -> bytes:
+    return ratelimit_header(decision.limit, decision.remaining, decision.reset_s).encode()
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)

@@ -6,8 +6,10 @@ stack adds correlation ids, metrics and problem+json errors. Routers stay pure d
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,9 +23,10 @@ from gekko.config import Settings
 from gekko.correlation import CorrelationIdMiddleware
 from gekko.db import create_pool
 from gekko.health import dependency_checks, overall_status
-from gekko.metrics import MetricsMiddleware, RequestMetrics
+from gekko.metrics import MetricsMiddleware, RequestMetrics, default_route_label
 from gekko.problems import install_problem_handlers
 from gekko.registry import RegistryHeartbeat
+from gekko.tracing import FASTAPI_TELEMETRY_OFF, TracingMiddleware, setup_tracing
 
 log = logging.getLogger("gekko.service")
 
@@ -39,7 +42,18 @@ def redis_client(url: str) -> Redis:
     )
 
 
-def build_service_app(service: str, settings: Settings, router: APIRouter) -> FastAPI:
+# A service module may define `async def start(app)` / `async def stop(app)` for its background
+# work (event consumers, price feeds); they run after the pool and Redis are ready.
+Hook = Callable[[FastAPI], Awaitable[None]]
+
+
+def build_service_app(
+    service: str,
+    settings: Settings,
+    router: APIRouter,
+    start: Hook | None = None,
+    stop: Hook | None = None,
+) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = await create_pool(settings.database_url)
@@ -53,12 +67,28 @@ def build_service_app(service: str, settings: Settings, router: APIRouter) -> Fa
             app.state.redis, service, settings.instance_id, settings.advertise_url, probe
         )
         heartbeat.start()
+        # SIGUSR1 from the deployment drains the instance before it is stopped: it leaves the
+        # registry (the gateway stops routing to it within a refresh) and fails its health check,
+        # while requests in flight complete.
+        app.state.draining = False
+
+        def drain() -> None:
+            if not app.state.draining:
+                log.info("draining %s: leaving the registry", settings.instance_id)
+                app.state.draining = True
+                app.state.drain_task = asyncio.create_task(heartbeat.stop())
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, drain)
+        if start is not None:
+            await start(app)
         log.info(
             "service %s started as %s at %s", service, settings.instance_id, settings.advertise_url
         )
         try:
             yield
         finally:
+            if stop is not None:
+                await stop(app)
             await heartbeat.stop()
             await app.state.redis.aclose()
             await app.state.pool.close()
@@ -70,18 +100,22 @@ def build_service_app(service: str, settings: Settings, router: APIRouter) -> Fa
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        telemetry=FASTAPI_TELEMETRY_OFF,  # type: ignore[arg-type]
     )
     app.state.settings = settings
     app.state.service = service
+    setup_tracing(service)
     metrics = RequestMetrics(CollectorRegistry(), service)
     install_problem_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    # Inside the correlation middleware, so log lines carry both ids.
+    app.add_middleware(TracingMiddleware, route_label=default_route_label)
     app.add_middleware(CorrelationIdMiddleware)
 
     @app.get("/health", tags=["ops"])
     async def health() -> JSONResponse:
         checks = await dependency_checks(app.state.pool, app.state.redis)
-        status = overall_status(checks)
+        status = "draining" if app.state.draining else overall_status(checks)
         body: dict[str, Any] = {
             "status": status,
             "service": service,

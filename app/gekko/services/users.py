@@ -7,13 +7,16 @@ import re
 from datetime import datetime
 
 import asyncpg
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, field_validator
 
+from gekko.events import USER_REGISTERED
+from gekko.outbox import add_event
 from gekko.problems import ProblemError
 from gekko.security import DEFAULT_TOKEN_TTL_S, hash_password, issue_token, verify_password
 from gekko.services.deps import Pool, UserId
+from gekko.services.wiring import start_relay, stop_all, wake_relay
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
 
@@ -58,25 +61,39 @@ class TokenOut(BaseModel):
     expires_in: int
 
 
+async def start(app: FastAPI) -> None:
+    start_relay(app, "users")
+
+
+async def stop(app: FastAPI) -> None:
+    await stop_all(app)
+
+
 @router.post("/register", status_code=201, response_model=UserOut)
-async def register(body: RegisterRequest, pool: Pool) -> UserOut:
+async def register(body: RegisterRequest, pool: Pool, request: Request) -> UserOut:
     password_hash = await asyncio.to_thread(hash_password, body.password)
     try:
-        row = await pool.fetchrow(
-            """
-            INSERT INTO users.accounts (username, email, password_hash)
-            VALUES ($1, $2, $3)
-            RETURNING id, username, email
-            """,
-            body.username,
-            body.email,
-            password_hash,
-        )
+        # The account and its user.registered event commit together (transactional outbox).
+        async with pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                """
+                INSERT INTO users.accounts (username, email, password_hash)
+                VALUES ($1, $2, $3)
+                RETURNING id, username, email
+                """,
+                body.username,
+                body.email,
+                password_hash,
+            )
+            await add_event(
+                conn, "users", USER_REGISTERED, {"user_id": row["id"], "username": row["username"]}
+            )
     except asyncpg.UniqueViolationError as exc:
         field = "email" if "email" in (exc.constraint_name or "") else "username"
         raise ProblemError(
             409, f"{field} is already registered", title="Conflict", slug="user-exists"
         ) from None
+    wake_relay(request.app)
     return UserOut(**dict(row))
 
 

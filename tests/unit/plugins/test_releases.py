@@ -1,5 +1,6 @@
 """Release bookkeeping: content-addressed ids, previous release kept for rollback."""
 
+import pytest
 from ansible_collections.gekko.platform.plugins.module_utils import _releases
 
 V1 = {"images": {"app": "gekko/app:aaa@sha256:1"}, "config_checksums": {"app.env": "c1"}}
@@ -53,3 +54,18 @@ def test_teardown_clears_current_and_keeps_it_as_previous():
     assert cleared["current"] is None
     assert cleared["previous"]["id"] == _releases.release_id(V1)
     assert _releases.clear(cleared) == (cleared, False)
+
+
+def test_rollback_swaps_current_and_previous():
+    state, _ = _releases.record(None, V1, "t1")
+    state, _ = _releases.record(state, V2, "t2")
+    back, changed = _releases.rollback(state)
+    assert changed
+    assert back["current"]["id"] == _releases.release_id(V1)
+    assert back["previous"]["id"] == _releases.release_id(V2)
+
+
+def test_rollback_without_a_previous_release_is_an_error():
+    state, _ = _releases.record(None, V1, "t1")
+    with pytest.raises(ValueError, match="no previous release"):
+        _releases.rollback(state)

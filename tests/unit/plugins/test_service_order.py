@@ -4,6 +4,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 from ansible_collections.gekko.platform.plugins.filter.service_order import (
     service_order,
+    service_wave_map,
     service_waves,
 )
 
@@ -32,6 +33,7 @@ def test_waves_group_services_that_can_start_together():
         {"name": "d", "depends_on": ["b", "c"]},
     ]
     assert [names(w) for w in service_waves(catalogue)] == [["a"], ["b", "c"], ["d"]]
+    assert service_wave_map(catalogue) == {"a": 0, "b": 1, "c": 1, "d": 2}
 
 
 def test_cycle_is_an_error_that_names_the_cycle():

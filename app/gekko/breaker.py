@@ -1,0 +1,150 @@
+"""A circuit breaker per upstream service (CLOSED -> OPEN -> HALF_OPEN -> CLOSED).
+
+Trips on `consecutive_failures` failures in a row, or on a failure rate of at least
+`failure_rate` over at least `min_requests` requests in the rolling `window_s`. The decision is
+taken on the failing call itself, so the breaker opens the moment the threshold is crossed.
+While OPEN every call is refused until `open_s` has passed; then HALF_OPEN lets up to
+`half_open_probes` calls through: a success closes the circuit, a failure reopens it.
+Callers decide what a failure is (5xx, timeouts, connect errors; never a 4xx).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from enum import IntEnum
+
+
+class State(IntEnum):
+    # The values are the Prometheus gauge encoding.
+    CLOSED = 0
+    OPEN = 1
+    HALF_OPEN = 2
+
+
+Transition = Callable[[str, State, State], None]
+
+
+class CircuitBreaker:
+    def __init__(
+        self,
+        name: str,
+        *,
+        consecutive_failures: int = 5,
+        failure_rate: float = 0.5,
+        min_requests: int = 20,
+        window_s: int = 10,
+        open_s: float = 30.0,
+        half_open_probes: int = 3,
+        clock: Callable[[], float] = time.monotonic,
+        on_transition: Transition | None = None,
+    ) -> None:
+        self.name = name
+        self.consecutive_limit = consecutive_failures
+        self.failure_rate = failure_rate
+        self.min_requests = min_requests
+        self.window_s = max(1, int(window_s))
+        self.open_s = open_s
+        self.half_open_probes = half_open_probes
+        self.clock = clock
+        self.on_transition = on_transition
+        self.state = State.CLOSED
+        self.consecutive = 0
+        self.opened_at = 0.0
+        self._probes = 0
+        # One-second buckets: [second, requests, failures]; O(window) memory at any rate.
+        self._buckets = [[-1, 0, 0] for _ in range(self.window_s)]
+
+    # -- admission -------------------------------------------------------------------------
+    def allow(self) -> bool:
+        """May a call go upstream now? (Counts a half-open probe when it says yes.)"""
+        if self.state is State.CLOSED:
+            return True
+        if self.state is State.OPEN:
+            if self.clock() - self.opened_at < self.open_s:
+                return False
+            self._move(State.HALF_OPEN)
+            self._probes = 0
+        if self._probes >= self.half_open_probes:
+            return False
+        self._probes += 1
+        return True
+
+    def retry_after(self) -> int:
+        """Whole seconds until the breaker half-opens (for the Retry-After header), >= 1."""
+        if self.state is not State.OPEN:
+            return 1
+        return max(1, math.ceil(self.opened_at + self.open_s - self.clock()))
+
+    def release(self) -> None:
+        """A call admitted by `allow` ended without an outcome (e.g. the client went away)."""
+        if self.state is State.HALF_OPEN and self._probes > 0:
+            self._probes -= 1
+
+    # -- outcomes --------------------------------------------------------------------------
+    def record_success(self) -> None:
+        self.consecutive = 0
+        if self.state is State.HALF_OPEN:
+            self._reset_window()
+            self._move(State.CLOSED)
+            return
+        self._count(failed=False)
+
+    def record_failure(self) -> None:
+        if self.state is State.HALF_OPEN:
+            self._open()
+            return
+        if self.state is State.OPEN:
+            return  # a call admitted before the trip finished late; already open
+        self.consecutive += 1
+        self._count(failed=True)
+        requests, failures = self.window()
+        if self.consecutive >= self.consecutive_limit or (
+            requests >= self.min_requests and failures >= self.failure_rate * requests
+        ):
+            self._open()
+
+    def window(self) -> tuple[int, int]:
+        """(requests, failures) in the rolling window."""
+        now = int(self.clock())
+        requests = failures = 0
+        for second, n, f in self._buckets:
+            if now - second < self.window_s:
+                requests += n
+                failures += f
+        return requests, failures
+
+    def as_dict(self) -> dict[str, object]:
+        requests, failures = self.window()
+        return {
+            "state": self.state.name.lower(),
+            "consecutive_failures": self.consecutive,
+            "window_requests": requests,
+            "window_failures": failures,
+            "retry_after_s": self.retry_after() if self.state is State.OPEN else None,
+        }
+
+    # -- internals -------------------------------------------------------------------------
+    def _count(self, *, failed: bool) -> None:
+        second = int(self.clock())
+        bucket = self._buckets[second % self.window_s]
+        if bucket[0] != second:
+            bucket[0], bucket[1], bucket[2] = second, 0, 0
+        bucket[1] += 1
+        bucket[2] += failed
+
+    def _reset_window(self) -> None:
+        for bucket in self._buckets:
+            bucket[0], bucket[1], bucket[2] = -1, 0, 0
+
+    def _open(self) -> None:
+        self.opened_at = self.clock()
+        self.consecutive = 0
+        self._reset_window()
+        self._move(State.OPEN)
+
+    def _move(self, new: State) -> None:
+        old, self.state = self.state, new
+        if self.on_transition is not None and old is not new:
+            self.on_transition(self.name, old, new)

@@ -1,0 +1,212 @@
+"""GET /dashboard (live HTML page of the eight KPIs) and GET /dashboard/kpis (their JSON).
+
+The page is self-contained (inline CSS and JS, no CDN) and renders the current numbers on the
+server, then refreshes them from /dashboard/kpis every REFRESH_S seconds. KPI state lives in
+Redis (gekko.kpis), so every gateway process shows the same numbers. A background task keeps
+the Prometheus collector's snapshot fresh, because prometheus_client collects synchronously.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from prometheus_client import CollectorRegistry
+from redis.exceptions import RedisError
+
+from gekko.kpis import KPI_NAMES, KpiCollector, read_kpis
+from gekko.problems import ProblemError
+
+log = logging.getLogger("gekko.dashboard")
+
+REFRESH_S = 2
+SNAPSHOT_REFRESH_S = 2.0
+
+# name -> (label, unit, formatting hint for the page script)
+LABELS: dict[str, tuple[str, str, str]] = {
+    "orders_executed": ("Orders executed", "", "int"),
+    "notional_volume_usd": ("Notional volume", "USD", "usd"),
+    "fill_rate": ("Fill rate", "", "pct"),
+    "execution_latency_p95_ms": ("Execution latency p95", "ms", "ms"),
+    "active_users": ("Active users (15 min)", "", "int"),
+    "registrations": ("Registrations", "", "int"),
+    "social_engagement": ("Social engagement", "posts + follows + shares", "int"),
+    "points_awarded": ("Points awarded", "", "int"),
+}
+
+
+def format_value(kind: str, value: float) -> str:
+    if kind == "usd":
+        return f"${value:,.2f}"
+    if kind == "pct":
+        return f"{value * 100:.1f}%"
+    if kind == "ms":
+        return f"{value:,.1f} ms"
+    return f"{int(value):,}"
+
+
+async def _read(request: Request, collector: KpiCollector) -> dict[str, Any]:
+    redis = getattr(request.app.state, "redis", None)
+    if redis is None:
+        raise ProblemError(503, "KPI store is not connected yet", slug="kpis-unavailable")
+    try:
+        kpis = await read_kpis(redis)
+    except (RedisError, OSError) as exc:
+        raise ProblemError(
+            503, f"KPI store (Redis) unavailable: {type(exc).__name__}", slug="kpis-unavailable"
+        ) from None
+    collector.snapshot = kpis
+    return kpis
+
+
+def render_page(kpis: dict[str, Any] | None) -> str:
+    cards = []
+    for name in KPI_NAMES:
+        label, unit, kind = LABELS[name]
+        shown = format_value(kind, kpis[name]) if kpis else "–"
+        cards.append(
+            f'<section class="card"><h2>{html.escape(label)}</h2>'
+            f'<p class="value" id="kpi-{name}" data-kind="{kind}">{html.escape(shown)}</p>'
+            f'<p class="unit">{html.escape(unit)}</p></section>'
+        )
+    return _PAGE.replace("{{CARDS}}", "\n".join(cards)).replace(
+        "{{REFRESH_MS}}", str(REFRESH_S * 1000)
+    )
+
+
+def install_dashboard(app: FastAPI, registry: CollectorRegistry) -> None:
+    """Add /dashboard and /dashboard/kpis to `app` and export gekko_kpi_* on `registry`."""
+    collector = KpiCollector()
+    registry.register(collector)
+    app.state.kpi_collector = collector
+
+    @app.get("/dashboard/kpis", tags=["ops"])
+    async def dashboard_kpis(request: Request) -> JSONResponse:
+        kpis = await _read(request, collector)
+        return JSONResponse(kpis, headers={"Cache-Control": "no-store"})
+
+    @app.get("/dashboard", tags=["ops"], response_class=HTMLResponse)
+    async def dashboard(request: Request) -> HTMLResponse:
+        try:
+            kpis: dict[str, Any] | None = await _read(request, collector)
+        except ProblemError:
+            kpis = None  # the page still loads and its script retries
+        return HTMLResponse(render_page(kpis), headers={"Cache-Control": "no-store"})
+
+    # Keep the collector's snapshot fresh for /metrics scrapes (wraps the app's lifespan).
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a: FastAPI) -> AsyncIterator[Any]:
+        async with inner(a) as state:
+            task = asyncio.create_task(_refresh(a, collector), name="kpi-snapshot")
+            try:
+                yield state
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    app.router.lifespan_context = lifespan
+
+
+async def _refresh(app: FastAPI, collector: KpiCollector) -> None:
+    while True:
+        redis = getattr(app.state, "redis", None)
+        if redis is not None:
+            try:
+                collector.snapshot = await read_kpis(redis)
+            except (RedisError, OSError) as exc:
+                log.debug("KPI snapshot refresh failed: %s", exc)
+        await asyncio.sleep(SNAPSHOT_REFRESH_S)
+
+
+_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Gekko — business KPIs</title>
+<style>
+  :root { color-scheme: light dark; --bg: #0f1720; --fg: #e6edf3; --card: #18222d;
+          --muted: #8b98a5; --accent: #3fb950; --warn: #d29922; }
+  body { margin: 0; font: 15px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif;
+         background: var(--bg); color: var(--fg); }
+  header { display: flex; justify-content: space-between; align-items: baseline;
+           padding: 20px 28px 8px; }
+  h1 { font-size: 22px; margin: 0; }
+  #status { color: var(--muted); font-size: 13px; }
+  #status.stale { color: var(--warn); }
+  main { display: grid; grid-template-columns: repeat(auto-fill, minmax(230px, 1fr));
+         gap: 16px; padding: 16px 28px 28px; }
+  .card { background: var(--card); border-radius: 10px; padding: 16px 18px; }
+  .card h2 { font-size: 13px; font-weight: 600; color: var(--muted); margin: 0 0 8px;
+             text-transform: uppercase; letter-spacing: .04em; }
+  .value { font-size: 30px; font-weight: 700; margin: 0; font-variant-numeric: tabular-nums; }
+  .value.changed { color: var(--accent); }
+  .unit { color: var(--muted); font-size: 12px; margin: 4px 0 0; min-height: 1em; }
+</style>
+</head>
+<body>
+<header>
+  <h1>Gekko business KPIs</h1>
+  <span id="status">live · refreshes every {{REFRESH_MS}} ms</span>
+</header>
+<main id="kpis">
+{{CARDS}}
+</main>
+<script>
+(function () {
+  "use strict";
+  var REFRESH_MS = {{REFRESH_MS}};
+  var status = document.getElementById("status");
+  function dec(v, digits) {
+    var o = {minimumFractionDigits: digits, maximumFractionDigits: digits};
+    return v.toLocaleString("en-US", o);
+  }
+  function fmt(kind, v) {
+    if (typeof v !== "number") return "–";
+    if (kind === "usd") return "$" + dec(v, 2);
+    if (kind === "pct") return (v * 100).toFixed(1) + "%";
+    if (kind === "ms") return dec(v, 1) + " ms";
+    return Math.trunc(v).toLocaleString("en-US");
+  }
+  function render(k) {
+    document.querySelectorAll(".value[id^='kpi-']").forEach(function (el) {
+      var name = el.id.slice(4);
+      var text = fmt(el.dataset.kind, k[name]);
+      if (el.textContent !== text) {
+        el.textContent = text;
+        el.classList.add("changed");
+        setTimeout(function () { el.classList.remove("changed"); }, 800);
+      }
+    });
+  }
+  function tick() {
+    fetch("/dashboard/kpis", {cache: "no-store", headers: {"Accept": "application/json"}})
+      .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
+      .then(function (k) {
+        render(k);
+        status.className = "";
+        status.textContent = "live · updated " + new Date().toLocaleTimeString();
+        document.body.dataset.updated = String(Date.now());
+      })
+      .catch(function (e) {
+        status.className = "stale";
+        status.textContent = "stale · " + e.message + " · retrying";
+      })
+      .finally(function () { setTimeout(tick, REFRESH_MS); });
+  }
+  tick();
+})();
+</script>
+</body>
+</html>
+"""

@@ -1,0 +1,113 @@
+"""The final table, the target checks, and .build/bench/results.json."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Row:
+    metric: str
+    value: str
+    target: str = ""
+    met: bool | None = None  # None: no target
+
+
+def _ms(v: Any) -> str:
+    return "n/a" if v is None else f"{float(v):.2f} ms"
+
+
+def rows(results: dict[str, Any]) -> list[Row]:
+    out: list[Row] = []
+    tp = results.get("throughput") or {}
+    gw = tp.get("gateway")
+    labels = {
+        "upstream": "upstream alone",
+        "nginx": "nginx",
+        "gateway": "gateway",
+        "gateway_nolimit": "gateway, no rate limit",
+    }
+    for label, title in labels.items():
+        r = tp.get(label)
+        if r:
+            out.append(
+                Row(
+                    f"GET {title}: req/s / p50 / p99",
+                    f"{r['rps']:.0f} / {_ms(r['p50_ms'])} / {_ms(r['p99_ms'])}",
+                )
+            )
+    if gw:
+        out.append(Row("GET gateway: p95", _ms(gw["p95_ms"]), "< 100 ms", gw["p95_ms"] < 100))
+        ok = gw["errors"] == 0 and gw["non_2xx"] == 0
+        out.append(
+            Row("GET gateway: errors / non-2xx", f"{gw['errors']} / {gw['non_2xx']}", "0", ok)
+        )
+        if tp.get("nginx"):
+            ratio = gw["rps"] / tp["nginx"]["rps"] if tp["nginx"]["rps"] else 0.0
+            out.append(Row("gateway / nginx throughput", f"{ratio:.0%}"))
+    d = results.get("discovery")
+    if d:
+        out.append(
+            Row(
+                "discovery lookup: mean / p99",
+                f"{d['mean_us']:.2f} µs / {d['p99_us']:.2f} µs",
+                "< 5 ms",
+                d["p99_us"] < 5000,
+            )
+        )
+    b = results.get("breaker")
+    if b:
+        det = b["detection_ms"]
+        out.append(Row("breaker detection", _ms(det), "< 1000 ms", det is not None and det < 1000))
+    f = results.get("failover")
+    if f:
+        off = f["routed_off_ms"]
+        out.append(
+            Row(
+                f"failover: routed off ({f['routed_off_by'] or 'not seen'})",
+                _ms(off),
+                "< 5000 ms",
+                off is not None and off < 5000,
+            )
+        )
+        out.append(
+            Row(
+                "failover: failed requests / last failure",
+                f"{f['failed_after_kill']} of {f['requests_after_kill']} / "
+                f"{_ms(f['last_failure_ms'])}",
+                "< 5000 ms",
+                f["last_failure_ms"] < 5000,
+            )
+        )
+    o = results.get("orders")
+    if o:
+        out.append(
+            Row(
+                "orders: filled/s / p50 / p99",
+                f"{o['orders_per_s']:.1f} /s / {_ms(o['p50_ms'])} / {_ms(o['p99_ms'])}",
+            )
+        )
+        out.append(Row("orders: p95", _ms(o["p95_ms"]), "< 100 ms", o["p95_ms"] < 100))
+        out.append(Row("orders: failed", f"{o['failed']} of {o['orders']}", "0", o["failed"] == 0))
+    return out
+
+
+def table(rs: list[Row]) -> str:
+    width = max(len(r.metric) for r in rs)
+    vwidth = max(len(r.value) for r in rs)
+    lines = [
+        f"{'metric':<{width}}  {'result':<{vwidth}}  {'target':<10}  ok",
+        "-" * (width + vwidth + 18),
+    ]
+    for r in rs:
+        mark = "" if r.met is None else ("yes" if r.met else "NO")
+        lines.append(f"{r.metric:<{width}}  {r.value:<{vwidth}}  {r.target:<10}  {mark}")
+    return "\n".join(lines)
+
+
+def write_json(path: Path, results: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, default=str) + "\n")

@@ -1,0 +1,205 @@
+"""`make bench` entry point: `python -m benchmarks.run` from the repository root.
+
+Order: discovery microbenchmark (in process), then a private stack on random loopback ports
+(six services, the gateway, a reference gateway without rate limiting, nginx; database
+gekko_bench and Redis DB 1 on the deployed datastores), then GET throughput (upstream alone,
+nginx, gateway), orders through the gateway, failover, and breaker detection. Each result is
+printed as it comes, then a table; everything is written to .build/bench/results.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from benchmarks import preflight, report
+from benchmarks.scenarios import breaker, discovery, failover, orders, throughput
+from benchmarks.settings import OUT_DIR, REPO_ROOT, BenchSettings
+from benchmarks.stack import Proc, Stack, StackError
+
+SERVICES = ("users", "trading", "market_data", "portfolio", "social", "gamification")
+# Every gateway feature stays on; only the quotas are raised, so the limiter still takes both
+# quotas in Redis on every request but never refuses bench traffic (wrk is one client IP
+# sending ~15k requests a minute, and 1000/min per service would cap orders at ~17/s).
+GATEWAY_ENV = {
+    "GEKKO_RATELIMIT_ENABLED": "true",
+    "GEKKO_RATELIMIT_USER_PER_WINDOW": "1000000",
+    "GEKKO_RATELIMIT_SERVICE_PER_WINDOW": "1000000",
+}
+NOLIMIT_ENV = {"GEKKO_RATELIMIT_ENABLED": "false"}
+STAGES = 6
+
+
+@dataclass(frozen=True)
+class BenchStack:
+    services: dict[str, Proc]
+    gateway: Proc
+    gateway_nolimit: Proc  # reference only: the same gateway without Redis rate limiting
+    nginx: Proc
+
+    @property
+    def market_data(self) -> Proc:
+        return self.services["market_data"]
+
+
+def _first_line(argv: list[str]) -> str:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)  # noqa: S603
+    except OSError:
+        return "unknown"
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    return lines[0] if lines else "unknown"
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        model = [ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln]
+        cpu = model[0].split(":", 1)[1].strip() if model else cpu
+    except OSError:
+        pass
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "nginx": _first_line(["nginx", "-v"]),
+        "wrk": _first_line(["wrk", "-v"]),
+        "commit": _first_line(["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty"]),
+    }
+
+
+def stage(n: int, title: str) -> None:
+    print(f"\n[{n}/{STAGES}] {title}", flush=True)
+
+
+def start_stack(cfg: BenchSettings, stack: Stack) -> BenchStack:
+    services = {name: stack.start_component(name) for name in SERVICES}
+    for proc in services.values():
+        stack.wait_http(proc, "/health", {200}, timeout_s=60)
+    gateway = stack.start_component("gateway", extra_env=GATEWAY_ENV)
+    nolimit = stack.start_component("gateway", name="gateway-nolimit", extra_env=NOLIMIT_ENV)
+    market = services["market_data"]
+    nginx = stack.start_nginx(market.port, cfg.connections)
+    for gw in (gateway, nolimit):
+        stack.wait_http(gw, "/health", {200}, timeout_s=60)
+        asyncio.run(failover.wait_routable(gw.url, "market_data", {market.url}, 20))
+    stack.wait_http(nginx, "/api/v1/market-data/symbols", {200}, timeout_s=15)
+    for proc in stack.procs:
+        print(f"  {proc.name:<15} {proc.url}  (pid {proc.popen.pid})", flush=True)
+    return BenchStack(services, gateway, nolimit, nginx)
+
+
+def measure(cfg: BenchSettings, stack: Stack, s: BenchStack, results: dict[str, Any]) -> None:
+    stage(
+        3,
+        f"GET throughput: wrk -t{cfg.threads} -c{cfg.connections} -d{cfg.duration_s}s after a "
+        f"{cfg.warmup_s} s warm-up; one market_data instance behind each proxy",
+    )
+    targets = {
+        "upstream": s.market_data.url,
+        "nginx": s.nginx.url,
+        "gateway": s.gateway.url,
+        "gateway_nolimit": s.gateway_nolimit.url,
+    }
+    results["throughput"] = throughput.run(cfg, targets, stack.log_dir)
+    s.gateway_nolimit.stop()
+    s.nginx.stop()
+
+    stage(
+        4,
+        f"orders through the gateway: {cfg.order_users} users, one worker each, "
+        f"{cfg.duration_s} s after a {cfg.warmup_s} s warm-up",
+    )
+    results["orders"] = orders.run(cfg, s.gateway.url)
+
+    stage(5, "failover: a second market_data instance, steady GETs, SIGKILL it")
+    results["failover"] = failover.run(cfg, stack, s.gateway.url, s.market_data)
+
+    stage(6, "breaker detection: SIGKILL the last market_data instance under steady GETs")
+    results["breaker"] = breaker.run(cfg, s.gateway.url, s.market_data)
+
+
+def main() -> int:
+    cfg = BenchSettings.from_env()
+    search = f"{os.environ.get('PATH', os.defpath)}:/usr/sbin"
+    missing = [t for t in ("wrk", "nginx") if not shutil.which(t, path=search)]
+    if missing:
+        print(
+            f"bench: not installed: {' '.join(missing)} (apt-get install nginx wrk)",
+            file=sys.stderr,
+        )
+        return 2
+    # A TERM from make or CI unwinds like Ctrl-C: the finally below stops every process.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    log_dir = OUT_DIR / "logs"
+    shutil.rmtree(log_dir, ignore_errors=True)
+    log_dir.mkdir(parents=True)
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "settings": {
+            "duration_s": cfg.duration_s,
+            "warmup_s": cfg.warmup_s,
+            "connections": cfg.connections,
+            "wrk_threads": cfg.threads,
+            "order_users": cfg.order_users,
+            "probe_workers": cfg.probe_workers,
+            "gateway_env": GATEWAY_ENV,
+        },
+    }
+    m = results["machine"]
+    print(f"gekko bench, {m['date']}, commit {m['commit']}")
+    print(f"{m['cpu']}, {m['cores']} cores shared by the load generator and every server")
+    print(f"load average at start: {m['load_average_at_start']}", flush=True)
+    started = time.monotonic()
+
+    stage(1, f"discovery lookup: {cfg.lookups} lookups in process")
+    results["discovery"] = d = discovery.run(cfg.lookups)
+    print(f"  mean {d['mean_us']} µs  p99 {d['p99_us']} µs", flush=True)
+
+    stage(2, f"private stack: database {cfg.database}, Redis DB {cfg.redis_db}, random ports")
+    try:
+        stores = preflight.prepare(cfg, log_dir)
+    except preflight.PreflightError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    stack = Stack(stores.service_env(), log_dir)
+    try:
+        measure(cfg, stack, start_stack(cfg, stack), results)
+    except (StackError, RuntimeError, OSError, aiohttp.ClientError) as exc:
+        print(f"\nbench: failed: {exc}\nprocess logs: {log_dir}", file=sys.stderr)
+        return 1
+    finally:
+        stack.close()
+        preflight.drop_database(cfg)
+
+    results["elapsed_s"] = round(time.monotonic() - started, 1)
+    rows = report.rows(results)
+    results["targets"] = [r.__dict__ for r in rows if r.met is not None]
+    out = OUT_DIR / "results.json"
+    report.write_json(out, results)
+    met = sum(1 for r in rows if r.met)
+    checked = sum(1 for r in rows if r.met is not None)
+    print("\n" + report.table(rows))
+    print(f"\n{met} of {checked} targets met in {results['elapsed_s']} s")
+    print(f"results: {out.relative_to(REPO_ROOT)}")
+    strict = os.environ.get("BENCH_STRICT", "").strip().lower() in ("1", "true", "yes")
+    return 1 if strict and met < checked else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per measurement; each exposes `run(...)` returning a plain dict for the report."""

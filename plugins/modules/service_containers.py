@@ -1,0 +1,673 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: Gekko platform team
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: service_containers
+short_description: Reconcile a host's whole set of service containers in one call
+version_added: 0.1.0
+description:
+  - Makes the managed containers on a Docker host match O(containers), in dependency waves,
+    with the deployment strategy each container asks for, and waits until every changed
+    container is healthy.
+  - A container whose spec (image id, command, environment including O(containers[].env_files),
+    limits, hardening, health check) is unchanged is left alone, so a redeploy reports no change.
+  - C(rolling) replaces instances in place, one instance per service at a time; the old instance
+    is drained first and kept stopped until the new one is healthy, and restored if it is not.
+  - C(blue_green) starts the new version in the other slot (name suffix C(-green), the
+    alternate port), waits until it is healthy, then drains and removes the old slot.
+  - C(canary) replaces the first instance, watches its server error rate for
+    O(canary.window_seconds), and only then rolls the other instances; over
+    O(canary.max_error_rate) the canary is rolled back and the module fails.
+  - Draining sends O(drain_signal) (the Gekko services leave discovery and fail their health
+    check on it) and waits O(drain_seconds) before stopping, so no request is cut off.
+  - With O(prune=true), managed containers matching O(selector) that are not in the set are
+    drained and removed (scale down, removed services).
+author:
+  - Gekko platform team
+requirements:
+  - Docker SDK for Python (C(docker)) on the managed host (Debian package python3-docker)
+attributes:
+  check_mode:
+    support: full
+    description: Reports the plan (create, replace, switch, prune) without touching containers.
+  diff_mode:
+    support: full
+    description: Shows each container's spec hash before and after.
+options:
+  containers:
+    description: The containers that should run, in any order.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      name:
+        description: Container name (the blue slot's name for blue-green).
+        type: str
+        required: true
+      service:
+        description: The service this container is an instance of.
+        type: str
+        required: true
+      image:
+        description: Image reference; it must already exist on the host.
+        type: str
+        required: true
+      command:
+        description: Command (arguments to the image's entrypoint).
+        type: list
+        elements: str
+        default: []
+      env:
+        description: Environment; values may contain C({port}), replaced by the slot's port.
+        type: dict
+        default: {}
+      env_files:
+        description: Files on the host with KEY=VALUE lines, read before O(containers[].env).
+        type: list
+        elements: path
+        default: []
+      labels:
+        description: Extra labels.
+        type: dict
+        default: {}
+      memory:
+        description: Memory limit, e.g. C(512m).
+        type: str
+      cpus:
+        description: CPU limit in cores.
+        type: float
+      user:
+        description: User to run as.
+        type: str
+      read_only:
+        description: Read-only root file system.
+        type: bool
+        default: true
+      tmpfs:
+        description: Paths mounted as tmpfs.
+        type: list
+        elements: str
+        default: [/tmp]
+      cap_drop:
+        description: Capabilities to drop.
+        type: list
+        elements: str
+        default: [ALL]
+      security_opts:
+        description: Security options.
+        type: list
+        elements: str
+        default: [no-new-privileges]
+      init:
+        description: Run an init process that reaps zombies and forwards signals.
+        type: bool
+        default: true
+      healthcheck:
+        description: Health check with C(test) (list), C(interval), C(timeout), C(start_period)
+          (seconds) and C(retries).
+        type: dict
+      restart_policy:
+        description: Restart policy.
+        type: str
+        default: unless-stopped
+        choices: ['no', on-failure, always, unless-stopped]
+      network_mode:
+        description: Network mode; the platform uses host networking.
+        type: str
+        default: host
+      port:
+        description: The port the container listens on (used for C({port}) and canary metrics).
+        type: int
+      alternate_port:
+        description: The port of the second slot, for C(blue_green).
+        type: int
+      strategy:
+        description: How a changed container is rolled out.
+        type: str
+        default: rolling
+        choices: [rolling, blue_green, canary]
+      wave:
+        description: Start order; lower waves are started and healthy before higher ones.
+        type: int
+        default: 0
+      metrics_url:
+        description: Where the canary's Prometheus metrics are read, may contain C({port}).
+        type: str
+  selector:
+    description: Labels that identify the set this call owns, for O(prune).
+    type: dict
+    default: {}
+  prune:
+    description: Drain and remove managed containers that match O(selector) but are not wanted.
+    type: bool
+    default: false
+  drain_signal:
+    description: Signal sent to a container before it is stopped; empty to skip draining.
+    type: str
+    default: SIGUSR1
+  drain_seconds:
+    description: Seconds between the drain signal and the stop.
+    type: float
+    default: 3
+  stop_timeout:
+    description: Seconds a container gets to exit after SIGTERM.
+    type: int
+    default: 10
+  health_timeout:
+    description: Seconds a changed container may take to become healthy.
+    type: int
+    default: 90
+  canary:
+    description: Canary analysis settings.
+    type: dict
+    default: {}
+    suboptions:
+      window_seconds:
+        description: How long the canary's error rate is watched.
+        type: float
+        default: 30
+      max_error_rate:
+        description: Highest accepted share of 5xx responses.
+        type: float
+        default: 0.05
+      min_requests:
+        description: Requests needed in the window before the rate is judged.
+        type: int
+        default: 20
+  docker_host:
+    description: The Docker API endpoint.
+    type: str
+    default: unix:///var/run/docker.sock
+"""
+
+EXAMPLES = r"""
+- name: Run the domain services
+  gekko.platform.service_containers:
+    selector: {gekko.platform/set: services}
+    prune: true
+    containers:
+      - name: gekko-trading
+        service: trading
+        image: gekko/app:1f95cdf6074e
+        command: [serve, trading]
+        env_files: [/etc/gekko/app.env]
+        env: {GEKKO_PORT: "{port}"}
+        port: 8102
+        memory: 512m
+        healthcheck: {test: [CMD, gekko, healthcheck], interval: 2, timeout: 2, retries: 3}
+        labels: {gekko.platform/set: services}
+"""
+
+RETURN = r"""
+actions:
+  description: What happened to each container, in order.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {container: gekko-trading, service: trading, action: replace, seconds: 4.2}
+containers:
+  description: Name, service, slot port and spec hash of every wanted container after the run.
+  returned: always
+  type: list
+  elements: dict
+"""
+
+import os
+import time
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.urls import open_url
+from ansible_collections.gekko.platform.plugins.module_utils import _container_plan as planning
+
+DOCKER_IMPORT_ERROR = None
+try:
+    import docker
+    from docker.errors import APIError, ImageNotFound, NotFound
+except ImportError:
+    DOCKER_IMPORT_ERROR = traceback.format_exc()
+
+NANO = 1000000000
+
+
+class RolloutError(Exception):
+    pass
+
+
+class Reconciler(object):
+    def __init__(self, module, client):
+        self.module = module
+        self.client = client
+        self.params = module.params
+        self.actions = []
+
+    # ---------------------------------------------------------------- specs
+
+    def desired_specs(self):
+        specs = []
+        for raw in self.params["containers"]:
+            spec = dict(raw)
+            try:
+                spec["image_id"] = self.client.images.get(spec["image"]).id
+            except ImageNotFound:
+                self.module.fail_json(
+                    msg="image %s for container %s is not on the host. Fix: build or pull it first "
+                    "(gekko.platform.app_image builds the application image)."
+                    % (spec["image"], spec["name"])
+                )
+            env = {}
+            for path in spec["env_files"]:
+                try:
+                    with open(path) as handle:
+                        env.update(planning.parse_env_file(handle.read()))
+                except (IOError, OSError, ValueError) as exc:
+                    self.module.fail_json(
+                        msg="cannot read env file %s for %s: %s" % (path, spec["name"], exc)
+                    )
+            env.update(dict((k, str(v)) for k, v in spec["env"].items()))
+            spec["env"] = env
+            spec["hash"] = planning.spec_hash(spec)
+            specs.append(spec)
+        return specs
+
+    def existing(self, desired):
+        """Managed containers of this set, plus any container squatting a wanted name."""
+        wanted = set(name for spec in desired for name, _ in planning.slots(spec))
+        found = {}
+        for container in self.client.containers.list(all=True):
+            labels = container.labels or {}
+            managed = labels.get(planning.MANAGED_LABEL) == "true" and all(
+                labels.get(k) == str(v) for k, v in self.params["selector"].items()
+            )
+            if not managed and container.name not in wanted:
+                continue
+            found[container.name] = {
+                # An unmanaged container under a wanted name has no spec: it gets replaced.
+                "hash": labels.get(planning.SPEC_LABEL) if managed else None,
+                "running": container.status == "running",
+                "service": labels.get(planning.SERVICE_LABEL),
+                "container": container,
+            }
+        return found
+
+    # ---------------------------------------------------------------- docker actions
+
+    def create(self, spec, name, port):
+        env = planning.with_port(spec["env"], port)
+        labels = dict(spec["labels"])
+        labels.update(
+            {
+                planning.MANAGED_LABEL: "true",
+                planning.SPEC_LABEL: spec["hash"],
+                planning.SERVICE_LABEL: spec["service"],
+                planning.SLOT_LABEL: str(port),
+            }
+        )
+        labels.update(dict((k, str(v)) for k, v in self.params["selector"].items()))
+        kwargs = dict(
+            image=spec["image_id"],
+            command=planning.with_port(spec["command"], port) or None,
+            name=name,
+            environment=["%s=%s" % item for item in sorted(env.items())],
+            labels=labels,
+            network_mode=spec["network_mode"],
+            read_only=spec["read_only"],
+            tmpfs=dict((path, "") for path in spec["tmpfs"]),
+            cap_drop=spec["cap_drop"] or None,
+            security_opt=spec["security_opts"] or None,
+            init=spec["init"],
+            restart_policy={"Name": spec["restart_policy"]}
+            if spec["restart_policy"] != "no"
+            else None,
+            detach=True,
+        )
+        if spec.get("memory"):
+            kwargs["mem_limit"] = spec["memory"]
+        if spec.get("cpus"):
+            kwargs["nano_cpus"] = int(spec["cpus"] * NANO)
+        if spec.get("user"):
+            kwargs["user"] = spec["user"]
+        check = spec.get("healthcheck")
+        if check:
+            kwargs["healthcheck"] = {
+                "test": planning.with_port(check["test"], port),
+                "interval": int(float(check.get("interval", 5)) * NANO),
+                "timeout": int(float(check.get("timeout", 3)) * NANO),
+                "retries": int(check.get("retries", 3)),
+                "start_period": int(float(check.get("start_period", 0)) * NANO),
+            }
+        container = self.client.containers.create(**kwargs)
+        container.start()
+        return container
+
+    def drain_and_stop(self, container):
+        if self.params["drain_signal"] and container.status == "running":
+            try:
+                container.kill(signal=self.params["drain_signal"])
+                time.sleep(self.params["drain_seconds"])
+            except APIError:
+                pass  # it exited on its own meanwhile
+        container.stop(timeout=self.params["stop_timeout"])
+
+    def remove(self, container):
+        try:
+            container.remove(force=True)
+        except NotFound:
+            pass
+
+    def wait_healthy(self, containers):
+        """Wait until every container is healthy (or running, without a health check)."""
+        deadline = time.time() + self.params["health_timeout"]
+        pending = list(containers)
+        while pending:
+            still = []
+            for container in pending:
+                container.reload()
+                state = container.attrs["State"]
+                health = (state.get("Health") or {}).get("Status")
+                if state["Status"] in ("exited", "dead"):
+                    raise RolloutError(
+                        "%s exited with code %s: %s"
+                        % (container.name, state.get("ExitCode"), self.logs(container))
+                    )
+                if health == "unhealthy":
+                    raise RolloutError(
+                        "%s is unhealthy: %s" % (container.name, self.health_log(state))
+                    )
+                if health not in (None, "healthy") or state["Status"] != "running":
+                    still.append(container)
+            pending = still
+            if pending and time.time() > deadline:
+                raise RolloutError(
+                    "%s not healthy after %ss: %s"
+                    % (
+                        ", ".join(c.name for c in pending),
+                        self.params["health_timeout"],
+                        "; ".join(self.health_log(c.attrs["State"]) for c in pending),
+                    )
+                )
+            if pending:
+                time.sleep(0.5)
+
+    @staticmethod
+    def logs(container):
+        try:
+            return container.logs(tail=15).decode("utf-8", "replace").strip()[-1500:]
+        except APIError:
+            return "(no logs)"
+
+    @staticmethod
+    def health_log(state):
+        entries = (state.get("Health") or {}).get("Log") or []
+        return entries[-1]["Output"].strip()[-500:] if entries else "no health check result yet"
+
+    # ---------------------------------------------------------------- strategies
+
+    def record(self, step, started, action=None):
+        self.actions.append(
+            {
+                "container": step["slot"][0],
+                "service": step["spec"]["service"],
+                "action": action or step["action"],
+                "seconds": round(time.time() - started, 2),
+            }
+        )
+
+    def run_round(self, steps, existing):
+        """Apply one round: stop what is replaced, start all new containers, wait for health.
+
+        Returns the replaced containers, stopped but kept, and the new ones, so the caller can
+        still revert (canary analysis) before removing the old ones.
+        """
+        started = time.time()
+        previous = {}
+        new = []
+        try:
+            for step in steps:
+                name, port = step["slot"]
+                if step["action"] == "start":
+                    container = existing[name]["container"]
+                    container.start()
+                    new.append((step, container))
+                    continue
+                if step["action"] == "replace":
+                    old = existing[step["old"]]["container"]
+                    self.drain_and_stop(old)
+                    self.remove_by_name(name + "-previous")
+                    # Kept, stopped, until the new container proves healthy.
+                    old.rename(name + "-previous")
+                    previous[name] = old
+                new.append((step, self.create(step["spec"], name, port)))
+            self.wait_healthy([c for _, c in new])
+        except (RolloutError, APIError) as exc:
+            self.restore(new, previous)
+            raise RolloutError(
+                "rollout of %s failed and was reverted: %s"
+                % (", ".join(s["slot"][0] for s in steps), exc)
+            ) from exc
+        for step, _ in new:
+            if step["action"] == "switch":
+                self.drain_and_stop(existing[step["old"]]["container"])
+                self.remove(existing[step["old"]]["container"])
+            self.record(step, started)
+        return previous, new
+
+    def restore(self, new, previous):
+        """Remove the new containers and bring the replaced ones back."""
+        for step, container in new:
+            if step["action"] != "start":
+                self.remove(container)
+        for name, old in previous.items():
+            old.rename(name)
+            old.start()
+        if previous:
+            try:
+                self.wait_healthy(list(previous.values()))
+            except RolloutError:
+                pass  # reported with the original failure
+
+    def remove_by_name(self, name):
+        try:
+            self.remove(self.client.containers.get(name))
+        except NotFound:
+            pass
+
+    def canary_check(self, step):
+        spec = step["spec"]
+        settings = self.params["canary"]
+        url = planning.with_port(spec.get("metrics_url") or "", step["slot"][1])
+        if not url:
+            raise RolloutError("canary %s has no metrics_url" % spec["name"])
+        before = planning.request_counts(self.fetch(url))
+        time.sleep(settings["window_seconds"])
+        after = planning.request_counts(self.fetch(url))
+        rate, requests = planning.error_rate(before, after)
+        self.actions.append(
+            {
+                "container": step["slot"][0],
+                "service": spec["service"],
+                "action": "canary-analysis",
+                "error_rate": round(rate, 4),
+                "requests": requests,
+            }
+        )
+        if requests >= settings["min_requests"] and rate > settings["max_error_rate"]:
+            raise RolloutError(
+                "canary %s served %.1f%% server errors over %d requests (limit %.1f%%)"
+                % (spec["name"], rate * 100, requests, settings["max_error_rate"] * 100)
+            )
+
+    def fetch(self, url):
+        try:
+            return open_url(url, timeout=5).read().decode("utf-8", "replace")
+        except Exception as exc:  # any failure to read the canary's metrics fails the canary
+            raise RolloutError("cannot read canary metrics at %s: %s" % (url, exc)) from exc
+
+    # ---------------------------------------------------------------- main
+
+    def run(self):
+        desired = self.desired_specs()
+        names = [s["name"] for s in desired]
+        if len(set(names)) != len(names):
+            self.module.fail_json(
+                msg="container names must be unique: %s" % ", ".join(sorted(names))
+            )
+        existing = self.existing(desired)
+        steps, prune = planning.plan(
+            desired,
+            dict(
+                (k, dict(hash=v["hash"], running=v["running"], service=v["service"]))
+                for k, v in existing.items()
+            ),
+        )
+        if not self.params["prune"]:
+            prune = []
+        changes = [s for s in steps if s["action"] != "unchanged"]
+        result = dict(
+            changed=bool(changes or prune),
+            actions=[
+                {"container": s["slot"][0], "service": s["spec"]["service"], "action": s["action"]}
+                for s in changes
+            ]
+            + [{"container": n, "action": "prune"} for n in prune],
+            containers=[
+                {
+                    "name": s["slot"][0],
+                    "service": s["spec"]["service"],
+                    "port": s["slot"][1],
+                    "hash": s["spec"]["hash"],
+                }
+                for s in steps
+            ],
+            diff=dict(
+                before="".join("%s %s\n" % (n, existing[n]["hash"]) for n in sorted(existing)),
+                after="".join("%s %s\n" % (s["slot"][0], s["spec"]["hash"]) for s in steps),
+            ),
+        )
+        if self.module.check_mode or not result["changed"]:
+            self.module.exit_json(**result)
+
+        self.actions = []
+        try:
+            for _wave, index, steps_in_round in planning.rounds(steps):
+                previous, new = self.run_round(steps_in_round, existing)
+                canaries = [
+                    s
+                    for s in steps_in_round
+                    if index == 0
+                    and s["action"] == "replace"
+                    and s["spec"].get("strategy") == "canary"
+                ]
+                try:
+                    for step in canaries:
+                        self.canary_check(step)
+                except RolloutError as exc:
+                    self.restore(new, previous)
+                    raise RolloutError("%s; the canary was rolled back" % exc) from exc
+                for old in previous.values():
+                    self.remove(old)
+            for name in prune:
+                started = time.time()
+                container = existing[name]["container"]
+                self.drain_and_stop(container)
+                self.remove(container)
+                self.actions.append(
+                    {
+                        "container": name,
+                        "service": existing[name]["service"],
+                        "action": "prune",
+                        "seconds": round(time.time() - started, 2),
+                    }
+                )
+        except RolloutError as exc:
+            result["actions"] = self.actions
+            self.module.fail_json(msg=str(exc), **result)
+        result["actions"] = self.actions
+        self.module.exit_json(**result)
+
+
+def main():
+    container_options = dict(
+        name=dict(type="str", required=True),
+        service=dict(type="str", required=True),
+        image=dict(type="str", required=True),
+        command=dict(type="list", elements="str", default=[]),
+        env=dict(type="dict", default={}),
+        env_files=dict(type="list", elements="path", default=[]),
+        labels=dict(type="dict", default={}),
+        memory=dict(type="str"),
+        cpus=dict(type="float"),
+        user=dict(type="str"),
+        read_only=dict(type="bool", default=True),
+        tmpfs=dict(type="list", elements="str", default=["/tmp"]),
+        cap_drop=dict(type="list", elements="str", default=["ALL"]),
+        security_opts=dict(type="list", elements="str", default=["no-new-privileges"]),
+        init=dict(type="bool", default=True),
+        healthcheck=dict(type="dict"),
+        restart_policy=dict(
+            type="str",
+            default="unless-stopped",
+            choices=["no", "on-failure", "always", "unless-stopped"],
+        ),
+        network_mode=dict(type="str", default="host"),
+        port=dict(type="int"),
+        alternate_port=dict(type="int"),
+        strategy=dict(type="str", default="rolling", choices=["rolling", "blue_green", "canary"]),
+        wave=dict(type="int", default=0),
+        metrics_url=dict(type="str"),
+    )
+    module = AnsibleModule(
+        argument_spec=dict(
+            containers=dict(type="list", elements="dict", required=True, options=container_options),
+            selector=dict(type="dict", default={}),
+            prune=dict(type="bool", default=False),
+            drain_signal=dict(type="str", default="SIGUSR1"),
+            drain_seconds=dict(type="float", default=3),
+            stop_timeout=dict(type="int", default=10),
+            health_timeout=dict(type="int", default=90),
+            canary=dict(
+                type="dict",
+                default={},
+                options=dict(
+                    window_seconds=dict(type="float", default=30),
+                    max_error_rate=dict(type="float", default=0.05),
+                    min_requests=dict(type="int", default=20),
+                ),
+            ),
+            docker_host=dict(type="str", default="unix:///var/run/docker.sock"),
+        ),
+        supports_check_mode=True,
+    )
+    if DOCKER_IMPORT_ERROR:
+        module.fail_json(
+            msg=missing_required_lib("docker") + " Fix: apt-get install python3-docker "
+            "(or pip install docker) for the host's ansible_python_interpreter.",
+            exception=DOCKER_IMPORT_ERROR,
+        )
+    for spec in module.params["containers"]:
+        if spec["strategy"] == "blue_green" and not spec.get("alternate_port"):
+            module.fail_json(
+                msg="container %s uses blue_green but has no alternate_port" % spec["name"]
+            )
+    try:
+        client = docker.DockerClient(base_url=module.params["docker_host"], timeout=120)
+        client.ping()
+    except Exception as exc:
+        module.fail_json(
+            msg="cannot reach the Docker engine at %s: %s. Fix: run the "
+            "gekko.platform.docker_engine role." % (module.params["docker_host"], exc)
+        )
+    Reconciler(module, client).run()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("DOCKER_CONFIG", "/nonexistent")  # no credential helpers needed
+    main()

@@ -1,0 +1,159 @@
+"""Gateway mechanics against real processes: OpenAPI, rate limits in Redis, failover."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import signal
+import time
+
+import httpx
+import pytest
+
+from gekko.security import issue_token
+
+from .conftest import LOOPBACK, Stack
+
+pytestmark = pytest.mark.integration
+
+
+def _token(stack: Stack) -> str:
+    # A fresh subject per test: its rate-limit budget is its own.
+    return issue_token(secrets.randbelow(10**9) + 10**9, stack.env["GEKKO_JWT_SECRET"])
+
+
+def _start_gateway(stack: Stack, name: str, **env: str) -> str:
+    port = stack.start(name, "gateway", **env)
+    url = f"http://{LOOPBACK}:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        assert stack.procs[name].poll() is None, stack.log_tail(name)
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return url
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"{name} never became healthy:\n{stack.log_tail(name)}"
+        time.sleep(0.2)
+
+
+def test_openapi_aggregates_every_service(stack):
+    deadline = time.monotonic() + 20
+    while True:
+        doc = httpx.get(f"{stack.gateway}/openapi.json").json()
+        paths = doc["paths"]
+        if "/api/v1/trading/execute" in paths and "/api/v1/users/register" in paths:
+            break
+        assert time.monotonic() < deadline, sorted(paths)
+        time.sleep(0.5)
+    assert "post" in paths["/api/v1/trading/execute"]
+    assert {"/health", "/services", "/metrics"} <= set(paths)
+    assert "/api/v1/users/login" in paths and "/api/v1/users/me" in paths
+    assert "/api/v1/market-data/quotes/{symbol}" in paths
+    assert "/api/v1/gamification/user/{user_id}/profile" in paths
+    assert "/api/v1/social/feed" in paths
+    # every $ref resolves inside the merged document
+    text = httpx.get(f"{stack.gateway}/openapi.json").text
+    schemas = doc.get("components", {}).get("schemas", {})
+    for ref in {p.split('"')[0] for p in text.split('"$ref":"#/components/schemas/')[1:]}:
+        assert ref in schemas, ref
+
+
+def test_the_201st_request_of_a_user_in_a_minute_is_refused(stack):
+    auth = {"Authorization": f"Bearer {_token(stack)}"}
+    url = f"{stack.gateway}/api/v1/market-data/symbols"
+    with httpx.Client(headers=auth, timeout=5) as client:
+        first = client.get(url)
+        assert first.status_code == 200
+        assert first.headers["ratelimit-policy"] == "200;w=60, 1000;w=60"
+        assert first.headers["ratelimit"].startswith("limit=200, remaining=199, reset=")
+        statuses = [client.get(url).status_code for _ in range(199)]
+        assert statuses == [200] * 199
+        refused = client.get(url)
+    assert refused.status_code == 429
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert refused.headers["ratelimit"].startswith("limit=200, remaining=0, reset=")
+    assert "200 requests per 60 s per user" in refused.json()["detail"]
+    # Another user (or an anonymous caller) is unaffected.
+    other = httpx.get(url, headers={"Authorization": f"Bearer {_token(stack)}"})
+    assert other.status_code == 200
+    metrics = httpx.get(f"{stack.gateway}/metrics").text
+    assert 'gekko_ratelimit_rejections_total{scope="user"}' in metrics
+
+
+def test_two_gateway_processes_share_one_budget(stack):
+    small = {"GEKKO_RATELIMIT_USER_PER_WINDOW": "10", "GEKKO_RATELIMIT_SERVICE_PER_WINDOW": "500"}
+    a = _start_gateway(stack, "gw-rl-a", **small)
+    b = _start_gateway(stack, "gw-rl-b", **small)
+    auth = {"Authorization": f"Bearer {_token(stack)}"}
+    path = "/api/v1/market-data/symbols"
+    seen = []
+    for i in range(12):
+        resp = httpx.get((a if i % 2 else b) + path, headers=auth)
+        seen.append((resp.status_code, resp.headers.get("ratelimit", "")))
+    assert [s for s, _ in seen] == [200] * 10 + [429, 429]
+    remaining = [int(h.split("remaining=")[1].split(",")[0]) for _, h in seen[:10]]
+    assert remaining == list(range(9, -1, -1))  # one budget, counted across both processes
+    stack.stop("gw-rl-a")
+    stack.stop("gw-rl-b")
+
+
+def test_failover_under_load_when_an_instance_is_killed(stack):
+    gw = _start_gateway(stack, "gw-failover", GEKKO_RATELIMIT_ENABLED="false")
+    stack.start("md-2", "market_data")
+    extra_id = f"market_data-{stack.ports['md-2']}"
+
+    def instances() -> dict[str, dict]:
+        listed = httpx.get(f"{gw}/services").json()["services"]["market_data"]
+        return {i["instance_id"]: i for i in listed}
+
+    deadline = time.monotonic() + 30
+    while extra_id not in instances():
+        assert stack.procs["md-2"].poll() is None, stack.log_tail("md-2")
+        assert time.monotonic() < deadline, "second market_data instance never registered"
+        time.sleep(0.3)
+
+    results: list[int] = []
+    killed_at: list[float] = []
+    routed_off_at: list[float] = []
+
+    async def load(stop_at: float) -> None:
+        async with httpx.AsyncClient(timeout=5) as client:
+            while time.monotonic() < stop_at:
+                try:
+                    r = await client.get(f"{gw}/api/v1/market-data/symbols")
+                    results.append(r.status_code)
+                except httpx.HTTPError:
+                    results.append(0)
+
+    async def kill_and_watch(stop_at: float) -> None:
+        await asyncio.sleep(1.5)
+        stack.procs["md-2"].send_signal(signal.SIGKILL)
+        killed_at.append(time.monotonic())
+        async with httpx.AsyncClient(timeout=5) as client:
+            while time.monotonic() < stop_at:
+                listed = (await client.get(f"{gw}/services")).json()["services"]["market_data"]
+                view = {i["instance_id"]: i for i in listed}
+                dead = view.get(extra_id)
+                if dead is None or not dead["routable"]:
+                    routed_off_at.append(time.monotonic())
+                    return
+                await asyncio.sleep(0.05)
+
+    async def main() -> None:
+        stop_at = time.monotonic() + 8
+        await asyncio.gather(*(load(stop_at) for _ in range(8)), kill_and_watch(stop_at))
+
+    asyncio.run(main())
+    stack.procs.pop("md-2").wait()
+    assert routed_off_at, "the killed instance was still routable 6 s after SIGKILL"
+    failover_s = routed_off_at[0] - killed_at[0]
+    print(f"\nfailover: {len(results)} requests, {results.count(200)} ok, "
+          f"routed off the killed instance after {failover_s * 1000:.0f} ms")  # fmt: skip
+    assert failover_s < 5
+    assert len(results) > 100
+    assert set(results) == {200}, {s: results.count(s) for s in set(results)}
+    metrics = httpx.get(f"{gw}/metrics").text
+    assert 'gekko_outlier_ejections_total{service="market_data"} 1.0' in metrics
+    stack.stop("gw-failover")

@@ -1,0 +1,119 @@
+"""Planning rules of the service_containers module."""
+
+import pytest
+from ansible_collections.gekko.platform.plugins.module_utils import _container_plan as plan
+
+
+def spec(name, service=None, strategy="rolling", wave=0, h="h1", **extra):
+    return dict(
+        name=name,
+        service=service or name,
+        strategy=strategy,
+        wave=wave,
+        hash=h,
+        port=extra.pop("port", 8000),
+        alternate_port=extra.pop("alternate_port", 9000),
+        **extra,
+    )
+
+
+def actions(steps):
+    return [(s["slot"][0], s["action"], s["old"]) for s in steps]
+
+
+def test_unchanged_running_container_is_left_alone_and_a_stopped_one_started():
+    steps, prune = plan.plan(
+        [spec("a"), spec("b")],
+        {"a": {"hash": "h1", "running": True}, "b": {"hash": "h1", "running": False}},
+    )
+    assert actions(steps) == [("a", "unchanged", None), ("b", "start", None)]
+    assert prune == []
+
+
+def test_changed_spec_is_replaced_in_place_and_new_ones_created():
+    steps, _ = plan.plan([spec("a", h="h2"), spec("b")], {"a": {"hash": "h1", "running": True}})
+    assert actions(steps) == [("a", "replace", "a"), ("b", "create", None)]
+
+
+def test_blue_green_switches_to_the_other_slot_and_back():
+    green = plan.plan(
+        [spec("a", strategy="blue_green", h="h2")], {"a": {"hash": "h1", "running": True}}
+    )[0]
+    assert actions(green) == [("a-green", "switch", "a")]
+    assert green[0]["slot"] == ("a-green", 9000)
+    blue = plan.plan(
+        [spec("a", strategy="blue_green", h="h3")], {"a-green": {"hash": "h2", "running": True}}
+    )[0]
+    assert actions(blue) == [("a", "switch", "a-green")]
+    assert blue[0]["slot"] == ("a", 8000)
+
+
+def test_blue_green_unchanged_in_green_slot_stays_and_stale_blue_is_pruned():
+    steps, prune = plan.plan(
+        [spec("a", strategy="blue_green", h="h2")],
+        {"a": {"hash": "h1", "running": False}, "a-green": {"hash": "h2", "running": True}},
+    )
+    assert actions(steps) == [("a-green", "unchanged", None)]
+    assert prune == ["a"]
+
+
+def test_containers_no_longer_wanted_are_pruned():
+    _, prune = plan.plan(
+        [spec("a")], {"a": {"hash": "h1", "running": True}, "old": {"hash": "x", "running": True}}
+    )
+    assert prune == ["old"]
+
+
+def test_rounds_follow_waves_then_instance_position():
+    steps, _ = plan.plan(
+        [
+            spec("db-client", wave=1),
+            spec("t1", "trading", wave=1),
+            spec("t2", "trading", wave=1),
+            spec("users", wave=0),
+            spec("same", wave=0),
+        ],
+        {"same": {"hash": "h1", "running": True}},
+    )
+    shape = [
+        (wave, index, sorted(s["slot"][0] for s in group))
+        for wave, index, group in plan.rounds(steps)
+    ]
+    assert shape == [(0, 0, ["users"]), (1, 0, ["db-client", "t1"]), (1, 1, ["t2"])]
+
+
+def test_spec_hash_covers_runtime_fields_only():
+    base = dict(image_id="sha256:1", command=["serve"], env={"A": "1"}, memory="512m")
+    assert plan.spec_hash(base) == plan.spec_hash(dict(base, wave=3, strategy="canary"))
+    assert plan.spec_hash(base) != plan.spec_hash(dict(base, env={"A": "2"}))
+    assert plan.spec_hash(base) != plan.spec_hash(dict(base, image_id="sha256:2"))
+
+
+def test_port_placeholders_are_filled_per_slot():
+    assert plan.with_port({"GEKKO_PORT": "{port}", "X": ["a{port}", 3]}, 9101) == {
+        "GEKKO_PORT": "9101",
+        "X": ["a9101", 3],
+    }
+
+
+def test_env_file_parsing_and_bad_lines():
+    assert plan.parse_env_file("# c\n\nA=1\nB=x=y\nC=\n") == {"A": "1", "B": "x=y", "C": ""}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        plan.parse_env_file("just text\n")
+
+
+METRICS = """# TYPE gekko_http_requests_total counter
+gekko_http_requests_total{component="trading",route="trading",method="POST",status_class="2xx"} 90.0
+gekko_http_requests_total{component="trading",route="trading",method="POST",status_class="5xx"} 10.0
+gekko_http_requests_total{component="trading",route="health",method="GET",status_class="5xx"} 500.0
+gekko_http_requests_total{component="trading",route="metrics",method="GET",status_class="2xx"} 7.0
+"""
+
+
+def test_request_counts_ignore_health_checks_and_scrapes():
+    assert plan.request_counts(METRICS) == (100.0, 10.0)
+
+
+def test_error_rate_between_samples():
+    assert plan.error_rate((100.0, 10.0), (200.0, 40.0)) == (0.3, 100)
+    assert plan.error_rate((5.0, 0.0), (5.0, 0.0)) == (0.0, 0)

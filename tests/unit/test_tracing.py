@@ -1,0 +1,99 @@
+import io
+import logging
+
+import orjson
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from gekko import tracing
+from gekko.correlation import CorrelationIdMiddleware
+from gekko.logs import JsonFormatter
+
+CALLER = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.fixture(scope="module")
+def exporter() -> InMemorySpanExporter:
+    tracing.setup_tracing("test")
+    exp = InMemorySpanExporter()
+    tracing.add_span_processor(SimpleSpanProcessor(exp))
+    return exp
+
+
+def test_inject_extract_round_trip(exporter):
+    exporter.clear()
+    with tracing.start_span("publish") as span:
+        carrier: dict[str, str] = {}
+        tracing.inject(carrier)
+        trace_id = tracing.current_trace_id()
+    assert carrier["traceparent"] == tracing.traceparent_of(span)
+    with tracing.start_span("consume", context=tracing.extract(carrier), kind=SpanKind.CONSUMER):
+        assert tracing.current_trace_id() == trace_id
+    publish, consume = exporter.get_finished_spans()
+    assert consume.parent.span_id == publish.context.span_id
+    assert tracing.current_trace_id() is None  # nothing current outside a span
+
+
+def test_extract_ignores_garbage():
+    with tracing.start_span("x", context=tracing.extract({"traceparent": "nonsense"})):
+        assert tracing.current_trace_id() != "0af7651916cd43dd8448eb211c80319c"
+
+
+def test_middleware_continues_the_callers_trace_and_logs_carry_ids(exporter):
+    exporter.clear()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("svc", "svc-1"))
+    logger = logging.getLogger("test.tracing")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    app = FastAPI(telemetry=tracing.FASTAPI_TELEMETRY_OFF)
+
+    @app.get("/api/v1/trading/orders")
+    async def orders() -> dict[str, str]:
+        logger.info("listing orders")
+        return {"ok": "yes"}
+
+    app.add_middleware(tracing.TracingMiddleware)
+    app.add_middleware(CorrelationIdMiddleware)
+    try:
+        resp = TestClient(app).get(
+            "/api/v1/trading/orders", headers={"traceparent": CALLER, "x-correlation-id": "c-1"}
+        )
+    finally:
+        logger.removeHandler(handler)
+    assert resp.status_code == 200
+    version, trace_id, span_id, _ = resp.headers["traceparent"].split("-")
+    assert (version, trace_id) == ("00", "0af7651916cd43dd8448eb211c80319c")
+    assert span_id != "b7ad6b7169203331"  # the server span is a child, not the caller's span
+    (server,) = exporter.get_finished_spans()
+    assert server.kind is SpanKind.SERVER and server.parent.span_id == 0xB7AD6B7169203331
+    assert server.attributes["http.response.status_code"] == 200
+    line = orjson.loads(stream.getvalue().splitlines()[0])
+    assert line["trace_id"] == trace_id and line["correlation_id"] == "c-1"
+
+
+def test_gateway_injects_its_span_into_upstream_headers(exporter):
+    from tests.unit.test_gateway_proxy import Upstream, gateway
+
+    upstream = Upstream(200)
+    try:
+        with gateway({"market_data": [upstream.url]}) as client:
+            resp = client.get("/api/v1/market-data/symbols", headers={"traceparent": CALLER})
+        sent = upstream.hits[0][2]["traceparent"]
+        assert sent.split("-")[1] == "0af7651916cd43dd8448eb211c80319c"
+        assert sent.split("-")[2] not in (
+            "b7ad6b7169203331",
+            resp.headers["traceparent"].split("-")[2],
+        )
+        # upstream's parent is the gateway's CLIENT span, itself a child of the SERVER span
+        spans = {s.context.span_id: s for s in exporter.get_finished_spans()}
+        client_span = spans[int(sent.split("-")[2], 16)]
+        assert client_span.kind is SpanKind.CLIENT
+        assert spans[client_span.parent.span_id].kind is SpanKind.SERVER
+    finally:
+        upstream.server.shutdown()
