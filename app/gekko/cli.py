@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
+import signal
+import socket
 import sys
 import urllib.error
 import urllib.request
@@ -26,8 +29,9 @@ def _serve(component: str) -> int:
 
     from gekko.apps import build_app
 
-    uvicorn.run(
-        build_app(settings),
+    app = build_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.bind_host,
         port=settings.port,
         workers=1,
@@ -39,7 +43,44 @@ def _serve(component: str) -> int:
         proxy_headers=False,
         timeout_graceful_shutdown=10,
     )
+    server = _draining_server_class(uvicorn.Server, app.state)(config)
+    server.run(sockets=[listening_socket(settings.bind_host, settings.port)])
     return 0
+
+
+def _draining_server_class(base: type, app_state: object) -> type:
+    class DrainingServer(base):  # type: ignore[misc, valid-type]
+        """On SIGUSR1 (sent by the deployment before it stops an instance) stop accepting new
+        connections and run the app's drain hooks; open connections are served until SIGTERM."""
+
+        async def startup(self, sockets=None):  # type: ignore[no-untyped-def]
+            await super().startup(sockets=sockets)
+            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.drain)
+
+        def drain(self) -> None:
+            logging.getLogger("gekko.cli").info("draining: no new connections")
+            for listener in self.servers:
+                listener.close()
+            for hook in getattr(app_state, "drain_hooks", []):
+                hook()
+
+    return DrainingServer
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A listener that a second instance can share during a zero-downtime handover.
+
+    With SO_REUSEPORT the new instance binds the same port while the old one still serves;
+    the kernel spreads new connections over both until the old one closes its listener.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
 
 
 def _migrate() -> int:

@@ -112,6 +112,13 @@ class Settings:
     environment: str = "local"
     static_services: dict[str, list[str]] = field(default_factory=dict)
     gateway: GatewayTuning = field(default_factory=GatewayTuning)
+    # GEKKO_FEATURE_<NAME>=true|false: defaults of the feature flags (Redis may override them).
+    features: dict[str, bool] = field(default_factory=dict)
+    # GEKKO_CHAOS_ERROR_RATE: fraction of a service's API requests answered with an injected 500
+    # (canary testing); gekko.chaos refuses it in prod.
+    chaos_error_rate: float = 0.0
+    # GEKKO_DYNCONFIG_POLL_S: how often gekko.dynconfig re-reads Redis besides its pub/sub.
+    dynconfig_poll_s: float = 5.0
 
 
 def _require(env: Mapping[str, str], name: str) -> str:
@@ -170,6 +177,62 @@ def parse_static_services(raw: str) -> dict[str, list[str]]:
     return result
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+FEATURE_ENV_PREFIX = "GEKKO_FEATURE_"
+
+
+def parse_bool(raw: str) -> bool:
+    """true/false (also 1/0, yes/no, on/off, any case); ValueError otherwise."""
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(raw)
+
+
+def parse_features(env: Mapping[str, str]) -> dict[str, bool]:
+    """GEKKO_FEATURE_SOCIAL_POSTS=false -> {"social_posts": False}."""
+    features: dict[str, bool] = {}
+    for key, raw in env.items():
+        if not key.startswith(FEATURE_ENV_PREFIX) or not raw.strip():
+            continue
+        name = key[len(FEATURE_ENV_PREFIX) :].lower()
+        try:
+            features[name] = parse_bool(raw)
+        except ValueError:
+            raise ConfigError(f"{key} must be true or false, got {raw!r}") from None
+    return features
+
+
+def parse_chaos_error_rate(raw: str) -> float:
+    if not raw.strip():
+        return 0.0
+    try:
+        rate = float(raw)
+    except ValueError:
+        rate = -1.0
+    if not 0.0 <= rate <= 1.0:  # also refuses nan
+        raise ConfigError(
+            f"GEKKO_CHAOS_ERROR_RATE must be a number from 0 to 1 (e.g. 0.05), got {raw!r}"
+        )
+    return rate
+
+
+def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
 def _reachable(bind_host: str) -> str:
     # A wildcard bind address is not something another process can connect to.
     if bind_host in ("0.0.0.0", "::"):  # noqa: S104
@@ -223,4 +286,7 @@ def load_settings(component: str, env: Mapping[str, str] | None = None) -> Setti
         environment=env.get("GEKKO_ENVIRONMENT", "").strip() or "local",
         static_services=static_services,
         gateway=tuning,
+        features=parse_features(env),
+        chaos_error_rate=parse_chaos_error_rate(env.get("GEKKO_CHAOS_ERROR_RATE", "")),
+        dynconfig_poll_s=_positive_float(env, "GEKKO_DYNCONFIG_POLL_S", 5.0),
     )

@@ -6,6 +6,7 @@ the method and the status class.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -17,6 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Route prefixes of the public API (gateway prefix -> service is in gekko.gateway.routing).
 API_PREFIXES = frozenset({"users", "trading", "portfolio", "market-data", "social", "gamification"})
+
+log = logging.getLogger("gekko.http")
 
 
 class RequestMetrics:
@@ -52,7 +55,7 @@ def default_route_label(path: str) -> str:
     if path.startswith("/api/v1/"):
         prefix = path[len("/api/v1/") :].split("/", 1)[0]
         return prefix if prefix in API_PREFIXES else "unknown"
-    if path in ("/health", "/services", "/metrics", "/openapi.json", "/docs"):
+    if path in ("/health", "/services", "/metrics", "/config", "/openapi.json", "/docs"):
         return path.lstrip("/")
     return "other"
 
@@ -84,9 +87,8 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, capture)
         finally:
-            self.metrics.observe(
-                self.route_label(scope.get("path", "")),
-                scope.get("method", "GET"),
-                status,
-                time.perf_counter() - started,
-            )
+            elapsed = time.perf_counter() - started
+            path, method = scope.get("path", ""), scope.get("method", "GET")
+            self.metrics.observe(self.route_label(path), method, status, elapsed)
+            if log.isEnabledFor(logging.DEBUG):  # an access log, at log_level DEBUG only
+                log.debug("%s %s -> %d in %.1f ms", method, path, status, elapsed * 1000)

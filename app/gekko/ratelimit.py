@@ -14,6 +14,10 @@ lists both quotas; `RateLimit: limit=200, remaining=57, reset=23` reports the ca
 quota, or the service's when that is the one refusing (reading the service window on every
 request would cost another script per request for a number clients cannot act on).
 
+Quotas can be swapped while serving (`set_quotas`, driven by gekko.dynconfig). A window's Redis
+key leaves out the quota's size, so a changed limit applies to the requests already counted:
+lowering 200 to 50 refuses a caller who made 60 calls in the last minute, at once.
+
 If Redis is unreachable the limiter fails open (admits, without headers), logs the outage once
 and counts it; it then leaves Redis alone for `backoff_s` so an outage costs no latency.
 """
@@ -34,13 +38,42 @@ from limits.aio.strategies import MovingWindowRateLimiter
 log = logging.getLogger("gekko.ratelimit")
 
 
+class _WindowItem(RateLimitItemPerSecond):
+    """A per-second item whose storage key omits the amount, so a window outlives a new limit."""
+
+    def key_for(self, *identifiers: bytes | str | int | float) -> str:
+        parts = [k.decode() if isinstance(k, bytes) else str(k) for k in identifiers]
+        return "/".join([self.namespace, *parts, str(self.multiples), "window"])
+
+
 @dataclass(frozen=True)
 class Quota:
     limit: int
     window_s: int
 
     def item(self, namespace: str) -> RateLimitItem:
-        return RateLimitItemPerSecond(self.limit, self.window_s, namespace=namespace)
+        return _WindowItem(self.limit, self.window_s, namespace=namespace)
+
+
+@dataclass(frozen=True)
+class _Policy:
+    """Both quotas with their limits' items and header: swapped as one value."""
+
+    user: Quota
+    service: Quota
+    user_item: RateLimitItem
+    service_item: RateLimitItem
+    header: str
+
+    @classmethod
+    def of(cls, user: Quota, service: Quota) -> _Policy:
+        return cls(
+            user,
+            service,
+            user.item("gekko-user"),
+            service.item("gekko-service"),
+            policy_header(user, service),
+        )
 
 
 @dataclass(frozen=True)
@@ -80,11 +113,7 @@ class RateLimiter:
         clock: Callable[[], float] = time.time,
         on_error: Callable[[], None] | None = None,
     ) -> None:
-        self.user = user
-        self.service = service
-        self.policy = policy_header(user, service)
-        self._user_item = user.item("gekko-user")
-        self._service_item = service.item("gekko-service")
+        self._policy = _Policy.of(user, service)
         self.storage = RedisStorage(
             storage_uri(redis_url),
             implementation="redispy",
@@ -99,13 +128,32 @@ class RateLimiter:
         self._skip_until = 0.0
         self._failing = False
 
+    @property
+    def user(self) -> Quota:
+        return self._policy.user
+
+    @property
+    def service(self) -> Quota:
+        return self._policy.service
+
+    @property
+    def policy(self) -> str:
+        """The `RateLimit-Policy` header value of the current quotas."""
+        return self._policy.header
+
+    def set_quotas(self, user: Quota, service: Quota) -> None:
+        """Swap both quotas; requests already being checked finish under the old ones."""
+        if (user, service) != (self.user, self.service):
+            self._policy = _Policy.of(user, service)
+            log.info("rate limits now %s (user, service)", self._policy.header)
+
     async def check(self, user_key: str, service: str) -> Decision | None:
         """Take one unit of both quotas; None when Redis is unavailable (fail open)."""
         now = self.clock()
         if now < self._skip_until:
             return None
         try:
-            decision = await self._check(user_key, service, now)
+            decision = await self._check(self._policy, user_key, service, now)
         except Exception as exc:  # redis errors, timeouts, limits' StorageError
             self._skip_until = now + self.backoff_s
             if self.on_error is not None:
@@ -119,21 +167,22 @@ class RateLimiter:
             self._failing = False
         return decision
 
-    async def _check(self, user_key: str, service: str, now: float) -> Decision:
-        strategy, u_item, s_item = self.strategy, self._user_item, self._service_item
+    async def _check(self, p: _Policy, user_key: str, service: str, now: float) -> Decision:
+        strategy, u_item, s_item = self.strategy, p.user_item, p.service_item
+        user, svc = p.user, p.service
         if not await strategy.hit(u_item, user_key):
             stats = await strategy.get_window_stats(u_item, user_key)
-            reset = _reset(stats.reset_time, now, self.user.window_s)
-            return Decision(False, "user", self.user.limit, 0, reset, self.user.window_s)
+            reset = _reset(stats.reset_time, now, user.window_s)
+            return Decision(False, "user", user.limit, 0, reset, user.window_s)
         s_ok, u_stats = await asyncio.gather(
             strategy.hit(s_item, service), strategy.get_window_stats(u_item, user_key)
         )
         if not s_ok:
             s_stats = await strategy.get_window_stats(s_item, service)
-            reset = _reset(s_stats.reset_time, now, self.service.window_s)
-            return Decision(False, "service", self.service.limit, 0, reset, self.service.window_s)
-        reset = _reset(u_stats.reset_time, now, self.user.window_s)
-        return Decision(True, "user", self.user.limit, u_stats.remaining, reset, self.user.window_s)
+            reset = _reset(s_stats.reset_time, now, svc.window_s)
+            return Decision(False, "service", svc.limit, 0, reset, svc.window_s)
+        reset = _reset(u_stats.reset_time, now, user.window_s)
+        return Decision(True, "user", user.limit, u_stats.remaining, reset, user.window_s)
 
     async def close(self) -> None:
         bridge = getattr(self.storage, "bridge", None)

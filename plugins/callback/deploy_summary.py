@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: Gekko platform team
-# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import absolute_import, division, print_function
 
@@ -13,7 +13,7 @@ type: aggregate
 short_description: Phase timings and a JSON deployment report
 version_added: 0.1.0
 author:
-  - Gekko platform team
+  - Gekko platform team (@gekko-platform)
 description:
   - Groups plays into phases by the text before the first colon of the play name
     (for example C(validate), C(prepare), C(activate), C(verify)), times each phase and prints
@@ -70,6 +70,12 @@ class CallbackModule(CallbackBase):
         if self.current is not None and self.current["phase"] == phase:
             return
         self._close_phase()
+        if self.current is not None:
+            self._display.display(
+                "[gekko] %s %s in %.1f s"
+                % (self.current["phase"], self.current["status"], self.current["duration_s"])
+            )
+        self._display.display("[gekko] phase %d: %s" % (len(self.phases) + 1, phase))
         self.current = {
             "phase": phase,
             "started": time.time(),

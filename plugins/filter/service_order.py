@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: Gekko platform team
-# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import absolute_import, division, print_function
 
@@ -12,7 +12,7 @@ name: service_order
 short_description: Order a service catalogue by its dependencies
 version_added: 0.1.0
 author:
-  - Gekko platform team
+  - Gekko platform team (@gekko-platform)
 description:
   - Takes a list of services, each a dict with C(name) and an optional C(depends_on) list of
     service names, and returns the services in an order where every service comes after all of

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: Gekko platform team
-# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import absolute_import, division, print_function
 
@@ -12,7 +12,7 @@ name: tree_digest
 short_description: A content digest of files and directory trees on the controller
 version_added: 0.1.0
 author:
-  - Gekko platform team
+  - Gekko platform team (@gekko-platform)
 description:
   - Returns one SHA-256 hex digest over the relative paths and contents of every file under
     the given paths (files or directories), ignoring caches and build leftovers.

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: Gekko platform team
-# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Pure planning for the service_containers module: specs, hashes, slots, rounds, error rates.
 
 Nothing here talks to Docker, so the rules are unit-tested directly.
@@ -93,13 +93,13 @@ def plan(desired, existing):
     for spec in desired:
         candidates = slots(spec)
         current = [(name, port) for name, port in candidates if name in existing]
-        claimed.update(name for name, _ in candidates)
+        claimed.update(name for name, _port in candidates)
         same = [c for c in current if existing[c[0]]["hash"] == spec["hash"]]
         if same:
             name = same[0][0]
             action = "unchanged" if existing[name]["running"] else "start"
             # A leftover container of the other colour is stale: prune it below.
-            claimed.difference_update(n for n, _ in current if n != name)
+            claimed.difference_update(n for n, _port in current if n != name)
             steps.append(dict(spec=spec, action=action, slot=same[0], old=None))
         elif not current:
             steps.append(dict(spec=spec, action="create", slot=candidates[0], old=None))

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: Gekko platform team
-# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Release bookkeeping shared by the release_state module and its tests.
 
 A release is identified by the content it deploys (images, configuration checksums), so a

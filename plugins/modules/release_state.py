@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: Gekko platform team
-# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import absolute_import, division, print_function
 
@@ -17,7 +17,7 @@ description:
   - A release's id is derived from its content (image ids, configuration checksums), so
     deploying the same content again is the same release and reports no change.
 author:
-  - Gekko platform team
+  - Gekko platform team (@gekko-platform)
 attributes:
   check_mode:
     support: full

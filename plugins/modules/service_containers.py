@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: Gekko platform team
-# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import absolute_import, division, print_function
 
@@ -30,7 +30,7 @@ description:
   - With O(prune=true), managed containers matching O(selector) that are not in the set are
     drained and removed (scale down, removed services).
 author:
-  - Gekko platform team
+  - Gekko platform team (@gekko-platform)
 requirements:
   - Docker SDK for Python (C(docker)) on the managed host (Debian package python3-docker)
 attributes:
@@ -181,6 +181,13 @@ options:
         description: Requests needed in the window before the rate is judged.
         type: int
         default: 20
+  restart:
+    description:
+      - Containers of the set to restart (drained first), one at a time, each waited on until
+        healthy, whether or not their spec changed.
+    type: list
+    elements: str
+    default: []
   docker_host:
     description: The Docker API endpoint.
     type: str
@@ -214,7 +221,9 @@ actions:
   sample:
     - {container: gekko-trading, service: trading, action: replace, seconds: 4.2}
 containers:
-  description: Name, service, slot port and spec hash of every wanted container after the run.
+  description:
+    - Name, service, slot port, spec hash and Docker restart count of every wanted container
+      after the run.
   returned: always
   type: list
   elements: dict
@@ -280,7 +289,7 @@ class Reconciler(object):
 
     def existing(self, desired):
         """Managed containers of this set, plus any container squatting a wanted name."""
-        wanted = set(name for spec in desired for name, _ in planning.slots(spec))
+        wanted = set(name for spec in desired for name, _port in planning.slots(spec))
         found = {}
         for container in self.client.containers.list(all=True):
             labels = container.labels or {}
@@ -373,14 +382,15 @@ class Reconciler(object):
                 container.reload()
                 state = container.attrs["State"]
                 health = (state.get("Health") or {}).get("Status")
-                if state["Status"] in ("exited", "dead"):
+                if state["Status"] in ("exited", "dead", "restarting"):
                     raise RolloutError(
                         "%s exited with code %s: %s"
                         % (container.name, state.get("ExitCode"), self.logs(container))
                     )
                 if health == "unhealthy":
                     raise RolloutError(
-                        "%s is unhealthy: %s" % (container.name, self.health_log(state))
+                        "%s is unhealthy: %s; last log lines: %s"
+                        % (container.name, self.health_log(state), self.logs(container))
                     )
                 if health not in (None, "healthy") or state["Status"] != "running":
                     still.append(container)
@@ -446,14 +456,14 @@ class Reconciler(object):
                     old.rename(name + "-previous")
                     previous[name] = old
                 new.append((step, self.create(step["spec"], name, port)))
-            self.wait_healthy([c for _, c in new])
+            self.wait_healthy([c for _step, c in new])
         except (RolloutError, APIError) as exc:
             self.restore(new, previous)
             raise RolloutError(
                 "rollout of %s failed and was reverted: %s"
                 % (", ".join(s["slot"][0] for s in steps), exc)
             ) from exc
-        for step, _ in new:
+        for step, _container in new:
             if step["action"] == "switch":
                 self.drain_and_stop(existing[step["old"]]["container"])
                 self.remove(existing[step["old"]]["container"])
@@ -511,6 +521,26 @@ class Reconciler(object):
         except Exception as exc:  # any failure to read the canary's metrics fails the canary
             raise RolloutError("cannot read canary metrics at %s: %s" % (url, exc)) from exc
 
+    def restart_count(self, existing, name):
+        """How often Docker restarted the container (a crash after start shows up here)."""
+        if name in existing:
+            return existing[name]["container"].attrs.get("RestartCount", 0)
+        try:
+            return self.client.containers.get(name).attrs.get("RestartCount", 0)
+        except NotFound:
+            return None
+
+    def restarts(self, existing, steps):
+        """Names to restart: they must be wanted containers that exist and are not being changed."""
+        wanted = set(s["slot"][0] for s in steps if s["action"] == "unchanged")
+        unknown = [n for n in self.params["restart"] if n not in wanted]
+        if unknown:
+            self.module.fail_json(
+                msg="cannot restart %s: not a running, unchanged container of this set "
+                "(known: %s)" % (", ".join(unknown), ", ".join(sorted(wanted)))
+            )
+        return list(self.params["restart"])
+
     # ---------------------------------------------------------------- main
 
     def run(self):
@@ -544,6 +574,7 @@ class Reconciler(object):
                     "service": s["spec"]["service"],
                     "port": s["slot"][1],
                     "hash": s["spec"]["hash"],
+                    "restart_count": self.restart_count(existing, s["slot"][0]),
                 }
                 for s in steps
             ],
@@ -552,6 +583,10 @@ class Reconciler(object):
                 after="".join("%s %s\n" % (s["slot"][0], s["spec"]["hash"]) for s in steps),
             ),
         )
+        restarts = self.restarts(existing, steps)
+        if restarts:
+            result["changed"] = True
+            result["actions"].extend({"container": n, "action": "restart"} for n in restarts)
         if self.module.check_mode or not result["changed"]:
             self.module.exit_json(**result)
 
@@ -574,6 +609,20 @@ class Reconciler(object):
                     raise RolloutError("%s; the canary was rolled back" % exc) from exc
                 for old in previous.values():
                     self.remove(old)
+            for name in restarts:
+                started = time.time()
+                container = existing[name]["container"]
+                self.drain_and_stop(container)
+                container.start()
+                self.wait_healthy([container])
+                self.actions.append(
+                    {
+                        "container": name,
+                        "service": existing[name]["service"],
+                        "action": "restart",
+                        "seconds": round(time.time() - started, 2),
+                    }
+                )
             for name in prune:
                 started = time.time()
                 container = existing[name]["container"]
@@ -591,6 +640,8 @@ class Reconciler(object):
             result["actions"] = self.actions
             self.module.fail_json(msg=str(exc), **result)
         result["actions"] = self.actions
+        for item in result["containers"]:
+            item["restart_count"] = self.restart_count({}, item["name"])
         self.module.exit_json(**result)
 
 
@@ -642,6 +693,7 @@ def main():
                     min_requests=dict(type="int", default=20),
                 ),
             ),
+            restart=dict(type="list", elements="str", default=[]),
             docker_host=dict(type="str", default="unix:///var/run/docker.sock"),
         ),
         supports_check_mode=True,

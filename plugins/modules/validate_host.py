@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: Gekko platform team
-# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import absolute_import, division, print_function
 
@@ -19,7 +19,7 @@ description:
     line per problem when any check fails and O(fail_on_error=true).
   - Reads the host only; it never changes anything.
 author:
-  - Gekko platform team
+  - Gekko platform team (@gekko-platform)
 requirements:
   - psutil (Debian package python3-psutil) on the managed host
 attributes:

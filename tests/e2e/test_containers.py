@@ -8,7 +8,7 @@ import pytest
 
 from .conftest import SERVICES
 
-APP_CONTAINERS = ["gekko-gateway"] + [f"gekko-{s.replace('_', '-')}" for s in SERVICES]
+APP_SERVICES = ["gateway", *SERVICES]
 RELEASES = Path("/var/lib/gekko/releases.json")
 
 
@@ -19,9 +19,15 @@ def engine():
     client.close()
 
 
-@pytest.mark.parametrize("name", APP_CONTAINERS)
-def test_app_container_is_healthy_limited_and_hardened(engine, name):
-    attrs = engine.containers.get(name).attrs
+def containers_of(engine, service):
+    found = engine.containers.list(filters={"label": f"gekko.platform/service={service}"})
+    assert found, f"no running container of {service}"
+    return found
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_app_container_is_healthy_limited_and_hardened(engine, service):
+    attrs = containers_of(engine, service)[0].attrs
     host = attrs["HostConfig"]
     assert attrs["State"]["Health"]["Status"] == "healthy"
     assert host["Memory"] == 512 * 1024 * 1024
@@ -42,7 +48,7 @@ def test_datastores_keep_their_data_in_named_volumes(engine, name):
 
 
 def test_app_image_is_multi_stage_non_root_with_a_healthcheck(engine):
-    image = engine.containers.get("gekko-gateway").image
+    image = containers_of(engine, "gateway")[0].image
     config = image.attrs["Config"]
     assert config["User"] == "10001:10001"
     assert config["Healthcheck"]["Test"][-1] == "healthcheck"
@@ -61,6 +67,6 @@ def test_release_is_recorded_with_the_running_image(engine):
     state = json.loads(RELEASES.read_text())
     current = state["current"]
     assert current["id"].startswith("r-")
-    running = engine.containers.get("gekko-gateway").image.id
+    running = containers_of(engine, "gateway")[0].image.id
     assert current["images"]["app"].endswith("@" + running)
     assert set(current["config_checksums"]) >= {"app.env", "postgres", "redis"}

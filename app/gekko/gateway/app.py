@@ -18,6 +18,7 @@ from gekko import __version__
 from gekko.config import DOMAIN_SERVICES, Settings
 from gekko.correlation import CorrelationIdMiddleware
 from gekko.db import create_pool
+from gekko.dynconfig import build_dynamic_config, start_watcher
 from gekko.gateway.dashboard import install_dashboard
 from gekko.gateway.discovery import RedisDiscovery, ServiceRegistryCache
 from gekko.gateway.healthcheck import ActiveHealthChecker
@@ -66,6 +67,22 @@ def build_gateway_app(settings: Settings) -> FastAPI:
     registry.register(GatewayStateCollector(cache, upstreams.breakers))
     setup_tracing("gateway")
 
+    def apply_rate_limits(changes: dict[str, Any]) -> None:
+        limiter = upstreams.limiter
+        if limiter is None or not changes.keys() & {
+            "ratelimit_user_per_window",
+            "ratelimit_service_per_window",
+        }:
+            return
+        window = tuning.ratelimit_window_s
+        limiter.set_quotas(
+            Quota(dynconfig.get("ratelimit_user_per_window"), window),
+            Quota(dynconfig.get("ratelimit_service_per_window"), window),
+        )
+
+    # Log level, rate-limit quotas and feature flags from Redis, applied live.
+    dynconfig = build_dynamic_config(settings, apply_rate_limits)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # One long-lived session: pooled keep-alive connections to every upstream.
@@ -88,8 +105,10 @@ def build_gateway_app(settings: Settings) -> FastAPI:
                 Quota(tuning.ratelimit_service_per_window, tuning.ratelimit_window_s),
                 on_error=upstreams.metrics.ratelimit_errors.inc,
             )
+            apply_rate_limits(dynconfig.effective)  # overrides already read stay in force
         app.state.redis = redis_client(settings.redis_url)
         app.state.pool = await create_pool(settings.database_url, max_size=2)
+        watcher = await start_watcher(app.state.redis, dynconfig, settings.dynconfig_poll_s)
         discovery = RedisDiscovery(app.state.redis, cache, tuning.discovery_interval_s)
         try:
             await discovery.refresh_once()  # route from the first request if Redis is up
@@ -118,6 +137,7 @@ def build_gateway_app(settings: Settings) -> FastAPI:
             await aggregator.stop()
             await checker.stop()
             await discovery.stop()
+            await watcher.stop()
             if upstreams.limiter is not None:
                 await upstreams.limiter.close()
             await session.close()
@@ -136,6 +156,7 @@ def build_gateway_app(settings: Settings) -> FastAPI:
     app.state.cache = cache
     app.state.upstreams = upstreams
     app.state.metrics_registry = registry
+    app.state.dynconfig = dynconfig
     # Middleware, innermost first: /api/v1 is proxied before FastAPI routing; errors become
     # problems; then metrics, the request's SERVER span, and the correlation id outermost.
     app.add_middleware(ApiProxy, upstreams=upstreams)
@@ -191,6 +212,12 @@ def build_gateway_app(settings: Settings) -> FastAPI:
             "circuit_breakers": {s: b.as_dict() for s, b in upstreams.breakers.items()},
             "registry": "redis" if cache.redis_ok else "static",
         }
+
+    @app.get("/config", tags=["ops"])
+    async def config_view() -> dict[str, Any]:
+        """The dynamic configuration in force: each setting's value and whether Redis or the
+        environment set it (Redis hash `gekko:config`, see gekko.dynconfig). Read-only."""
+        return dynconfig.snapshot()
 
     @app.get("/metrics", tags=["ops"], response_class=Response)
     async def metrics_endpoint() -> Response:

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gekko.breaker import CircuitBreaker
 from gekko.config import GatewayTuning
 from gekko.correlation import correlation_id_var
+from gekko.dynconfig import FEATURE_DISABLED_HEADER
 from gekko.gateway.discovery import ServiceRegistryCache
 from gekko.gateway.telemetry import GatewayMetrics
 from gekko.problems import problem_response
@@ -202,8 +203,9 @@ class ApiProxy:
         up = self.up
         extra: list[tuple[bytes, bytes]] = []
         if up.limiter is not None:
+            policy = up.limiter.policy  # read with the quotas check() takes: consistent
             decision = await up.limiter.check(up.rate_key(scope), service)
-            extra.append((b"ratelimit-policy", up.limiter.policy.encode()))
+            extra.append((b"ratelimit-policy", policy.encode()))
             if decision is not None:
                 extra.append((b"ratelimit", _rate_value(decision)))
                 if not decision.allowed:
@@ -228,8 +230,8 @@ class ApiProxy:
             return
         recorded = False
         try:
-            status = await self._forward(scope, receive, send, service, extra)
-            if status >= 500:
+            failed = await self._forward(scope, receive, send, service, extra)
+            if failed:
                 breaker.record_failure()
             else:
                 breaker.record_success()
@@ -263,8 +265,9 @@ class ApiProxy:
         send: Send,
         service: str,
         extra: list[tuple[bytes, bytes]],
-    ) -> int:
-        """Send to an instance (retrying when safe) and answer; returns the status sent."""
+    ) -> bool:
+        """Send to an instance (retrying when safe) and answer; True when that answer is a
+        failure of the service (a 5xx, a timeout, no instance) for its circuit breaker."""
         up = self.up
         session = up.session
         assert session is not None  # noqa: S101 - attached by the lifespan before serving
@@ -326,13 +329,16 @@ class ApiProxy:
                     outcome, failure = "error", (502, f"{service} failed while answering")
                     log.warning("upstream %s failed: %s", instance.url, exc)
                 else:
-                    outcome = "5xx" if status >= 500 else "ok"
+                    # A feature switched off is no fault of the instance: not a failure.
+                    failed = status >= 500 and FEATURE_DISABLED_HEADER not in upstream.headers
+                    outcome = "5xx" if failed else "ok"
             latency.labels(service, outcome).observe(time.perf_counter() - started)
             if up.cache.record_outcome(service, instance.url, outcome != "ok"):
                 up.metrics.ejections.labels(service).inc()
                 log.warning("ejected %s instance %s (outlier detection)", service, instance.url)
             if outcome == "ok":
-                return await _answer(send, status, raw_headers, content, extra)
+                await _answer(send, status, raw_headers, content, extra)
+                return False
             if outcome == "5xx":
                 last_5xx = (status, raw_headers, content)  # the upstream's own answer
                 if not retry_after_send:
@@ -342,17 +348,18 @@ class ApiProxy:
                 break  # the request may have been processed: resending could duplicate it
 
         if last_5xx is not None:
-            return await _answer(send, *last_5xx, extra)
+            await _answer(send, *last_5xx, extra)
+            return True
         if failure is None:
             await self._problem(
                 scope, receive, send, extra, 503,
                 f"no healthy instance of {service} is available",
                 "no-instance", retry_after=1,
             )  # fmt: skip
-            return 503
+            return True
         status, detail = failure
         await self._problem(scope, receive, send, extra, status, detail, "upstream")
-        return status
+        return True
 
 
 async def _answer(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,9 +18,11 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from gekko import __version__
+from gekko.chaos import ChaosMiddleware, effective_error_rate
 from gekko.config import Settings
 from gekko.correlation import CorrelationIdMiddleware
 from gekko.db import create_pool
+from gekko.dynconfig import build_dynamic_config, start_watcher
 from gekko.health import dependency_checks, overall_status
 from gekko.metrics import MetricsMiddleware, RequestMetrics, default_route_label
 from gekko.problems import install_problem_handlers
@@ -58,6 +59,8 @@ def build_service_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = await create_pool(settings.database_url)
         app.state.redis = redis_client(settings.redis_url)
+        # Log level and feature flags from Redis, applied live (gekko.dynconfig).
+        watcher = await start_watcher(app.state.redis, dynconfig, settings.dynconfig_poll_s)
 
         async def probe() -> str:
             checks = await dependency_checks(app.state.pool, app.state.redis)
@@ -78,7 +81,7 @@ def build_service_app(
                 app.state.draining = True
                 app.state.drain_task = asyncio.create_task(heartbeat.stop())
 
-        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, drain)
+        app.state.drain_hooks.append(drain)  # run by `gekko serve` on SIGUSR1
         if start is not None:
             await start(app)
         log.info(
@@ -90,6 +93,7 @@ def build_service_app(
             if stop is not None:
                 await stop(app)
             await heartbeat.stop()
+            await watcher.stop()
             await app.state.redis.aclose()
             await app.state.pool.close()
             log.info("service %s stopped", service)
@@ -104,9 +108,15 @@ def build_service_app(
     )
     app.state.settings = settings
     app.state.service = service
+    app.state.drain_hooks = []
+    app.state.dynconfig = dynconfig = build_dynamic_config(settings)
     setup_tracing(service)
     metrics = RequestMetrics(CollectorRegistry(), service)
     install_problem_handlers(app)
+    chaos_rate = effective_error_rate(settings)
+    if chaos_rate > 0:
+        # Inside the metrics middleware: injected 500s are counted like real ones.
+        app.add_middleware(ChaosMiddleware, rate=chaos_rate)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     # Inside the correlation middleware, so log lines carry both ids.
     app.add_middleware(TracingMiddleware, route_label=default_route_label)

@@ -14,11 +14,12 @@ from typing import Annotated, Any, Literal
 
 import asyncpg
 import orjson
-from fastapi import APIRouter, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gekko import events as ev
+from gekko.dynconfig import FEATURE_DISABLED_HEADER, flags
 from gekko.outbox import add_event
 from gekko.problems import ProblemError
 from gekko.services.deps import Pool, UserId, current_user_id
@@ -171,7 +172,21 @@ async def feed(
     return {"items": items}
 
 
-@router.post("/posts", status_code=201, response_model=PostOut)
+def posting_enabled() -> None:
+    """Operators switch posting off live with `feature.social_posts=false` (gekko.dynconfig)."""
+    if not flags.enabled("social_posts"):
+        raise ProblemError(
+            503,
+            "posting is temporarily disabled",
+            title="Feature disabled",
+            slug="feature-disabled",
+            headers={FEATURE_DISABLED_HEADER: "social_posts"},
+        )
+
+
+@router.post(
+    "/posts", status_code=201, response_model=PostOut, dependencies=[Depends(posting_enabled)]
+)
 async def create_post(body: PostIn, user_id: UserId, pool: Pool, request: Request) -> PostOut:
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(

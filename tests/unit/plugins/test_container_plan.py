@@ -31,7 +31,9 @@ def test_unchanged_running_container_is_left_alone_and_a_stopped_one_started():
 
 
 def test_changed_spec_is_replaced_in_place_and_new_ones_created():
-    steps, _ = plan.plan([spec("a", h="h2"), spec("b")], {"a": {"hash": "h1", "running": True}})
+    steps, _unused = plan.plan(
+        [spec("a", h="h2"), spec("b")], {"a": {"hash": "h1", "running": True}}
+    )
     assert actions(steps) == [("a", "replace", "a"), ("b", "create", None)]
 
 
@@ -58,14 +60,14 @@ def test_blue_green_unchanged_in_green_slot_stays_and_stale_blue_is_pruned():
 
 
 def test_containers_no_longer_wanted_are_pruned():
-    _, prune = plan.plan(
+    _unused, prune = plan.plan(
         [spec("a")], {"a": {"hash": "h1", "running": True}, "old": {"hash": "x", "running": True}}
     )
     assert prune == ["old"]
 
 
 def test_rounds_follow_waves_then_instance_position():
-    steps, _ = plan.plan(
+    steps, _unused = plan.plan(
         [
             spec("db-client", wave=1),
             spec("t1", "trading", wave=1),

@@ -1,0 +1,135 @@
+"""Failed deploys roll back by themselves: each injected failure ends with the last good
+release serving again, nothing lost. Rollback times are printed (see docs/benchmarks.md).
+
+These redeploy the stack, so they run after the read-only e2e tests (file order).
+"""
+
+import json
+import re
+import time
+from pathlib import Path
+
+import docker
+import pytest
+import yaml
+
+from .conftest import REPO, ansible_playbook, wait_for_health
+
+CATALOGUE = yaml.safe_load((REPO / "roles/common/defaults/main.yml").read_text())["gekko_services"]
+RELEASES = Path("/var/lib/gekko/releases.json")
+ROLLED_BACK = re.compile(r"The last good release was restored in ([0-9.]+) s")
+
+
+def catalogue_with(service: str, **changes) -> list[dict]:
+    return [dict(s, **changes) if s["name"] == service else s for s in CATALOGUE]
+
+
+def current_release() -> str:
+    return json.loads(RELEASES.read_text())["current"]["id"]
+
+
+def deploy_with(tmp_path, extra: dict):
+    path = tmp_path / "extra.json"
+    path.write_text(json.dumps(extra))
+    return ansible_playbook("deploy.yml", "-e", f"@{path}")
+
+
+@pytest.fixture
+def last_good(gateway, trader):
+    """The release and a user that exist before the failed deploy."""
+    return {"release": current_release(), "user": trader}
+
+
+def assert_rolled_back(run, gateway, last_good, what: str):
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, f"{what}: the deploy should fail"
+    match = ROLLED_BACK.search(output)
+    assert match, f"{what}: no rollback reported:\n{output[-4000:]}"
+    seconds = float(match.group(1))
+    print(f"rollback after {what}: {seconds:.1f}s")
+    assert seconds < 30
+    assert current_release() == last_good["release"]
+    wait_for_health(gateway, timeout=30)
+    user = last_good["user"]
+    login = gateway.post(
+        "/api/v1/users/login", json={"username": user["username"], "password": user["password"]}
+    )
+    assert login.status_code == 200, "data written before the failed deploy must survive"
+    for container in docker.from_env().containers.list(filters={"label": "gekko.platform/set"}):
+        assert container.status == "running", container.name
+        assert container.attrs["State"]["Health"]["Status"] == "healthy", container.name
+
+
+def test_image_that_does_not_start(tmp_path, gateway, last_good):
+    run = deploy_with(
+        tmp_path,
+        {
+            "gekko_services": catalogue_with(
+                "trading", image="gekko/base:bookworm", command=["false"]
+            )
+        },
+    )
+    assert_rolled_back(run, gateway, last_good, "an image that does not start")
+
+
+def test_failing_health_check(tmp_path, gateway, last_good):
+    run = deploy_with(
+        tmp_path,
+        {
+            "gekko_services": catalogue_with(
+                "portfolio",
+                healthcheck={
+                    "test": ["CMD", "false"],
+                    "interval": 1,
+                    "timeout": 1,
+                    "retries": 2,
+                    "start_period": 0,
+                },
+            )
+        },
+    )
+    assert_rolled_back(run, gateway, last_good, "a failing health check")
+
+
+def test_invalid_configuration_at_runtime(tmp_path, gateway, last_good):
+    # Passes the inventory checks, but the services refuse a JWT key under 32 characters.
+    run = deploy_with(tmp_path, {"gekko_jwt_secret": "too-short"})
+    assert_rolled_back(run, gateway, last_good, "an invalid configuration")
+    env = Path("/etc/gekko/app.env").read_text()
+    assert "GEKKO_JWT_SECRET=too-short" not in env, "the last good configuration is restored"
+
+
+def test_service_that_crashes_after_start(tmp_path, gateway, last_good):
+    crashing = {
+        "image": "gekko/base:bookworm",
+        "command": ["bash", "-c", "sleep 5; exit 3"],
+        "healthcheck": {
+            "test": ["CMD", "true"],
+            "interval": 1,
+            "timeout": 1,
+            "retries": 1,
+            "start_period": 0,
+        },
+    }
+    run = deploy_with(tmp_path, {"gekko_services": catalogue_with("social", **crashing)})
+    assert_rolled_back(run, gateway, last_good, "a service that crashes after start")
+
+
+def test_dependency_that_is_down(tmp_path, gateway, last_good):
+    # The new release points at a Redis that does not answer: its services never turn healthy.
+    run = deploy_with(
+        tmp_path, {"gekko_app_extra_env": {"GEKKO_REDIS_URL": "redis://127.0.0.1:6399/0"}}
+    )
+    assert_rolled_back(run, gateway, last_good, "a dependency that is down")
+
+
+def test_invalid_inventory_value_fails_before_anything_changes(tmp_path, gateway, last_good):
+    engine = docker.from_env()
+    started = {c.name: c.attrs["State"]["StartedAt"] for c in engine.containers.list()}
+    begun = time.monotonic()
+    run = deploy_with(tmp_path, {"gekko_bind_address": "999.1.1.1"})
+    assert run.returncode != 0
+    assert "gekko_bind_address must be an IPv4" in run.stdout
+    assert time.monotonic() - begun < 30
+    assert {c.name: c.attrs["State"]["StartedAt"] for c in engine.containers.list()} == started
+    assert current_release() == last_good["release"]
