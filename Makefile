@@ -12,13 +12,20 @@ PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup deploy teardown test lint sanity unit integration molecule e2e bench clean
+.PHONY: help setup deploy deploy-runner teardown test lint sanity unit integration molecule e2e bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 deploy: setup ## Deploy the platform (INVENTORY=inventories/local, ANSIBLE_ARGS=...)
 	$(BIN)/ansible-playbook playbooks/deploy.yml -i $(INVENTORY) $(ANSIBLE_ARGS)
+
+# The same deploy through ansible-runner, as CI runs it: events, stdout and the status of each
+# run land in .build/runner/artifacts/<uuid>/ (the deploy summary report stays in .build/reports).
+deploy-runner: $(VENV)/.test collections/ansible_collections/gekko/platform ## Deploy through ansible-runner
+	mkdir -p .build/runner
+	$(BIN)/ansible-runner run $(CURDIR)/.build/runner --project-dir $(CURDIR) \
+	  -p playbooks/deploy.yml --inventory $(CURDIR)/$(INVENTORY) --rotate-artifacts 10
 
 teardown: setup ## Remove the containers, keep the data (ANSIBLE_ARGS="-e gekko_purge_data=true" deletes it)
 	$(BIN)/ansible-playbook playbooks/teardown.yml -i $(INVENTORY) $(ANSIBLE_ARGS)
@@ -38,7 +45,7 @@ collections/ansible_collections/gekko/platform:
 
 # ---------------------------------------------------------------- tests
 
-test: lint sanity unit integration deploy molecule e2e ## Everything CI runs
+test: lint sanity unit integration deploy-runner molecule e2e ## Everything CI runs (the deploy through ansible-runner)
 
 $(VENV)/.test: $(VENV)/.controller requirements/dev.txt requirements/app.txt requirements/test.txt pyproject.toml
 	$(PIP) -r requirements/dev.txt -r requirements/app.txt -r requirements/test.txt -e .

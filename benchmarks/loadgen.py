@@ -42,8 +42,9 @@ def session(connections: int, timeout_s: float = 5.0) -> aiohttp.ClientSession:
     )
 
 
-async def get_sample(http: aiohttp.ClientSession, url: str) -> Sample:
-    started = time.monotonic()
+async def get_sample(http: aiohttp.ClientSession, url: str, started: float | None = None) -> Sample:
+    """One GET; latency from `started` (the scheduled send time in open-loop runs) or now."""
+    started = time.monotonic() if started is None else started
     try:
         async with http.get(url) as response:
             body = await response.read()
@@ -78,3 +79,51 @@ async def run_workers(
 def deadline_after(seconds: float) -> Callable[[], bool]:
     end = time.monotonic() + seconds
     return lambda: time.monotonic() >= end
+
+
+@dataclass(frozen=True)
+class OpenLoopRun:
+    samples: list[Sample]
+    scheduled: int
+    elapsed_s: float
+    max_lag_ms: float  # how late the generator itself started a request (its own overload)
+
+
+async def open_loop(
+    rate: float,
+    duration_s: float,
+    one: Callable[[int, float], Awaitable[Sample]],
+    *,
+    max_in_flight: int = 2000,
+) -> OpenLoopRun:
+    """Fixed-rate (open-loop) load: request i is due at t0 + i/rate, whatever the answers do.
+
+    `one(i, due)` must time its Sample from `due`, not from when it got to send: a slow
+    answer then delays no later request, and the queueing a slow server causes counts in
+    the latencies (no coordinated omission, unlike wrk's closed loop). More than
+    `max_in_flight` outstanding requests end the run early rather than pile up forever.
+    """
+    tasks: list[asyncio.Task[Sample]] = []
+    in_flight = 0
+
+    def finished(_: asyncio.Task[Sample]) -> None:
+        nonlocal in_flight
+        in_flight -= 1
+
+    total = int(rate * duration_s)
+    t0 = time.monotonic() + 0.01
+    max_lag = 0.0
+    for i in range(total):
+        due = t0 + i / rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        max_lag = max(max_lag, time.monotonic() - due)
+        if in_flight >= max_in_flight:
+            break
+        task = asyncio.ensure_future(one(i, due))
+        in_flight += 1
+        task.add_done_callback(finished)
+        tasks.append(task)
+    samples = list(await asyncio.gather(*tasks))
+    return OpenLoopRun(samples, total, time.monotonic() - t0, max_lag * 1000)

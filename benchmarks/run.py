@@ -2,8 +2,9 @@
 
 Order: discovery microbenchmark (in process), then a private stack on random loopback ports
 (six services, the gateway, a reference gateway without rate limiting, nginx; database
-gekko_bench and Redis DB 1 on the deployed datastores), then GET throughput (upstream alone,
-nginx, gateway), orders through the gateway, failover, and breaker detection. Each result is
+gekko_bench and Redis DB 1 on the deployed datastores), then GET throughput at saturation
+(upstream alone, nginx, gateway), latency at fixed rates (GETs via nginx and the gateway,
+orders via the gateway), orders at saturation, failover, and breaker detection. Each result is
 printed as it comes, then a table; everything is written to .build/bench/results.json.
 """
 
@@ -25,7 +26,7 @@ from typing import Any
 import aiohttp
 
 from benchmarks import preflight, report
-from benchmarks.scenarios import breaker, discovery, failover, orders, throughput
+from benchmarks.scenarios import breaker, discovery, failover, fixed_rate, orders, throughput
 from benchmarks.settings import OUT_DIR, REPO_ROOT, BenchSettings
 from benchmarks.stack import Proc, Stack, StackError
 
@@ -39,7 +40,7 @@ GATEWAY_ENV = {
     "GEKKO_RATELIMIT_SERVICE_PER_WINDOW": "1000000",
 }
 NOLIMIT_ENV = {"GEKKO_RATELIMIT_ENABLED": "false"}
-STAGES = 6
+STAGES = 7
 
 
 @dataclass(frozen=True)
@@ -107,8 +108,9 @@ def start_stack(cfg: BenchSettings, stack: Stack) -> BenchStack:
 def measure(cfg: BenchSettings, stack: Stack, s: BenchStack, results: dict[str, Any]) -> None:
     stage(
         3,
-        f"GET throughput: wrk -t{cfg.threads} -c{cfg.connections} -d{cfg.duration_s}s after a "
-        f"{cfg.warmup_s} s warm-up; one market_data instance behind each proxy",
+        f"GET throughput at saturation: wrk -t{cfg.threads} -c{cfg.connections} "
+        f"-d{cfg.duration_s}s after a {cfg.warmup_s} s warm-up; one market_data instance "
+        "behind each proxy",
     )
     targets = {
         "upstream": s.market_data.url,
@@ -118,19 +120,30 @@ def measure(cfg: BenchSettings, stack: Stack, s: BenchStack, results: dict[str, 
     }
     results["throughput"] = throughput.run(cfg, targets, stack.log_dir)
     s.gateway_nolimit.stop()
-    s.nginx.stop()
 
     stage(
         4,
-        f"orders through the gateway: {cfg.order_users} users, one worker each, "
+        f"latency at fixed rates (open loop, from the scheduled send time): "
+        f"{cfg.get_rate:g} GETs/s via nginx and via the gateway, {cfg.order_rate:g} orders/s "
+        f"via the gateway; {cfg.duration_s} s each after a {cfg.warmup_s} s warm-up",
+    )
+    results["fixed_rate"] = {
+        "get": fixed_rate.run_gets(cfg, {"nginx": s.nginx.url, "gateway": s.gateway.url}),
+        "orders": fixed_rate.run_orders(cfg, s.gateway.url),
+    }
+    s.nginx.stop()
+
+    stage(
+        5,
+        f"orders at saturation: {cfg.order_users} users, one worker each, "
         f"{cfg.duration_s} s after a {cfg.warmup_s} s warm-up",
     )
     results["orders"] = orders.run(cfg, s.gateway.url)
 
-    stage(5, "failover: a second market_data instance, steady GETs, SIGKILL it")
+    stage(6, "failover: a second market_data instance, steady GETs, SIGKILL it")
     results["failover"] = failover.run(cfg, stack, s.gateway.url, s.market_data)
 
-    stage(6, "breaker detection: SIGKILL the last market_data instance under steady GETs")
+    stage(7, "breaker detection: SIGKILL the last market_data instance under steady GETs")
     results["breaker"] = breaker.run(cfg, s.gateway.url, s.market_data)
 
 
@@ -158,6 +171,8 @@ def main() -> int:
             "wrk_threads": cfg.threads,
             "order_users": cfg.order_users,
             "probe_workers": cfg.probe_workers,
+            "get_rate": cfg.get_rate,
+            "order_rate": cfg.order_rate,
             "gateway_env": GATEWAY_ENV,
         },
     }

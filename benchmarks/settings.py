@@ -35,6 +35,8 @@ class BenchSettings:
     order_users: int  # BENCH_ORDER_USERS [8]: users placing orders, one worker each
     probe_workers: int  # BENCH_PROBE_WORKERS [8]: concurrent GETs in failover/breaker runs
     lookups: int  # BENCH_LOOKUPS [200000]: discovery lookups timed
+    get_rate: float  # BENCH_GET_RATE [200]: GETs/s in the fixed-rate (open-loop) latency run
+    order_rate: float  # BENCH_ORDER_RATE [50]: orders/s in the fixed-rate latency run
     pg_host: str  # BENCH_PG_HOST [127.0.0.1]
     pg_port: int  # BENCH_PG_PORT [5432]
     redis_port: int  # BENCH_REDIS_PORT [6379]
@@ -59,6 +61,8 @@ class BenchSettings:
             order_users=int(_num("BENCH_ORDER_USERS", 8)),
             probe_workers=int(_num("BENCH_PROBE_WORKERS", 8)),
             lookups=int(_num("BENCH_LOOKUPS", 200_000)),
+            get_rate=_num("BENCH_GET_RATE", 200),
+            order_rate=_num("BENCH_ORDER_RATE", 50),
             pg_host="127.0.0.1",
             pg_port=int(_num("BENCH_PG_PORT", 5432)),
             redis_port=int(_num("BENCH_REDIS_PORT", 6379)),

@@ -172,3 +172,17 @@ def error_rate(before, after):
     if requests <= 0:
         return 0.0, 0
     return errors / requests, int(requests)
+
+
+def canary_verdict(before, after, max_error_rate, min_requests):
+    """(passed, rate, requests) for a canary between two (total, errors) samples.
+
+    The rate is taken over at least min_requests: a canary that failed a handful of requests
+    and was then ejected by the gateway (so it saw little traffic) still fails, and a canary
+    that saw no traffic at all is not promoted.
+    """
+    requests = max(after[0] - before[0], 0)
+    errors = max(after[1] - before[1], 0)
+    rate = errors / float(max(requests, min_requests, 1))
+    # No traffic at all proves nothing: the gateway may be refusing the service (open breaker).
+    return requests > 0 and rate <= max_error_rate, rate, int(requests)

@@ -178,7 +178,9 @@ options:
         type: float
         default: 0.05
       min_requests:
-        description: Requests needed in the window before the rate is judged.
+        description:
+          - The error rate is taken over at least this many requests, so a canary that failed a
+            few requests and was then ejected by the gateway (and saw little traffic) still fails.
         type: int
         default: 20
   restart:
@@ -499,7 +501,9 @@ class Reconciler(object):
         before = planning.request_counts(self.fetch(url))
         time.sleep(settings["window_seconds"])
         after = planning.request_counts(self.fetch(url))
-        rate, requests = planning.error_rate(before, after)
+        passed, rate, requests = planning.canary_verdict(
+            before, after, settings["max_error_rate"], settings["min_requests"]
+        )
         self.actions.append(
             {
                 "container": step["slot"][0],
@@ -509,10 +513,22 @@ class Reconciler(object):
                 "requests": requests,
             }
         )
-        if requests >= settings["min_requests"] and rate > settings["max_error_rate"]:
+        if not requests:
             raise RolloutError(
-                "canary %s served %.1f%% server errors over %d requests (limit %.1f%%)"
-                % (spec["name"], rate * 100, requests, settings["max_error_rate"] * 100)
+                "canary %s received no requests in %ss: nothing proves it works (is traffic "
+                "reaching the service?)" % (spec["name"], settings["window_seconds"])
+            )
+        if not passed:
+            raise RolloutError(
+                "canary %s served %.1f%% server errors over %d requests (limit %.1f%%, judged "
+                "over at least %d requests)"
+                % (
+                    spec["name"],
+                    rate * 100,
+                    requests,
+                    settings["max_error_rate"] * 100,
+                    settings["min_requests"],
+                )
             )
 
     def fetch(self, url):

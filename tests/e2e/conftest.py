@@ -107,3 +107,19 @@ def wait_until(check, what: str, timeout: float = 15.0, interval: float = 0.3):
             last = exc
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def register_users(client: httpx.Client, count: int, prefix: str) -> list[dict[str, str]]:
+    """Register and log in `count` fresh users; returns their bearer headers."""
+    headers = []
+    for _ in range(count):
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        password = "pw-" + name
+        created = client.post(
+            "/api/v1/users/register",
+            json={"username": name, "email": f"{name}@example.com", "password": password},
+        )
+        assert created.status_code == 201, created.text
+        login = client.post("/api/v1/users/login", json={"username": name, "password": password})
+        headers.append({"Authorization": f"Bearer {login.json()['access_token']}"})
+    return headers

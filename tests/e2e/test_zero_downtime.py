@@ -7,13 +7,12 @@ gateway are replaced while four users keep trading-platform reads going.
 import json
 import threading
 import time
-import uuid
 from collections import Counter
 
 import httpx
 import yaml
 
-from .conftest import GATEWAY, REPO, ansible_playbook, wait_for_health
+from .conftest import GATEWAY, REPO, ansible_playbook, register_users, wait_for_health
 
 CATALOGUE = yaml.safe_load((REPO / "roles/common/defaults/main.yml").read_text())["gekko_services"]
 
@@ -72,26 +71,11 @@ def deploy(tmp_path, catalogue, mark):
     return ansible_playbook("deploy.yml", "-e", f"@{extra}")
 
 
-def users(gateway, count=4):
-    headers = []
-    for _ in range(count):
-        name = f"zd-{uuid.uuid4().hex[:10]}"
-        gateway.post(
-            "/api/v1/users/register",
-            json={"username": name, "email": f"{name}@example.com", "password": "pw-" + name},
-        )
-        token = gateway.post(
-            "/api/v1/users/login", json={"username": name, "password": "pw-" + name}
-        ).json()["access_token"]
-        headers.append({"Authorization": f"Bearer {token}"})
-    return headers
-
-
 def rollout_under_traffic(tmp_path, gateway, catalogue, mark):
     # First bring the stack to the shape under test, then change everything under traffic.
     assert deploy(tmp_path, catalogue, mark + "-setup").returncode == 0
     wait_for_health(gateway)
-    with SteadyTraffic(users(gateway)) as traffic:
+    with SteadyTraffic(register_users(gateway, 4, "zd")) as traffic:
         time.sleep(2)
         run = deploy(tmp_path, catalogue, mark)
         time.sleep(2)

@@ -75,7 +75,25 @@ def test_parse_record_rejects_garbage_and_expired():
         b'"registered_at":1.0,"last_heartbeat":2.5}'
     )
     parsed = parse_record(raw)
-    assert parsed == Instance("users", "users-1", "http://h:1", "ok", 2.5)
+    assert parsed == Instance("users", "users-1", "http://h:1", "ok", 2.5, registered_at=1.0)
     assert parse_record(None) is None
     assert parse_record(b"not json") is None
     assert parse_record(b'{"service":"users"}') is None
+
+
+def test_a_new_registration_on_a_known_address_starts_clean():
+    # A replaced instance comes back on the same port: its predecessor's ejection and failed
+    # health checks must not keep it out of rotation.
+    clock = Clock()
+    cache = ServiceRegistryCache(clock=clock)
+    old = Instance("trading", "t1", "http://127.0.0.1:9100", "ok", 1_000.0, registered_at=900.0)
+    peer = Instance("trading", "t2", "http://127.0.0.1:9200", "ok", 1_000.0, registered_at=900.0)
+    cache.replace([old, peer])
+    cache.eject(old.url, 300)
+    cache.host(old.url).healthy = False
+    cache.replace([old, peer])  # same registration: still out
+    assert [i.instance_id for i in cache.routable("trading")] == ["t2"]
+
+    new = Instance("trading", "t1", old.url, "ok", 1_001.0, registered_at=1_000.5)
+    cache.replace([new, peer])
+    assert sorted(i.instance_id for i in cache.routable("trading")) == ["t1", "t2"]

@@ -39,6 +39,7 @@ class Instance:
     health: str
     last_heartbeat: float | None
     source: str = "redis"
+    registered_at: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +63,7 @@ def parse_record(raw: bytes | str | None) -> Instance | None:
             url=str(data["url"]).rstrip("/"),
             health=str(data.get("health", "unknown")),
             last_heartbeat=float(data["last_heartbeat"]),
+            registered_at=float(data["registered_at"]) if data.get("registered_at") else None,
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
@@ -100,6 +102,7 @@ class ServiceRegistryCache:
             s: itertools.count() for s in self.services
         }
         self._hosts: dict[str, HostState] = {}
+        self._registrations: dict[str, float | None] = {}
         self.redis_ok = False
         self.last_refresh: float | None = None
 
@@ -112,6 +115,14 @@ class ServiceRegistryCache:
         for items in fresh.values():
             items.sort(key=lambda i: i.instance_id)  # stable order keeps round-robin fair
         self._dynamic = fresh
+        for items in fresh.values():
+            for inst in items:
+                # A new process registered at a known address (a replaced instance on the same
+                # port): it starts with a clean record, not its predecessor's failures.
+                previous = self._registrations.get(inst.url, inst.registered_at)
+                if previous != inst.registered_at:
+                    self._hosts.pop(inst.url, None)
+                self._registrations[inst.url] = inst.registered_at
         known = {i.url for items in fresh.values() for i in items}
         known.update(i.url for items in self._static.values() for i in items)
         for url in [u for u in self._hosts if u not in known]:

@@ -119,3 +119,26 @@ def test_request_counts_ignore_health_checks_and_scrapes():
 def test_error_rate_between_samples():
     assert plan.error_rate((100.0, 10.0), (200.0, 40.0)) == (0.3, 100)
     assert plan.error_rate((5.0, 0.0), (5.0, 0.0)) == (0.0, 0)
+
+
+def test_canary_passes_with_a_low_error_rate():
+    assert plan.canary_verdict((0, 0), (200, 4), 0.05, 20) == (True, 0.02, 200)
+
+
+def test_canary_fails_with_a_high_error_rate():
+    passed, rate, requests = plan.canary_verdict((100, 0), (200, 30), 0.05, 20)
+    assert not passed and rate == 0.3 and requests == 100
+
+
+def test_canary_ejected_after_a_few_errors_still_fails():
+    # Five failures then no more traffic (the gateway ejected it): 5/20 = 25 %.
+    passed, rate, requests = plan.canary_verdict((0, 0), (5, 5), 0.05, 20)
+    assert not passed and rate == 0.25 and requests == 5
+
+
+def test_canary_with_one_error_in_a_small_sample_passes():
+    assert plan.canary_verdict((0, 0), (3, 1), 0.05, 20)[0]
+
+
+def test_canary_without_traffic_is_not_promoted():
+    assert plan.canary_verdict((7, 0), (7, 0), 0.05, 20) == (False, 0.0, 0)

@@ -1,0 +1,64 @@
+"""Runtime settings (rate limits, feature flags) reach running services without a restart."""
+
+import json
+
+import docker
+
+from .conftest import ansible_playbook, wait_until
+from .test_lifecycle import recap
+
+
+def started_at() -> dict[str, str]:
+    engine = docker.from_env()
+    return {
+        c.name: c.attrs["State"]["StartedAt"]
+        for c in engine.containers.list(filters={"label": "gekko.platform/set"})
+    }
+
+
+def test_rate_limit_and_feature_flag_change_live_and_revert(tmp_path, gateway, trader):
+    before = started_at()
+    extra = tmp_path / "runtime.json"
+    extra.write_text(
+        json.dumps(
+            {
+                "gekko_dynamic_config": {
+                    "ratelimit_user_per_window": 150,
+                    "feature.social_posts": False,
+                }
+            }
+        )
+    )
+    try:
+        run = ansible_playbook("deploy.yml", "-e", f"@{extra}")
+        assert run.returncode == 0, run.stdout[-3000:]
+
+        def policy():
+            headers = gateway.get("/api/v1/portfolio", headers=trader["headers"]).headers
+            return "150;w=60" in headers.get("ratelimit-policy", "") and headers
+
+        wait_until(policy, "the gateway to apply the new user limit", timeout=10)
+        post = gateway.post(
+            "/api/v1/social/posts", headers=trader["headers"], json={"body": "hello"}
+        )
+        assert post.status_code == 503
+        assert "disabled" in post.json()["detail"]
+        assert started_at() == before, "runtime settings must not restart containers"
+
+        again = ansible_playbook("deploy.yml", "-e", f"@{extra}")
+        assert all(h["changed"] == 0 for h in recap(again.stdout).values()), again.stdout[-2000:]
+    finally:
+        back = ansible_playbook("deploy.yml")
+        assert back.returncode == 0, back.stdout[-3000:]
+    wait_until(
+        lambda: (
+            "200;w=60"
+            in gateway.get("/api/v1/portfolio", headers=trader["headers"]).headers.get(
+                "ratelimit-policy", ""
+            )
+        ),
+        "the env default limit again",
+        timeout=10,
+    )
+    post = gateway.post("/api/v1/social/posts", headers=trader["headers"], json={"body": "hi"})
+    assert post.status_code == 201
