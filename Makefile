@@ -62,8 +62,8 @@ $(VENV)/.system-test-deps:
 	touch $@
 
 lint: $(VENV)/.test collections/ansible_collections/gekko/platform ## ruff and ansible-lint (production profile)
-	$(BIN)/ruff check app tests plugins benchmarks
-	$(BIN)/ruff format --check app tests plugins benchmarks
+	$(BIN)/ruff check app tests plugins benchmarks molecule
+	$(BIN)/ruff format --check app tests plugins benchmarks molecule
 	$(BIN)/ansible-lint
 
 # ansible-test wants the collection under ansible_collections/<ns>/<name> and bootstraps pip with
@@ -77,7 +77,7 @@ sanity: $(VENV)/.test ## ansible-test sanity on the collection (Python 3.11)
 	cp tests/sanity/get_pip.py $(HOME)/.ansible/test/cache/get_pip_$(subst .,_,$(ANSIBLE_TEST_PIP)).py
 	rm -rf $(SANITY_ROOT) && mkdir -p $(SANITY_ROOT)
 	git ls-files -z --cached --others --exclude-standard \
-	  | grep -zvE '^(app|benchmarks|tests/integration|tests/e2e)/|^tests/unit/[^/]+$$' \
+	  | grep -zvE '^(app|benchmarks|molecule|tests/integration|tests/e2e)/|^tests/unit/[^/]+$$' \
 	  | xargs -0 cp --parents -t $(SANITY_ROOT)
 	cd $(SANITY_ROOT) && git init -q && git add -A && \
 	  $(BIN)/ansible-test sanity --venv --python 3.11 --color no
@@ -88,8 +88,24 @@ unit: $(VENV)/.test collections/ansible_collections/gekko/platform ## Unit tests
 integration: $(VENV)/.test $(VENV)/.system-test-deps ## The app against real PostgreSQL and Redis
 	$(BIN)/python -m pytest tests/integration -q
 
-molecule: $(VENV)/.test ## Molecule scenarios (docker driver; needs the engine and base image from `make deploy`)
+molecule: $(VENV)/.test molecule-host-image ## Molecule scenarios (docker driver; needs the engine and images from `make deploy`)
 	cd roles/host_validation && $(BIN)/molecule test
+	$(BIN)/molecule test -s multihost
+
+# The managed-host image of the multi-host scenario: the base image plus the Docker SDK, from
+# wheels built here (image builds stay offline).
+MOLECULE_HOST_IMAGE := gekko/molecule-host:bookworm
+MOLECULE_HOST_CONTEXT := .build/molecule-host
+.PHONY: molecule-host-image
+molecule-host-image: $(VENV)/.test
+	@if ! docker image inspect $(MOLECULE_HOST_IMAGE) >/dev/null 2>&1; then \
+	  rm -rf $(MOLECULE_HOST_CONTEXT) && mkdir -p $(MOLECULE_HOST_CONTEXT)/wheels && \
+	  cp molecule/multihost/host-requirements.txt $(MOLECULE_HOST_CONTEXT)/wheels/requirements.txt && \
+	  $(BIN)/pip wheel --quiet --disable-pip-version-check -r $(MOLECULE_HOST_CONTEXT)/wheels/requirements.txt \
+	    -w $(MOLECULE_HOST_CONTEXT)/wheels && \
+	  cp molecule/multihost/Dockerfile.host $(MOLECULE_HOST_CONTEXT)/Dockerfile && \
+	  docker build --network host -q -t $(MOLECULE_HOST_IMAGE) $(MOLECULE_HOST_CONTEXT); \
+	fi
 
 # Debian's Chromium and its driver for the dashboard test (no browser download).
 $(VENV)/.browser:
