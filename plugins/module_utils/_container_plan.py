@@ -38,6 +38,10 @@ RUNTIME_FIELDS = (
     "restart_policy",
     "network_mode",
 )
+# Runtime fields added later: hashed only when set, so containers that do not use them keep the
+# hash they were created with and a deploy does not recreate them.
+OPTIONAL_RUNTIME_FIELDS = ("device_requests",)
+DEVICE_REQUEST_KEYS = ("driver", "count", "device_ids", "capabilities", "options")
 
 
 def parse_env_file(text):
@@ -54,9 +58,27 @@ def parse_env_file(text):
     return env
 
 
+def device_requests(requests):
+    """GPU requests as DeviceRequest keyword arguments, without the keys left unset."""
+    normalized = []
+    for request in requests or []:
+        kwargs = dict(
+            (k, request[k]) for k in DEVICE_REQUEST_KEYS if request.get(k) not in (None, [], {})
+        )
+        if "count" in kwargs and "device_ids" in kwargs:
+            raise ValueError("a device request sets either count or device_ids, not both")
+        if "device_ids" in kwargs:
+            kwargs["device_ids"] = [str(d) for d in kwargs["device_ids"]]
+        normalized.append(kwargs)
+    return normalized
+
+
 def spec_hash(spec):
     """Identity of what a container runs; the slot port is applied after hashing."""
     runtime = dict((k, spec.get(k)) for k in RUNTIME_FIELDS)
+    for key in OPTIONAL_RUNTIME_FIELDS:
+        if spec.get(key):
+            runtime[key] = spec[key]
     canonical = json.dumps(runtime, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 

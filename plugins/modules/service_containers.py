@@ -140,6 +140,32 @@ options:
       metrics_url:
         description: Where the canary's Prometheus metrics are read, may contain C({port}).
         type: str
+      device_requests:
+        description:
+          - GPUs for the container, passed to Docker as device requests (C(docker run --gpus)).
+            The NVIDIA driver needs the NVIDIA Container Toolkit on the host.
+          - Part of the spec, so changing the GPUs recreates the container; an empty or missing
+            list leaves the spec hash as it was before this option existed.
+        type: list
+        elements: dict
+        suboptions:
+          driver:
+            description: Device driver, e.g. C(nvidia).
+            type: str
+          count:
+            description: Number of devices, C(-1) for all. Not together with O(containers[].device_requests[].device_ids).
+            type: int
+          device_ids:
+            description: Device indexes or UUIDs, e.g. C(["0"]).
+            type: list
+            elements: str
+          capabilities:
+            description: Capability sets, any of which the driver must satisfy, e.g. C([[gpu]]).
+            type: list
+            elements: list
+          options:
+            description: Driver-specific options.
+            type: dict
   selector:
     description: Labels that identify the set this call owns, for O(prune).
     type: dict
@@ -211,6 +237,14 @@ EXAMPLES = r"""
         port: 8102
         memory: 512m
         healthcheck: {test: [CMD, gekko, healthcheck], interval: 2, timeout: 2, retries: 3}
+        labels: {gekko.platform/set: services}
+      - name: gekko-signals
+        service: signals
+        image: gekko/app:1f95cdf6074e
+        port: 8107
+        env: {GEKKO_PORT: "{port}", GEKKO_INFERENCE_DEVICE: cuda}
+        device_requests:
+          - {driver: nvidia, device_ids: ["0"], capabilities: [[gpu]]}
         labels: {gekko.platform/set: services}
 """
 
@@ -285,6 +319,10 @@ class Reconciler(object):
                     )
             env.update(dict((k, str(v)) for k, v in spec["env"].items()))
             spec["env"] = env
+            try:
+                spec["device_requests"] = planning.device_requests(spec.get("device_requests"))
+            except ValueError as exc:
+                self.module.fail_json(msg="container %s: %s" % (spec["name"], exc))
             spec["hash"] = planning.spec_hash(spec)
             specs.append(spec)
         return specs
@@ -346,6 +384,10 @@ class Reconciler(object):
             kwargs["nano_cpus"] = int(spec["cpus"] * NANO)
         if spec.get("user"):
             kwargs["user"] = spec["user"]
+        if spec["device_requests"]:
+            kwargs["device_requests"] = [
+                docker.types.DeviceRequest(**request) for request in spec["device_requests"]
+            ]
         check = spec.get("healthcheck")
         if check:
             kwargs["healthcheck"] = {
@@ -690,6 +732,17 @@ def main():
         strategy=dict(type="str", default="rolling", choices=["rolling", "blue_green", "canary"]),
         wave=dict(type="int", default=0),
         metrics_url=dict(type="str"),
+        device_requests=dict(
+            type="list",
+            elements="dict",
+            options=dict(
+                driver=dict(type="str"),
+                count=dict(type="int"),
+                device_ids=dict(type="list", elements="str"),
+                capabilities=dict(type="list", elements="list"),
+                options=dict(type="dict"),
+            ),
+        ),
     )
     module = AnsibleModule(
         argument_spec=dict(

@@ -142,3 +142,47 @@ def test_canary_with_one_error_in_a_small_sample_passes():
 
 def test_canary_without_traffic_is_not_promoted():
     assert plan.canary_verdict((7, 0), (7, 0), 0.05, 20) == (False, 0.0, 0)
+
+
+GPU0 = {"driver": "nvidia", "device_ids": ["0"], "capabilities": [["gpu"]]}
+
+
+def test_empty_or_missing_device_requests_keep_the_hash_containers_already_have():
+    base = dict(image_id="sha256:1", command=["serve"], env={"A": "1"}, memory="512m")
+    # The hash a container created before device_requests existed carries in its label.
+    before = plan.spec_hash(base)
+    assert plan.spec_hash(dict(base, device_requests=[])) == before
+    assert plan.spec_hash(dict(base, device_requests=None)) == before
+
+
+def test_changing_the_gpus_changes_the_hash():
+    base = dict(image_id="sha256:1", device_requests=plan.device_requests([GPU0]))
+    other_gpu = dict(base, device_requests=plan.device_requests([dict(GPU0, device_ids=["1"])]))
+    assert plan.spec_hash(base) != plan.spec_hash(dict(base, device_requests=[]))
+    assert plan.spec_hash(base) != plan.spec_hash(other_gpu)
+
+
+def test_device_requests_from_the_module_and_from_the_template_hash_alike():
+    # The module fills unset suboptions with None; the template leaves them out.
+    from_module = dict(GPU0, count=None, options=None)
+    assert plan.device_requests([from_module]) == plan.device_requests([GPU0]) == [GPU0]
+    assert plan.device_requests([dict(GPU0, device_ids=[0])])[0]["device_ids"] == ["0"]
+
+
+def test_device_requests_become_docker_device_requests():
+    docker_types = pytest.importorskip("docker.types")
+    (request,) = plan.device_requests([GPU0, {"driver": "nvidia", "count": -1}])[:1]
+    assert docker_types.DeviceRequest(**request) == {
+        "Driver": "nvidia",
+        "Count": 0,
+        "DeviceIDs": ["0"],
+        "Capabilities": [["gpu"]],
+        "Options": {},
+    }
+    every_gpu = plan.device_requests([{"driver": "nvidia", "count": -1, "capabilities": [["gpu"]]}])
+    assert docker_types.DeviceRequest(**every_gpu[0])["Count"] == -1
+
+
+def test_a_device_request_with_count_and_device_ids_is_refused():
+    with pytest.raises(ValueError, match="either count or device_ids"):
+        plan.device_requests([dict(GPU0, count=1)])
