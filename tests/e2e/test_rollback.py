@@ -92,11 +92,11 @@ def test_failing_health_check(tmp_path, gateway, last_good):
 
 
 def test_invalid_configuration_at_runtime(tmp_path, gateway, last_good):
-    # Passes the inventory checks, but the services refuse a JWT key under 32 characters.
-    run = deploy_with(tmp_path, {"gekko_jwt_secret": "too-short"})
+    # Passes the inventory checks, but the services refuse a static discovery map that is not JSON.
+    run = deploy_with(tmp_path, {"gekko_app_extra_env": {"GEKKO_STATIC_SERVICES": "not-json"}})
     assert_rolled_back(run, gateway, last_good, "an invalid configuration")
     env = Path("/etc/gekko/app.env").read_text()
-    assert "GEKKO_JWT_SECRET=too-short" not in env, "the last good configuration is restored"
+    assert "GEKKO_STATIC_SERVICES=not-json" not in env, "the last good configuration is restored"
 
 
 def test_service_that_crashes_after_start(tmp_path, gateway, last_good):

@@ -1,0 +1,155 @@
+"""The local, staging and prod inventories against the schema check of the validate phase
+(`playbooks/validate.yml --tags schema`: every role's argument spec, the catalogue and the
+secrets policy). It runs on the controller only, so the example hosts are never contacted."""
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+SECRET_ENV = ("GEKKO_POSTGRES_PASSWORD", "GEKKO_REDIS_PASSWORD", "GEKKO_JWT_SECRET")
+VAULT_VARS = (
+    "gekko_vault_postgres_password",
+    "gekko_vault_redis_password",
+    "gekko_vault_jwt_secret",
+)
+
+
+def validate(inventory, *args, env=None) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+    base.update({"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "PY_COLORS": "0"})
+    base.update(env or {})
+    return subprocess.run(
+        [
+            str(BIN / "ansible-playbook"),
+            str(REPO / "playbooks/validate.yml"),
+            "--tags",
+            "schema",
+            "-i",
+            str(inventory),
+            *args,
+        ],
+        cwd=REPO,
+        env=base,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def output(run) -> str:
+    return run.stdout + run.stderr
+
+
+def strong() -> str:
+    return secrets.token_urlsafe(36)
+
+
+@pytest.fixture
+def prod(tmp_path) -> Path:
+    """A copy of inventories/prod that a test may add a vault file to."""
+    inventory = tmp_path / "prod"
+    shutil.copytree(REPO / "inventories/prod", inventory)
+    return inventory
+
+
+def write_vault(inventory: Path, values: dict, password_file: Path | None) -> Path:
+    path = inventory / "group_vars/all/vault.yml"
+    path.write_text(yaml.safe_dump(values))
+    if password_file:
+        subprocess.run(
+            [
+                str(BIN / "ansible-vault"),
+                "encrypt",
+                "--vault-password-file",
+                str(password_file),
+                str(path),
+            ],
+            check=True,
+            capture_output=True,
+        )
+    return path
+
+
+def test_local_inventory_passes():
+    run = validate(REPO / "inventories/local")
+    assert run.returncode == 0, output(run)
+
+
+def test_staging_needs_its_secrets_in_the_environment():
+    run = validate(REPO / "inventories/staging")
+    assert run.returncode != 0
+    assert "Missing secrets for gekko_secrets_source=env" in output(run)
+    for name in SECRET_ENV:
+        assert name in output(run)
+
+    run = validate(REPO / "inventories/staging", env={name: strong() for name in SECRET_ENV})
+    assert run.returncode == 0, output(run)
+
+
+def test_a_weak_secret_is_refused_without_showing_it():
+    values = {name: strong() for name in SECRET_ENV} | {"GEKKO_JWT_SECRET": "changeme"}
+    run = validate(REPO / "inventories/staging", env=values)
+    assert run.returncode != 0
+    assert "Weak secrets: GEKKO_JWT_SECRET" in output(run)
+    for value in values.values():
+        assert value not in output(run)
+
+
+def test_prod_accepts_secrets_from_an_encrypted_vault_file(prod, tmp_path):
+    password = tmp_path / "vault-password"
+    password.write_text(strong())
+    write_vault(prod, {name: strong() for name in VAULT_VARS}, password)
+    run = validate(prod, "--vault-password-file", str(password))
+    assert run.returncode == 0, output(run)
+
+
+def test_prod_refuses_plaintext_secrets(prod):
+    values = {name: strong() for name in VAULT_VARS}
+    path = write_vault(prod, values, password_file=None)
+    run = validate(prod)
+    assert run.returncode != 0
+    assert f"Secrets in plaintext in {path}" in output(run)
+    assert "ansible-vault encrypt" in output(run)
+    for value in values.values():
+        assert value not in output(run)
+
+
+def test_prod_refuses_generated_secrets_and_missing_vault_values(prod):
+    run = validate(prod, "-e", "gekko_secrets_source=generated")
+    assert run.returncode != 0
+    assert "gekko_secrets_source=generated is for local, dev only, not prod" in output(run)
+
+    run = validate(prod)
+    assert run.returncode != 0
+    assert "Missing secrets for gekko_secrets_source=vault" in output(run)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"gekko_environment": "production"}, "gekko_environment"),
+        ({"gekko_gateway_port": 70000}, "must be a distinct number from 1 to 65535"),
+        (
+            {
+                "gekko_services": [
+                    {"name": "a", "port": 9901, "depends_on": ["b"]},
+                    {"name": "b", "port": 9902, "depends_on": ["a"]},
+                ]
+            },
+            "cycle",
+        ),
+    ],
+)
+def test_an_invalid_value_is_refused_with_its_name(extra, message):
+    run = validate(REPO / "inventories/local", "-e", json.dumps(extra))
+    assert run.returncode != 0
+    assert message in output(run)
