@@ -53,10 +53,38 @@ def test_batches_never_exceed_max_batch(predictor):
     assert max(sizes) <= 4 and sum(sizes) == 10
 
 
-def test_a_lone_request_is_answered_without_waiting_for_company(predictor):
-    batcher = MicroBatcher(predictor.forward, max_batch=32, max_wait_s=0.0)
-    [result] = asyncio.run(run_concurrently(batcher, rows(1)))
+def test_a_lone_request_on_an_idle_service_does_not_wait_for_company(predictor):
+    # max_wait is an hour: only the adaptive rule (no recent load, no wait) lets this finish.
+    batcher = MicroBatcher(predictor.forward, max_batch=32, max_wait_s=3600)
+
+    async def scenario() -> list[float]:
+        batcher.start()
+        try:
+            return await asyncio.wait_for(batcher.submit(rows(1)[0]), timeout=30)
+        finally:
+            await batcher.stop()
+
+    result = asyncio.run(scenario())
     assert sum(result) == pytest.approx(1.0) and batcher.forwards == 1
+
+
+def test_after_a_burst_a_smaller_batch_waits_for_the_rest(predictor):
+    sizes: list[int] = []
+    batcher = MicroBatcher(predictor.forward, max_batch=32, max_wait_s=3600, on_batch=sizes.append)
+
+    async def scenario() -> None:
+        batcher.start()
+        try:
+            await asyncio.gather(*(batcher.submit(row) for row in rows(6)))  # a burst of 6
+            first = asyncio.ensure_future(batcher.submit(rows(1)[0]))
+            await asyncio.sleep(0.05)
+            assert not first.done()  # 1 < 6 just seen: more are probably coming, so it waits
+            await asyncio.gather(first, *(batcher.submit(row) for row in rows(5)))
+        finally:
+            await batcher.stop()
+
+    asyncio.run(scenario())
+    assert sizes == [6, 6]
 
 
 def test_a_failing_forward_fails_every_request_of_its_batch():

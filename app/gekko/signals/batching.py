@@ -1,10 +1,14 @@
 """An asyncio micro-batcher: concurrent requests share one forward pass.
 
-Requests queue their feature rows; one loop takes the first, then whatever else arrives within
-max_wait (up to max_batch rows), runs a single forward for them on a dedicated worker thread
-(the event loop keeps accepting requests meanwhile), and resolves each request's future with its
-own row of the result. While a forward runs, new requests queue up and form the next batch, so
-under load batches grow by themselves; an idle service pays at most max_wait.
+Requests queue their feature rows; one loop takes everything queued (up to max_batch rows), runs
+a single forward for them on a dedicated worker thread (the event loop keeps accepting requests
+meanwhile), and resolves each request's future with its own row of the result. While a forward
+runs, new requests queue up and form the next batch, so under load batches grow by themselves.
+
+Waiting for company is adaptive: a batch smaller than the previous one waits up to max_wait for
+more requests, since the load just seen suggests they are coming; a batch as large as the last
+one goes at once. So a lone request on an idle service never waits, and a steady stream of
+concurrent requests is not held back max_wait every time just because it never fills max_batch.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class MicroBatcher:
         self.max_wait_s = max_wait_s
         self.on_batch = on_batch
         self.forwards = 0  # forward passes run: fewer than requests when batching works
+        self._expected = 1  # the previous batch's size: worth waiting for until reached
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         # One thread: forwards never overlap (the model is not shared between threads) and the
         # event loop is never blocked by torch.
@@ -70,7 +75,7 @@ class MicroBatcher:
         while len(batch) < self.max_batch:
             if self._queue.empty():
                 remaining = deadline - loop.time()
-                if remaining <= 0:
+                if len(batch) >= self._expected or remaining <= 0:
                     break
                 try:
                     async with asyncio.timeout(remaining):
@@ -79,6 +84,7 @@ class MicroBatcher:
                     break
             else:
                 batch.append(self._queue.get_nowait())
+        self._expected = len(batch)
         return batch
 
     async def _run(self) -> None:
