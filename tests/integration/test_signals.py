@@ -6,7 +6,7 @@ import httpx
 
 from gekko.signals.features import WINDOW
 
-from .conftest import new_user
+from .conftest import eventually, new_user
 
 DOWNTREND = [500 * 0.995**i for i in range(WINDOW)]
 
@@ -43,5 +43,11 @@ def test_signals_is_registered_and_documented(stack):
     assert instances and all(i["health"] == "ok" for i in instances)
     health = httpx.get(f"http://127.0.0.1:{stack.ports['signals']}/health").json()
     assert health["inference"]["device"] == "cpu" and health["inference"]["warmed_up"]
-    paths = httpx.get(f"{stack.gateway}/openapi.json").json()["paths"]
-    assert "/api/v1/signals/predict" in paths
+    # The gateway fetches each service's document in the background: wait for this one.
+    eventually(
+        lambda: (
+            "/api/v1/signals/predict" in httpx.get(f"{stack.gateway}/openapi.json").json()["paths"]
+        ),
+        timeout=40,
+        what="the signals API in the aggregated OpenAPI document",
+    )
