@@ -90,6 +90,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 d["p99_us"] < 5000,
             )
         )
+    out.extend(_inference_rows(results.get("inference")))
     b = results.get("breaker")
     if b:
         det = b["detection_ms"]
@@ -129,6 +130,32 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 f"{o['failed']} of {o['orders']}",
                 "0",
                 o["failed"] == 0,
+            )
+        )
+    return out
+
+
+def _inference_rows(inf: dict[str, Any] | None) -> list[Row]:
+    """NFR-PERF-003: under 50 ms per inference (p99); the aim is under 5 ms."""
+    if not inf:
+        return []
+    device = inf["device"]
+    s, b = inf["single"], inf["batched"]
+    out = [
+        Row(f"inference ({device}), one request in process: p50 / p99",
+            f"{_ms(s['p50_ms'])} / {_ms(s['p99_ms'])}", "< 5 ms", s["p99_ms"] < 5),
+        Row(f"inference ({device}), {b['concurrency']} concurrent, batched: p50 / p99 / req/s",
+            f"{_ms(b['p50_ms'])} / {_ms(b['p99_ms'])} / {b['per_s']:.0f}", "< 5 ms",
+            b["p99_ms"] < 5),
+    ]  # fmt: skip
+    g = inf.get("gateway")
+    if g and "p99_ms" in g:
+        out.append(
+            Row(
+                f"inference via gateway, {g['concurrency']} clients: p50 / p99 / req/s",
+                f"{_ms(g['p50_ms'])} / {_ms(g['p99_ms'])} / {g['per_s']:.0f}",
+                "< 50 ms",
+                g["p99_ms"] < 50 and g["failed"] == 0,
             )
         )
     return out

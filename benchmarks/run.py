@@ -1,10 +1,11 @@
 """`make bench` entry point: `python -m benchmarks.run` from the repository root.
 
-Order: discovery microbenchmark (in process), then a private stack on random loopback ports
-(six services, the gateway, a reference gateway without rate limiting, nginx; database
-gekko_bench and Redis DB 1 on the deployed datastores), then GET throughput at saturation
-(upstream alone, nginx, gateway), latency at fixed rates (GETs via nginx and the gateway,
-orders via the gateway), orders at saturation, failover, and breaker detection. Each result is
+Order: discovery microbenchmark and signal inference (in process), then a private stack on
+random loopback ports (every domain service, the gateway, a reference gateway without rate
+limiting, nginx; database gekko_bench and Redis DB 1 on the deployed datastores), then GET
+throughput at saturation (upstream alone, nginx, gateway), latency at fixed rates (GETs via
+nginx and the gateway, orders via the gateway), orders at saturation, inference through the
+gateway, failover, and breaker detection. Each result is
 printed as it comes, then a table; everything is written to .build/bench/results.json.
 """
 
@@ -26,11 +27,22 @@ from typing import Any
 import aiohttp
 
 from benchmarks import preflight, report
-from benchmarks.scenarios import breaker, discovery, failover, fixed_rate, orders, throughput
+from benchmarks.scenarios import (
+    breaker,
+    discovery,
+    failover,
+    fixed_rate,
+    inference,
+    orders,
+    throughput,
+)
 from benchmarks.settings import OUT_DIR, REPO_ROOT, BenchSettings
 from benchmarks.stack import Proc, Stack, StackError
+from gekko.config import DOMAIN_SERVICES
 
-SERVICES = ("users", "trading", "market_data", "portfolio", "social", "gamification")
+SERVICES = DOMAIN_SERVICES
+# Per-service settings the private stack needs (the image sets the model path in production).
+SERVICE_ENV = {"signals": {"GEKKO_SIGNAL_MODEL_PATH": str(inference.MODEL_PATH)}}
 # Every gateway feature stays on; only the quotas are raised, so the limiter still takes both
 # quotas in Redis on every request but never refuses bench traffic (wrk is one client IP
 # sending ~15k requests a minute, and 1000/min per service would cap orders at ~17/s).
@@ -40,7 +52,7 @@ GATEWAY_ENV = {
     "GEKKO_RATELIMIT_SERVICE_PER_WINDOW": "1000000",
 }
 NOLIMIT_ENV = {"GEKKO_RATELIMIT_ENABLED": "false"}
-STAGES = 7
+STAGES = 9
 
 
 @dataclass(frozen=True)
@@ -89,7 +101,9 @@ def stage(n: int, title: str) -> None:
 
 
 def start_stack(cfg: BenchSettings, stack: Stack) -> BenchStack:
-    services = {name: stack.start_component(name) for name in SERVICES}
+    services = {
+        name: stack.start_component(name, extra_env=SERVICE_ENV.get(name)) for name in SERVICES
+    }
     for proc in services.values():
         stack.wait_http(proc, "/health", {200}, timeout_s=60)
     gateway = stack.start_component("gateway", extra_env=GATEWAY_ENV)
@@ -107,7 +121,7 @@ def start_stack(cfg: BenchSettings, stack: Stack) -> BenchStack:
 
 def measure(cfg: BenchSettings, stack: Stack, s: BenchStack, results: dict[str, Any]) -> None:
     stage(
-        3,
+        4,
         f"GET throughput at saturation: wrk -t{cfg.threads} -c{cfg.connections} "
         f"-d{cfg.duration_s}s after a {cfg.warmup_s} s warm-up; one market_data instance "
         "behind each proxy",
@@ -122,7 +136,7 @@ def measure(cfg: BenchSettings, stack: Stack, s: BenchStack, results: dict[str, 
     s.gateway_nolimit.stop()
 
     stage(
-        4,
+        5,
         f"latency at fixed rates (open loop, from the scheduled send time): "
         f"{cfg.get_rate:g} GETs/s via nginx and via the gateway, {cfg.order_rate:g} orders/s "
         f"via the gateway; {cfg.duration_s} s each after a {cfg.warmup_s} s warm-up",
@@ -134,16 +148,20 @@ def measure(cfg: BenchSettings, stack: Stack, s: BenchStack, results: dict[str, 
     s.nginx.stop()
 
     stage(
-        5,
+        6,
         f"orders at saturation: {cfg.order_users} users, one worker each, "
         f"{cfg.duration_s} s after a {cfg.warmup_s} s warm-up",
     )
     results["orders"] = orders.run(cfg, s.gateway.url)
 
-    stage(6, "failover: a second market_data instance, steady GETs, SIGKILL it")
+    stage(7, "signal inference through the gateway: POST /api/v1/signals/predict")
+    results["inference"]["gateway"] = inference.through_gateway(s.gateway.url)
+    print("\n".join(inference.describe(results["inference"])[-1:]), flush=True)
+
+    stage(8, "failover: a second market_data instance, steady GETs, SIGKILL it")
     results["failover"] = failover.run(cfg, stack, s.gateway.url, s.market_data)
 
-    stage(7, "breaker detection: SIGKILL the last market_data instance under steady GETs")
+    stage(9, "breaker detection: SIGKILL the last market_data instance under steady GETs")
     results["breaker"] = breaker.run(cfg, s.gateway.url, s.market_data)
 
 
@@ -186,7 +204,11 @@ def main() -> int:
     results["discovery"] = d = discovery.run(cfg.lookups)
     print(f"  mean {d['mean_us']} µs  p99 {d['p99_us']} µs", flush=True)
 
-    stage(2, f"private stack: database {cfg.database}, Redis DB {cfg.redis_db}, random ports")
+    stage(2, "signal inference in process: one request at a time, then micro-batched")
+    results["inference"] = inference.run()
+    print("\n".join(inference.describe(results["inference"])), flush=True)
+
+    stage(3, f"private stack: database {cfg.database}, Redis DB {cfg.redis_db}, random ports")
     try:
         stores = preflight.prepare(cfg, log_dir)
     except preflight.PreflightError as exc:

@@ -17,10 +17,17 @@ def build_app(settings: Settings) -> FastAPI:
     from gekko.services.base import build_service_app
 
     module = importlib.import_module(f"gekko.services.{settings.component}")
-    return build_service_app(
+    app = build_service_app(
         settings.component,
         settings,
         module.router,
         start=getattr(module, "start", None),
         stop=getattr(module, "stop", None),
+        health_details=getattr(module, "health_details", None),
     )
+    # A service with settings of its own checks them here, before anything binds a port
+    # (raising ConfigError, which `gekko serve` reports like any configuration error).
+    configure = getattr(module, "configure", None)
+    if configure is not None:
+        configure(app)
+    return app

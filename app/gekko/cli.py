@@ -1,4 +1,5 @@
-"""`gekko` command line: serve a component, run migrations, or health-check for Docker."""
+"""`gekko` command line: serve a component, run migrations, health-check for Docker, or train
+the signals model."""
 
 from __future__ import annotations
 
@@ -29,7 +30,11 @@ def _serve(component: str) -> int:
 
     from gekko.apps import build_app
 
-    app = build_app(settings)
+    try:
+        app = build_app(settings)
+    except ConfigError as exc:
+        print(f"gekko: configuration error: {exc}", file=sys.stderr)
+        return 2
     config = uvicorn.Config(
         app,
         host=settings.bind_host,
@@ -149,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("healthcheck", help="exit 0 if GET /health answers 200")
     check.add_argument("--url", help="default: http://$GEKKO_BIND_HOST:$GEKKO_PORT/health")
     check.add_argument("--timeout", type=float, default=2.0)
+    train = sub.add_parser(
+        "train-signal-model", help="train the signals model on generated prices and write it"
+    )
+    train.add_argument("--out", required=True, help="model file to write")
+    train.add_argument("--seed", type=int, help="data and initialisation seed")
     return parser
 
 
@@ -158,6 +168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args.component)
     if args.command == "migrate":
         return _migrate()
+    if args.command == "train-signal-model":
+        from gekko.signals.train import main as train_main
+
+        seed = [] if args.seed is None else ["--seed", str(args.seed)]
+        return train_main(["--out", args.out, *seed])
     return healthcheck(args.url or default_health_url(), args.timeout)
 
 

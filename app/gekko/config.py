@@ -20,7 +20,10 @@ DOMAIN_SERVICES: tuple[str, ...] = (
     "market_data",
     "social",
     "gamification",
+    "signals",
 )
+# Public API prefix (/api/v1/<prefix>/...) -> service: the name, with dashes for underscores.
+API_ROUTES: dict[str, str] = {name.replace("_", "-"): name for name in DOMAIN_SERVICES}
 COMPONENTS: tuple[str, ...] = (GATEWAY, *DOMAIN_SERVICES)
 
 # Documented defaults only; deployments always set GEKKO_PORT explicitly.
@@ -32,6 +35,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "market_data": 8104,
     "social": 8105,
     "gamification": 8106,
+    "signals": 8107,
 }
 
 MIN_JWT_SECRET_LENGTH = 32

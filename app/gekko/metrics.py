@@ -15,9 +15,11 @@ from prometheus_client import generate_latest as _generate_latest
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gekko.config import API_ROUTES
+
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-# Route prefixes of the public API (gateway prefix -> service is in gekko.gateway.routing).
-API_PREFIXES = frozenset({"users", "trading", "portfolio", "market-data", "social", "gamification"})
+# Route prefixes of the public API (gekko.config.API_ROUTES maps them to services).
+API_PREFIXES = frozenset(API_ROUTES)
 
 log = logging.getLogger("gekko.http")
 

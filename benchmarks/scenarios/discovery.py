@@ -1,7 +1,7 @@
 """Discovery lookup: the gateway's in-memory registry cache answering "which instance?".
 
 The cache is filled the way RedisDiscovery fills it (registry records parsed by the gateway's
-own parser), with three instances of each of the six services, one of them ejected and one
+own parser), with three instances of each domain service, one of them ejected and one
 failing active health checks, so each lookup walks the same filters it does in production.
 """
 

@@ -9,10 +9,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gekko.config import DOMAIN_SERVICES
+
 REPO = Path(__file__).resolve().parents[2]
 GATEWAY = os.environ.get("GEKKO_E2E_URL", "http://127.0.0.1:8000")
 SECRETS = Path(os.environ.get("GEKKO_E2E_SECRETS", Path.home() / ".gekko/secrets/local"))
-SERVICES = ["users", "trading", "portfolio", "market_data", "social", "gamification"]
+SERVICES = list(DOMAIN_SERVICES)
 
 
 def wait_for_health(client: httpx.Client, timeout: float = 60.0) -> dict:

@@ -5,11 +5,21 @@ from pathlib import Path
 
 import docker
 import pytest
+import yaml
 
-from .conftest import SERVICES
+from .conftest import REPO, SERVICES
 
 APP_SERVICES = ["gateway", *SERVICES]
 RELEASES = Path("/var/lib/gekko/releases.json")
+DEFAULTS = yaml.safe_load((REPO / "roles/common/defaults/main.yml").read_text())
+_UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def memory_limit(service: str) -> int:
+    """The catalogue's memory limit of a service in bytes (gekko_container_memory if unset)."""
+    spec = next((s for s in DEFAULTS["gekko_services"] if s["name"] == service), {})
+    size = str(spec.get("memory", DEFAULTS["gekko_container_memory"])).lower()
+    return int(size[:-1]) * _UNITS[size[-1]] if size[-1] in _UNITS else int(size)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +40,7 @@ def test_app_container_is_healthy_limited_and_hardened(engine, service):
     attrs = containers_of(engine, service)[0].attrs
     host = attrs["HostConfig"]
     assert attrs["State"]["Health"]["Status"] == "healthy"
-    assert host["Memory"] == 512 * 1024 * 1024
+    assert host["Memory"] == memory_limit(service)
     assert host["NetworkMode"] == "host"
     assert host["ReadonlyRootfs"] is True
     assert host["CapDrop"] == ["ALL"]
@@ -52,11 +62,15 @@ def test_app_image_is_multi_stage_non_root_with_a_healthcheck(engine):
     config = image.attrs["Config"]
     assert config["User"] == "10001:10001"
     assert config["Healthcheck"]["Test"][-1] == "healthcheck"
-    # The builder stage's wheelhouse stays behind; only the virtualenv reaches the runtime image.
+    # The builder stage's wheelhouse stays behind; only the virtualenv and the signal model
+    # trained in its own stage reach the runtime image.
     output = engine.containers.run(
         image,
         entrypoint=["/bin/sh", "-c"],
-        command=["test ! -e /wheels && test -x /opt/gekko/bin/gekko && id -u"],
+        command=[
+            "test ! -e /wheels && test -x /opt/gekko/bin/gekko"
+            ' && test -r "$GEKKO_SIGNAL_MODEL_PATH" && id -u'
+        ],
         network_mode="host",
         remove=True,
     )

@@ -26,8 +26,10 @@ import asyncpg
 import httpx
 import pytest
 
-RESERVED_PORTS = {8000, 5432, 6379, *range(8101, 8107)}
-SERVICES = ("users", "trading", "portfolio", "market_data", "social", "gamification")
+from gekko.config import DOMAIN_SERVICES
+
+RESERVED_PORTS = {8000, 5432, 6379, *range(8101, 8108)}
+SERVICES = DOMAIN_SERVICES
 LOOPBACK = "127.0.0.1"
 
 
@@ -230,6 +232,14 @@ def migrate_runs(
     ]
 
 
+def train_signal_model(path: Path) -> Path:
+    """The signals service's model, trained small (seconds) for the stack's lifetime."""
+    from gekko.signals.train import TrainConfig, write
+
+    write(path, TrainConfig(samples=8_000, validation_samples=2_000, epochs=6))
+    return path
+
+
 @dataclass
 class Stack:
     env: dict[str, str]
@@ -272,6 +282,7 @@ def stack(postgres: Postgres, redis_server: RedisServer, migrate_runs: list) -> 
         pytest.fail(f"gekko migrate failed:\n{migrate_runs[0].stderr}")
     root = Path(tempfile.mkdtemp(prefix="gekko-it-stack-"))
     st = Stack(env=base_env(postgres, redis_server), root=root, postgres=postgres)
+    st.env["GEKKO_SIGNAL_MODEL_PATH"] = str(train_signal_model(root / "signal-model.pt"))
     try:
         for service in SERVICES:
             st.start(service, service)

@@ -1,3 +1,4 @@
+from gekko.config import DOMAIN_SERVICES
 from gekko.gateway.discovery import Instance, ServiceRegistryCache, parse_record
 
 
@@ -64,7 +65,7 @@ def test_snapshot_lists_every_service_and_counts_health():
     cache = ServiceRegistryCache(clock=Clock())
     cache.replace([inst("t1"), inst("t2", health="down")])
     snap = cache.snapshot()
-    assert set(snap) == {"users", "trading", "portfolio", "market_data", "social", "gamification"}
+    assert set(snap) == set(DOMAIN_SERVICES) and "signals" in snap
     assert snap["users"] == []
     assert cache.counts()["trading"] == {"ok": 1, "down": 1}
 

@@ -21,7 +21,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gekko.breaker import CircuitBreaker
-from gekko.config import GatewayTuning
+from gekko.config import API_ROUTES, GatewayTuning
 from gekko.correlation import correlation_id_var
 from gekko.dynconfig import FEATURE_DISABLED_HEADER
 from gekko.gateway.discovery import ServiceRegistryCache
@@ -35,14 +35,7 @@ log = logging.getLogger("gekko.gateway.proxy")
 
 API_PREFIX = "/api/v1/"
 # Public API prefix -> service name.
-ROUTES: dict[str, str] = {
-    "users": "users",
-    "trading": "trading",
-    "portfolio": "portfolio",
-    "market-data": "market_data",
-    "social": "social",
-    "gamification": "gamification",
-}
+ROUTES: dict[str, str] = API_ROUTES
 
 # RFC 9110 §7.6.1 connection-specific headers, never forwarded in either direction.
 HOP_BY_HOP = frozenset(

@@ -44,8 +44,10 @@ def redis_client(url: str) -> Redis:
 
 
 # A service module may define `async def start(app)` / `async def stop(app)` for its background
-# work (event consumers, price feeds); they run after the pool and Redis are ready.
+# work (event consumers, price feeds); they run after the pool and Redis are ready. It may also
+# define `health_details(app) -> dict`, merged into its GET /health answer.
 Hook = Callable[[FastAPI], Awaitable[None]]
+HealthDetails = Callable[[FastAPI], dict[str, Any]]
 
 
 def build_service_app(
@@ -54,6 +56,7 @@ def build_service_app(
     router: APIRouter,
     start: Hook | None = None,
     stop: Hook | None = None,
+    health_details: HealthDetails | None = None,
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -61,6 +64,11 @@ def build_service_app(
         app.state.redis = redis_client(settings.redis_url)
         # Log level and feature flags from Redis, applied live (gekko.dynconfig).
         watcher = await start_watcher(app.state.redis, dynconfig, settings.dynconfig_poll_s)
+
+        # Background work and readiness (e.g. a model warmed up) come first: an instance is
+        # registered, and so receives traffic, only once it can serve.
+        if start is not None:
+            await start(app)
 
         async def probe() -> str:
             checks = await dependency_checks(app.state.pool, app.state.redis)
@@ -82,8 +90,6 @@ def build_service_app(
                 app.state.drain_task = asyncio.create_task(heartbeat.stop())
 
         app.state.drain_hooks.append(drain)  # run by `gekko serve` on SIGUSR1
-        if start is not None:
-            await start(app)
         log.info(
             "service %s started as %s at %s", service, settings.instance_id, settings.advertise_url
         )
@@ -112,6 +118,7 @@ def build_service_app(
     app.state.dynconfig = dynconfig = build_dynamic_config(settings)
     setup_tracing(service)
     metrics = RequestMetrics(CollectorRegistry(), service)
+    app.state.metrics_registry = metrics.registry  # services add their own collectors to it
     install_problem_handlers(app)
     chaos_rate = effective_error_rate(settings)
     if chaos_rate > 0:
@@ -133,6 +140,8 @@ def build_service_app(
             "version": __version__,
             "checks": checks,
         }
+        if health_details is not None:
+            body.update(health_details(app))
         return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
