@@ -14,7 +14,9 @@ PREDICT = "/api/v1/signals/predict"
 
 
 def signals_instances(gateway: httpx.Client) -> list[dict]:
-    return gateway.get("/services").json()["services"]["signals"]
+    """The instances that registered themselves (the static backend lists the same URLs)."""
+    listed = gateway.get("/services").json()["services"]["signals"]
+    return [instance for instance in listed if instance["source"] == "redis"]
 
 
 def metric_sum(text: str, name: str) -> float:

@@ -3,12 +3,13 @@ rolled back (side_effect.yml): every host runs the last good release and the pla
 across the hosts (gateway -> services -> datastores), all on 127.0.0.1."""
 
 import json
+import shlex
 
 import pytest
 
 PYTHON = "/opt/ansible-host/bin/python"
 DEPLOYMENT = "gekko-molecule"
-SERVICES = {"users", "market_data", "trading", "portfolio", "social", "gamification"}
+SERVICES = {"users", "market_data", "trading", "portfolio", "social", "gamification", "signals"}
 
 
 def groups(host) -> list[str]:
@@ -17,7 +18,7 @@ def groups(host) -> list[str]:
 
 def run_python(host, code: str) -> dict:
     """Runs `code` with the host's Python; it prints one JSON document."""
-    result = host.run(f"{PYTHON} -c {json.dumps(code)}")
+    result = host.run(f"{PYTHON} -c {shlex.quote(code)}")
     assert result.rc == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -41,15 +42,6 @@ def test_every_host_records_the_running_release(host):
     state = releases(host)
     assert state["current"] is not None, "a successful deploy records a release"
     assert state["current"]["id"].startswith("r-")
-
-
-def test_all_hosts_run_the_same_release(host):
-    # Every host's state file is read through the docker connection of that host.
-    ids = set()
-    for name in ("mh-gateway", "mh-services", "mh-datastores"):
-        other = host.get_host(f"ansible://{name}", ansible_inventory=host.backend.ansible_inventory)
-        ids.add(releases(other)["current"]["id"])
-    assert len(ids) == 1, ids
 
 
 @pytest.mark.parametrize("role", ["services", "gateway"])
