@@ -12,7 +12,7 @@ PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup deploy deploy-runner teardown test lint sanity unit integration molecule e2e bench clean
+.PHONY: help setup engine deploy deploy-runner teardown test lint sanity unit integration molecule e2e bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -85,8 +85,13 @@ sanity: $(VENV)/.test ## ansible-test sanity on the collection (Python 3.11)
 unit: $(VENV)/.test collections/ansible_collections/gekko/platform ## Unit tests (app and collection plugins)
 	$(BIN)/python -m pytest tests/unit -q
 
-integration: $(VENV)/.test $(VENV)/.system-test-deps ## The app against real PostgreSQL and Redis
+integration: $(VENV)/.test $(VENV)/.system-test-deps engine ## The app against real PostgreSQL and Redis
 	$(BIN)/python -m pytest tests/integration -q
+
+# The Docker engine, installed and started by the project's own role (host validation checks it).
+.PHONY: engine
+engine: setup ## Install and start the Docker engine on the inventory's hosts
+	$(BIN)/ansible-playbook playbooks/engine.yml -i $(INVENTORY)
 
 molecule: $(VENV)/.test molecule-host-image ## Molecule scenarios (docker driver; needs the engine and images from `make deploy`)
 	cd roles/host_validation && $(BIN)/molecule test
