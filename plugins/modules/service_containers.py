@@ -22,8 +22,9 @@ description:
     is drained first and kept stopped until the new one is healthy, and restored if it is not.
   - C(blue_green) starts the new version in the other slot (name suffix C(-green), the
     alternate port), waits until it is healthy, then drains and removes the old slot.
-  - C(canary) replaces the first instance, watches its server error rate for
-    O(canary.window_seconds), and only then rolls the other instances; over
+  - C(canary) replaces the first instance, judges its server error rate over everything it
+    served from its start until O(canary.window_seconds) after it became healthy, and only then
+    rolls the other instances; over
     O(canary.max_error_rate) the canary is rolled back and the module fails.
   - Draining sends O(drain_signal) (the Gekko services leave discovery and fail their health
     check on it) and waits O(drain_seconds) before stopping, so no request is cut off.
@@ -196,7 +197,7 @@ options:
     default: {}
     suboptions:
       window_seconds:
-        description: How long the canary's error rate is watched.
+        description: How long the canary is watched after it became healthy.
         type: float
         default: 30
       max_error_rate:
@@ -540,7 +541,9 @@ class Reconciler(object):
         url = planning.with_port(spec.get("metrics_url") or "", step["slot"][1])
         if not url:
             raise RolloutError("canary %s has no metrics_url" % spec["name"])
-        before = planning.request_counts(self.fetch(url))
+        # The canary is a new process, so its counters start at zero: everything it served
+        # counts, including requests it failed before the gateway's breaker ejected it.
+        before = (0.0, 0.0)
         time.sleep(settings["window_seconds"])
         after = planning.request_counts(self.fetch(url))
         passed, rate, requests = planning.canary_verdict(
