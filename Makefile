@@ -12,7 +12,7 @@ PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup engine deploy deploy-runner teardown test lint sanity unit integration molecule e2e bench clean
+.PHONY: help setup engine deploy deploy-runner teardown test lint sanity unit integration coverage molecule e2e bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -45,10 +45,10 @@ collections/ansible_collections/gekko/platform:
 
 # ---------------------------------------------------------------- tests
 
-test: lint sanity unit integration deploy-runner molecule e2e ## Everything CI runs (the deploy through ansible-runner)
+test: lint sanity unit integration coverage deploy-runner molecule e2e ## Everything CI runs (the deploy through ansible-runner)
 
-$(VENV)/.test: $(VENV)/.controller requirements/dev.txt requirements/app.txt requirements/test.txt pyproject.toml
-	$(PIP) -r requirements/dev.txt -r requirements/app.txt -r requirements/test.txt -e .
+$(VENV)/.test: $(VENV)/.controller requirements/dev.txt requirements/app.txt requirements/signals.txt requirements/test.txt pyproject.toml
+	$(PIP) -r requirements/dev.txt -r requirements/signals.txt -r requirements/test.txt -e .
 	touch $@
 
 # PostgreSQL and Redis binaries for the integration tests (servers are started by the fixtures).
@@ -77,16 +77,29 @@ sanity: $(VENV)/.test ## ansible-test sanity on the collection (Python 3.11)
 	cp tests/sanity/get_pip.py $(HOME)/.ansible/test/cache/get_pip_$(subst .,_,$(ANSIBLE_TEST_PIP)).py
 	rm -rf $(SANITY_ROOT) && mkdir -p $(SANITY_ROOT)
 	git ls-files -z --cached --others --exclude-standard \
-	  | grep -zvE '^(app|benchmarks|molecule|tests/integration|tests/e2e)/|^tests/unit/[^/]+$$' \
+	  | grep -zvE '^(app|benchmarks|molecule|tests/integration|tests/e2e)/|^tests/unit/[^/]+$$|^tests/[^/]+\.py$$' \
 	  | xargs -0 cp --parents -t $(SANITY_ROOT)
 	cd $(SANITY_ROOT) && git init -q && git add -A && \
 	  $(BIN)/ansible-test sanity --venv --python 3.11 --color no
 
-unit: $(VENV)/.test collections/ansible_collections/gekko/platform ## Unit tests (app and collection plugins)
-	$(BIN)/python -m pytest tests/unit -q
+# Every pytest run prints its slowest tests, so the cost of each is visible.
+PYTEST := $(BIN)/python -m pytest --durations=15 --durations-min=1
+COVERAGE_DIR := .build/coverage
+
+unit: $(VENV)/.test collections/ansible_collections/gekko/platform ## Unit tests (app and collection plugins), with coverage
+	mkdir -p $(COVERAGE_DIR)
+	$(PYTEST) tests/unit -q --cov --cov-report=
 
 integration: $(VENV)/.test $(VENV)/.system-test-deps engine ## The app against real PostgreSQL and Redis
-	$(BIN)/python -m pytest tests/integration -q
+	mkdir -p $(COVERAGE_DIR)
+	$(PYTEST) tests/integration -q --cov --cov-append --cov-report=
+
+# Line and branch coverage of app/ and plugins/ from `make unit` and `make integration` (in that
+# order: the integration run appends to the unit run's data).
+coverage: $(VENV)/.test ## Print the coverage measured by the unit and integration tests
+	$(BIN)/coverage report
+	$(BIN)/coverage json -q -o $(COVERAGE_DIR)/coverage.json
+	$(BIN)/python tests/coverage_summary.py $(COVERAGE_DIR)/coverage.json
 
 # The Docker engine, installed and started by the project's own role (host validation checks it).
 .PHONY: engine
@@ -119,7 +132,7 @@ $(VENV)/.browser:
 	touch $@
 
 e2e: $(VENV)/.test $(VENV)/.browser ## End-to-end tests against the deployed stack (run `make deploy` first)
-	$(BIN)/python -m pytest tests/e2e -q
+	$(PYTEST) tests/e2e -q
 
 bench: $(VENV)/.test ## Gateway vs nginx and platform benchmarks (needs `make deploy`; see docs/benchmarks.md)
 	@if ! command -v wrk >/dev/null || [ ! -x /usr/sbin/nginx ]; then \

@@ -4,7 +4,6 @@ the signals model."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import signal
@@ -15,7 +14,10 @@ import urllib.request
 from collections.abc import Sequence
 
 from gekko.config import COMPONENTS, ConfigError, database_url_from_env, load_settings
-from gekko.logs import configure_logging
+
+# Docker runs `gekko healthcheck` every few seconds in every container: it imports nothing but
+# the standard library and the settings, so the logging, tracing and server stacks load only
+# in the commands that use them.
 
 
 def _serve(component: str) -> int:
@@ -24,6 +26,8 @@ def _serve(component: str) -> int:
     except ConfigError as exc:
         print(f"gekko: configuration error: {exc}", file=sys.stderr)
         return 2
+    from gekko.logs import configure_logging
+
     configure_logging(component, settings.instance_id, settings.log_level)
 
     import uvicorn
@@ -59,6 +63,8 @@ def _draining_server_class(base: type, app_state: object) -> type:
         connections and run the app's drain hooks; open connections are served until SIGTERM."""
 
         async def startup(self, sockets=None):  # type: ignore[no-untyped-def]
+            import asyncio
+
             await super().startup(sockets=sockets)
             asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.drain)
 
@@ -94,6 +100,8 @@ def _migrate() -> int:
     except ConfigError as exc:
         print(f"gekko-migrate: configuration error: {exc}", file=sys.stderr)
         return 2
+    from gekko.logs import configure_logging
+
     configure_logging("migrate", "migrate", os.environ.get("GEKKO_LOG_LEVEL", "WARNING").upper())
 
     from gekko.migrate import (

@@ -196,15 +196,21 @@ def error_rate(before, after):
     return errors / requests, int(requests)
 
 
-def canary_verdict(before, after, max_error_rate, min_requests):
-    """(passed, rate, requests) for a canary between two (total, errors) samples.
+CANARY_PASS = "pass"
+CANARY_FAIL = "fail"
+CANARY_TOO_FEW = "too-few-requests"
 
-    The rate is taken over at least min_requests: a canary that failed a handful of requests
-    and was then ejected by the gateway (so it saw little traffic) still fails, and a canary
-    that saw no traffic at all is not promoted.
+
+def canary_verdict(counts, max_error_rate, min_requests):
+    """(verdict, rate, requests) for a canary that served counts = (total, server errors).
+
+    The rate is errors / requests served, nothing else. Over the limit the canary fails on any
+    sample (errors already served cannot be outweighed by a promotion). Under it, the canary is
+    promoted only after at least min_requests (and at least one): a small sample proves nothing.
     """
-    requests = max(after[0] - before[0], 0)
-    errors = max(after[1] - before[1], 0)
-    rate = errors / float(max(requests, min_requests, 1))
-    # No traffic at all proves nothing: the gateway may be refusing the service (open breaker).
-    return requests > 0 and rate <= max_error_rate, rate, int(requests)
+    rate, requests = error_rate((0.0, 0.0), counts)
+    if requests and rate > max_error_rate:
+        return CANARY_FAIL, rate, requests
+    if requests < max(min_requests, 1):
+        return CANARY_TOO_FEW, rate, requests
+    return CANARY_PASS, rate, requests

@@ -22,10 +22,11 @@ description:
     is drained first and kept stopped until the new one is healthy, and restored if it is not.
   - C(blue_green) starts the new version in the other slot (name suffix C(-green), the
     alternate port), waits until it is healthy, then drains and removes the old slot.
-  - C(canary) replaces the first instance, judges its server error rate over everything it
-    served from its start until O(canary.window_seconds) after it became healthy, and only then
-    rolls the other instances; over
-    O(canary.max_error_rate) the canary is rolled back and the module fails.
+  - C(canary) replaces the first instance, judges its server error rate (errors over requests
+    served) over everything it served from its start until O(canary.window_seconds) after it
+    became healthy, and only then rolls the other instances; over O(canary.max_error_rate), or
+    with fewer than O(canary.min_requests) requests, the canary is rolled back and the module
+    fails.
   - Draining sends O(drain_signal) (the Gekko services leave discovery and fail their health
     check on it) and waits O(drain_seconds) before stopping, so no request is cut off.
   - With O(prune=true), managed containers matching O(selector) that are not in the set are
@@ -206,8 +207,10 @@ options:
         default: 0.05
       min_requests:
         description:
-          - The error rate is taken over at least this many requests, so a canary that failed a
-            few requests and was then ejected by the gateway (and saw little traffic) still fails.
+          - The fewest requests a canary must serve to be promoted. The error rate is errors over
+            the requests actually served; a canary over O(canary.max_error_rate) fails on any
+            sample, one under it with fewer requests is watched up to one more window and fails
+            if the sample is still too small.
         type: int
         default: 20
   restart:
@@ -402,14 +405,24 @@ class Reconciler(object):
         container.start()
         return container
 
-    def drain_and_stop(self, container):
-        if self.params["drain_signal"] and container.status == "running":
+    def drain_and_stop(self, containers):
+        """Drain every running container at once, wait one drain window, then stop them all:
+        the instances of a round leave discovery together instead of one window each."""
+        signalled = False
+        for container in containers:
+            if self.params["drain_signal"] and container.status == "running":
+                try:
+                    container.kill(signal=self.params["drain_signal"])
+                    signalled = True
+                except APIError:
+                    pass  # it exited on its own meanwhile
+        if signalled:
+            time.sleep(self.params["drain_seconds"])
+        for container in containers:
             try:
-                container.kill(signal=self.params["drain_signal"])
-                time.sleep(self.params["drain_seconds"])
-            except APIError:
-                pass  # it exited on its own meanwhile
-        container.stop(timeout=self.params["stop_timeout"])
+                container.stop(timeout=self.params["stop_timeout"])
+            except NotFound:
+                pass  # already gone (a -previous copy left by an interrupted run, removed above)
 
     def remove(self, container):
         try:
@@ -485,7 +498,16 @@ class Reconciler(object):
         started = time.time()
         previous = {}
         new = []
+        replacing = [step for step in steps if step["action"] == "replace"]
         try:
+            self.drain_and_stop([existing[step["old"]]["container"] for step in replacing])
+            for step in replacing:
+                name = step["slot"][0]
+                old = existing[step["old"]]["container"]
+                self.remove_by_name(name + "-previous")
+                # Kept, stopped, until the new container proves healthy.
+                old.rename(name + "-previous")
+                previous[name] = old
             for step in steps:
                 name, port = step["slot"]
                 if step["action"] == "start":
@@ -493,35 +515,37 @@ class Reconciler(object):
                     container.start()
                     new.append((step, container))
                     continue
-                if step["action"] == "replace":
-                    old = existing[step["old"]]["container"]
-                    self.drain_and_stop(old)
-                    self.remove_by_name(name + "-previous")
-                    # Kept, stopped, until the new container proves healthy.
-                    old.rename(name + "-previous")
-                    previous[name] = old
                 new.append((step, self.create(step["spec"], name, port)))
             self.wait_healthy([c for _step, c in new])
         except (RolloutError, APIError) as exc:
-            self.restore(new, previous)
+            stopped = [
+                existing[step["old"]]["container"]
+                for step in replacing
+                if step["slot"][0] not in previous
+            ]
+            self.restore(new, previous, stopped)
             raise RolloutError(
                 "rollout of %s failed and was reverted: %s"
                 % (", ".join(s["slot"][0] for s in steps), exc)
             ) from exc
+        switched = [existing[s["old"]]["container"] for s, _c in new if s["action"] == "switch"]
+        self.drain_and_stop(switched)
+        for container in switched:
+            self.remove(container)
         for step, _container in new:
-            if step["action"] == "switch":
-                self.drain_and_stop(existing[step["old"]]["container"])
-                self.remove(existing[step["old"]]["container"])
             self.record(step, started)
         return previous, new
 
-    def restore(self, new, previous):
-        """Remove the new containers and bring the replaced ones back."""
+    def restore(self, new, previous, stopped=()):
+        """Remove the new containers and bring the replaced ones back (renamed ones, and any
+        that were drained and stopped before the round failed)."""
         for step, container in new:
             if step["action"] != "start":
                 self.remove(container)
         for name, old in previous.items():
             old.rename(name)
+            old.start()
+        for old in stopped:
             old.start()
         if previous:
             try:
@@ -543,12 +567,18 @@ class Reconciler(object):
             raise RolloutError("canary %s has no metrics_url" % spec["name"])
         # The canary is a new process, so its counters start at zero: everything it served
         # counts, including requests it failed before the gateway's breaker ejected it.
-        before = (0.0, 0.0)
         time.sleep(settings["window_seconds"])
-        after = planning.request_counts(self.fetch(url))
-        passed, rate, requests = planning.canary_verdict(
-            before, after, settings["max_error_rate"], settings["min_requests"]
-        )
+        # Too few requests to judge: keep watching, up to one more window.
+        deadline = time.time() + settings["window_seconds"]
+        while True:
+            verdict, rate, requests = planning.canary_verdict(
+                planning.request_counts(self.fetch(url)),
+                settings["max_error_rate"],
+                settings["min_requests"],
+            )
+            if verdict != planning.CANARY_TOO_FEW or time.time() >= deadline:
+                break
+            time.sleep(1)
         self.actions.append(
             {
                 "container": step["slot"][0],
@@ -556,24 +586,19 @@ class Reconciler(object):
                 "action": "canary-analysis",
                 "error_rate": round(rate, 4),
                 "requests": requests,
+                "verdict": verdict,
             }
         )
-        if not requests:
+        if verdict == planning.CANARY_FAIL:
             raise RolloutError(
-                "canary %s received no requests in %ss: nothing proves it works (is traffic "
-                "reaching the service?)" % (spec["name"], settings["window_seconds"])
+                "canary %s served %.1f%% server errors over %d requests (limit %.1f%%)"
+                % (spec["name"], rate * 100, requests, settings["max_error_rate"] * 100)
             )
-        if not passed:
+        if verdict == planning.CANARY_TOO_FEW:
             raise RolloutError(
-                "canary %s served %.1f%% server errors over %d requests (limit %.1f%%, judged "
-                "over at least %d requests)"
-                % (
-                    spec["name"],
-                    rate * 100,
-                    requests,
-                    settings["max_error_rate"] * 100,
-                    settings["min_requests"],
-                )
+                "canary %s received %d requests in %ss, fewer than the %d needed to judge it: "
+                "nothing proves it works (is traffic reaching the service?)"
+                % (spec["name"], requests, settings["window_seconds"] * 2, settings["min_requests"])
             )
 
     def fetch(self, url):
@@ -673,7 +698,7 @@ class Reconciler(object):
             for name in restarts:
                 started = time.time()
                 container = existing[name]["container"]
-                self.drain_and_stop(container)
+                self.drain_and_stop([container])
                 container.start()
                 self.wait_healthy([container])
                 self.actions.append(
@@ -684,11 +709,10 @@ class Reconciler(object):
                         "seconds": round(time.time() - started, 2),
                     }
                 )
+            started = time.time()
+            self.drain_and_stop([existing[name]["container"] for name in prune])
             for name in prune:
-                started = time.time()
-                container = existing[name]["container"]
-                self.drain_and_stop(container)
-                self.remove(container)
+                self.remove(existing[name]["container"])
                 self.actions.append(
                     {
                         "container": name,

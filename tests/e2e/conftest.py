@@ -1,4 +1,9 @@
-"""End-to-end tests against the stack that `make deploy` stood up on this machine."""
+"""End-to-end tests against the stack that `make deploy` stood up on this machine.
+
+Tests that only read run first; the modules that redeploy, tear down or load the stack run after
+them, in REDEPLOY_ORDER (pytest_collection_modifyitems below makes that order true whatever
+pytest selects), so each finds the inventory's stack healthy and leaves it so.
+"""
 
 import os
 import subprocess
@@ -15,6 +20,25 @@ REPO = Path(__file__).resolve().parents[2]
 GATEWAY = os.environ.get("GEKKO_E2E_URL", "http://127.0.0.1:8000")
 SECRETS = Path(os.environ.get("GEKKO_E2E_SECRETS", Path.home() / ".gekko/secrets/local"))
 SERVICES = list(DOMAIN_SERVICES)
+
+# Modules that change the stack, in the order they run (after every other test).
+# test_rollouts leaves its two-instance stack for test_lifecycle, whose teardown and fresh
+# redeploy bring the inventory's stack back (a restore deploy of its own would cost minutes).
+REDEPLOY_ORDER = (
+    "test_runtime_settings",
+    "test_rollback",
+    "test_catalogue_scale",
+    "test_rollouts",
+    "test_lifecycle",
+)
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        return REDEPLOY_ORDER.index(module) + 1 if module in REDEPLOY_ORDER else 0
+
+    items.sort(key=rank)  # stable: file order within each rank
 
 
 def wait_for_health(client: httpx.Client, timeout: float = 60.0) -> dict:
@@ -111,9 +135,10 @@ def wait_until(check, what: str, timeout: float = 15.0, interval: float = 0.3):
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
-def register_users(client: httpx.Client, count: int, prefix: str) -> list[dict[str, str]]:
-    """Register and log in `count` fresh users; returns their bearer headers."""
-    headers = []
+def register_users(client: httpx.Client, count: int, prefix: str) -> list[dict]:
+    """Register and log in `count` fresh users: their bearer headers, and the ids of the orders
+    acknowledged to them (filled in by rollout traffic)."""
+    users = []
     for _ in range(count):
         name = f"{prefix}-{uuid.uuid4().hex[:10]}"
         password = "pw-" + name
@@ -123,5 +148,8 @@ def register_users(client: httpx.Client, count: int, prefix: str) -> list[dict[s
         )
         assert created.status_code == 201, created.text
         login = client.post("/api/v1/users/login", json={"username": name, "password": password})
-        headers.append({"Authorization": f"Bearer {login.json()['access_token']}"})
-    return headers
+        assert login.status_code == 200, login.text
+        users.append(
+            {"headers": {"Authorization": f"Bearer {login.json()['access_token']}"}, "acked": []}
+        )
+    return users

@@ -57,24 +57,42 @@ def test_datastores_keep_their_data_in_named_volumes(engine, name):
     assert volumes == [f"{name}-data"]
 
 
-def test_app_image_is_multi_stage_non_root_with_a_healthcheck(engine):
-    image = containers_of(engine, "gateway")[0].image
-    config = image.attrs["Config"]
-    assert config["User"] == "10001:10001"
-    assert config["Healthcheck"]["Test"][-1] == "healthcheck"
-    # The builder stage's wheelhouse stays behind; only the virtualenv and the signal model
-    # trained in its own stage reach the runtime image.
+def run_in(engine, image, script: str) -> str:
     output = engine.containers.run(
-        image,
-        entrypoint=["/bin/sh", "-c"],
-        command=[
-            "test ! -e /wheels && test -x /opt/gekko/bin/gekko"
-            ' && test -r "$GEKKO_SIGNAL_MODEL_PATH" && id -u'
-        ],
-        network_mode="host",
-        remove=True,
+        image, entrypoint=["/bin/sh", "-c"], command=[script], network_mode="host", remove=True
     )
-    assert output.decode().strip() == "10001"
+    return output.decode().strip()
+
+
+HAS_TORCH = "/opt/gekko/bin/python -c 'import torch' 2>/dev/null && echo torch || echo no-torch"
+
+
+def test_slim_image_runs_the_gateway_and_services_without_torch(engine):
+    images = {
+        containers_of(engine, s)[0].image.id for s in ["gateway", *SERVICES] if s != "signals"
+    }
+    assert len(images) == 1, "the gateway and the six domain services share one image"
+    image = engine.images.get(images.pop())
+    assert image.attrs["Config"]["User"] == "10001:10001"
+    assert image.attrs["Config"]["Healthcheck"]["Test"][-1] == "healthcheck"
+    # The wheelhouse stayed in the runtime image's install stage; only the virtualenv is here.
+    assert run_in(engine, image, "test ! -e /wheels && test -x /opt/gekko/bin/gekko && id -u") == (
+        "10001"
+    )
+    assert run_in(engine, image, HAS_TORCH) == "no-torch"
+
+
+def test_signals_image_has_torch_and_the_trained_model(engine):
+    image = containers_of(engine, "signals")[0].image
+    assert image.attrs["Config"]["User"] == "10001:10001"
+    assert run_in(engine, image, HAS_TORCH) == "torch"
+    assert run_in(engine, image, 'test -r "$GEKKO_SIGNAL_MODEL_PATH" && echo model') == "model"
+
+
+def test_no_build_stage_is_left_behind(engine):
+    # Each build stage that was not a parent of a tagged image would show up dangling here.
+    dangling = engine.images.list(filters={"dangling": True, "label": "gekko.platform/build-stage"})
+    assert dangling == []
 
 
 def test_release_is_recorded_with_the_running_image(engine):
@@ -83,4 +101,6 @@ def test_release_is_recorded_with_the_running_image(engine):
     assert current["id"].startswith("r-")
     running = containers_of(engine, "gateway")[0].image.id
     assert current["images"]["app"].endswith("@" + running)
+    signals = containers_of(engine, "signals")[0].image.id
+    assert current["images"]["signals"].endswith("@" + signals)
     assert set(current["config_checksums"]) >= {"app.env", "postgres", "redis"}

@@ -1,6 +1,8 @@
-"""Redeploys change nothing; teardown removes containers but keeps the data.
+"""Teardown removes containers but keeps the data; a redeploy then changes nothing.
 
-These run last in the e2e suite (file order) because they redeploy and tear down the stack.
+These run last in the e2e suite (conftest.REDEPLOY_ORDER), in file order: the teardown removes
+whatever shape the earlier modules left (test_rollouts' two-instance stack), the deploy after it
+stands the inventory's stack up fresh, and a second deploy must report no change.
 """
 
 import re
@@ -22,17 +24,6 @@ def recap(output: str) -> dict:
     }
 
 
-def test_second_deploy_reports_no_changes():
-    started = time.monotonic()
-    run = ansible_playbook("deploy.yml")
-    elapsed = time.monotonic() - started
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
-    hosts = recap(run.stdout)
-    assert hosts and all(h["changed"] == 0 and h["failed"] == 0 for h in hosts.values()), hosts
-    assert "GEKKO DEPLOYMENT SUMMARY" in run.stdout
-    print(f"no-op redeploy took {elapsed:.1f}s")
-
-
 def test_teardown_keeps_data_and_a_redeploy_brings_it_back(gateway, trader):
     engine = docker.from_env()
     down = ansible_playbook("teardown.yml")
@@ -50,3 +41,14 @@ def test_teardown_keeps_data_and_a_redeploy_brings_it_back(gateway, trader):
         json={"username": trader["username"], "password": trader["password"]},
     )
     assert login.status_code == 200, "the user registered before teardown must survive it"
+
+
+def test_second_deploy_reports_no_changes():
+    started = time.monotonic()
+    run = ansible_playbook("deploy.yml")
+    elapsed = time.monotonic() - started
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    hosts = recap(run.stdout)
+    assert hosts and all(h["changed"] == 0 and h["failed"] == 0 for h in hosts.values()), hosts
+    assert "GEKKO DEPLOYMENT SUMMARY" in run.stdout
+    print(f"no-op redeploy took {elapsed:.1f}s")

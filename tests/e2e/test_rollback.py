@@ -1,7 +1,10 @@
 """Failed deploys roll back by themselves: each injected failure ends with the last good
 release serving again, nothing lost. Rollback times are printed (see docs/benchmarks.md).
 
-These redeploy the stack, so they run after the read-only e2e tests (file order).
+"Serving again" is checked on what runs, not on the state file alone (a failed deploy never
+records a release, so its id cannot change): every container has the image, spec and
+configuration it had before the failed deploy, and they are the last good release's as
+recorded in /var/lib/gekko/releases.json. These run after the read-only tests (conftest).
 """
 
 import json
@@ -14,18 +17,14 @@ import pytest
 import yaml
 
 from .conftest import REPO, ansible_playbook, wait_for_health
+from .rollout import APP_ENV, assert_runs_release, releases, running_containers
 
 CATALOGUE = yaml.safe_load((REPO / "roles/common/defaults/main.yml").read_text())["gekko_services"]
-RELEASES = Path("/var/lib/gekko/releases.json")
 ROLLED_BACK = re.compile(r"The last good release was restored in ([0-9.]+) s")
 
 
 def catalogue_with(service: str, **changes) -> list[dict]:
     return [dict(s, **changes) if s["name"] == service else s for s in CATALOGUE]
-
-
-def current_release() -> str:
-    return json.loads(RELEASES.read_text())["current"]["id"]
 
 
 def deploy_with(tmp_path, extra: dict):
@@ -34,10 +33,22 @@ def deploy_with(tmp_path, extra: dict):
     return ansible_playbook("deploy.yml", "-e", f"@{path}")
 
 
+def what_runs() -> dict[str, tuple]:
+    """Name -> (image id, spec hash, environment) of every application container."""
+    return {
+        name: (c["image"], c["spec"], sorted(c["env"])) for name, c in running_containers().items()
+    }
+
+
 @pytest.fixture
 def last_good(gateway, trader):
-    """The release and a user that exist before the failed deploy."""
-    return {"release": current_release(), "user": trader}
+    """The release, what runs, its configuration and a user, from before the failed deploy."""
+    return {
+        "release": releases()["current"],
+        "running": what_runs(),
+        "app.env": APP_ENV.read_bytes(),
+        "user": trader,
+    }
 
 
 def assert_rolled_back(run, gateway, last_good, what: str):
@@ -48,8 +59,11 @@ def assert_rolled_back(run, gateway, last_good, what: str):
     seconds = float(match.group(1))
     print(f"rollback after {what}: {seconds:.1f}s")
     assert seconds < 30
-    assert current_release() == last_good["release"]
+    assert releases()["current"]["id"] == last_good["release"]["id"]
     wait_for_health(gateway, timeout=30)
+    assert what_runs() == last_good["running"], "the containers of the last good release run"
+    assert APP_ENV.read_bytes() == last_good["app.env"], "its configuration is back"
+    assert_runs_release(last_good["release"])
     user = last_good["user"]
     login = gateway.post(
         "/api/v1/users/login", json={"username": user["username"], "password": user["password"]}
@@ -132,4 +146,4 @@ def test_invalid_inventory_value_fails_before_anything_changes(tmp_path, gateway
     assert "gekko_bind_address must be an IPv4" in run.stdout
     assert time.monotonic() - begun < 30
     assert {c.name: c.attrs["State"]["StartedAt"] for c in engine.containers.list()} == started
-    assert current_release() == last_good["release"]
+    assert releases()["current"]["id"] == last_good["release"]["id"]

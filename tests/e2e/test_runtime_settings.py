@@ -1,4 +1,7 @@
-"""Runtime settings (rate limits, feature flags) reach running services without a restart."""
+"""Runtime settings (rate limits, feature flags) reach running services without a restart.
+
+They are applied with playbooks/runtime.yml, the activate step alone (a deploy applies the same
+role; the no-op deploy in test_lifecycle covers it there)."""
 
 import json
 
@@ -30,7 +33,7 @@ def test_rate_limit_and_feature_flag_change_live_and_revert(tmp_path, gateway, t
         )
     )
     try:
-        run = ansible_playbook("deploy.yml", "-e", f"@{extra}")
+        run = ansible_playbook("runtime.yml", "-e", f"@{extra}")
         assert run.returncode == 0, run.stdout[-3000:]
 
         def policy():
@@ -45,10 +48,10 @@ def test_rate_limit_and_feature_flag_change_live_and_revert(tmp_path, gateway, t
         assert "disabled" in post.json()["detail"]
         assert started_at() == before, "runtime settings must not restart containers"
 
-        again = ansible_playbook("deploy.yml", "-e", f"@{extra}")
+        again = ansible_playbook("runtime.yml", "-e", f"@{extra}")
         assert all(h["changed"] == 0 for h in recap(again.stdout).values()), again.stdout[-2000:]
     finally:
-        back = ansible_playbook("deploy.yml")
+        back = ansible_playbook("runtime.yml")
         assert back.returncode == 0, back.stdout[-3000:]
     wait_until(
         lambda: (

@@ -295,12 +295,15 @@ def test_serve_refuses_short_jwt_secret(stack):
 def test_failover_when_a_trading_instance_dies(stack):
     """Two trading instances; SIGKILL one (no deregistration); trading keeps working."""
     stack.start("trading-2", "trading")
+    extra = f"trading-{stack.ports['trading-2']}"
 
-    def trading_instances() -> int:
-        return len(httpx.get(f"{stack.gateway}/services").json()["services"]["trading"])
+    def trading_instances() -> list[str]:
+        services = httpx.get(f"{stack.gateway}/services").json()["services"]
+        return [i["instance_id"] for i in services["trading"]]
 
+    # Wait for this very instance: a count would also be met by one another test left listed.
     deadline = time.monotonic() + 30
-    while trading_instances() < 2:
+    while extra not in trading_instances():
         assert stack.procs["trading-2"].poll() is None, stack.log_tail("trading-2")
         assert time.monotonic() < deadline, "second trading instance never registered"
         time.sleep(0.3)

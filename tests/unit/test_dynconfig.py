@@ -12,11 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gekko import dynconfig
 from gekko.config import ConfigError, load_settings
 from gekko.dynconfig import (
-    CHANGED_CHANNEL,
-    CONFIG_KEY,
     FEATURE_DISABLED_HEADER,
     ConfigWatcher,
     DynamicConfig,
@@ -164,13 +161,17 @@ def test_social_posting_refused_with_a_marked_503_when_the_flag_is_off():
 
 # --- the watcher, against an in-memory stand-in for redis.asyncio ---
 
+# What roles/dynamic_config writes (HSET) and announces (PUBLISH): the watcher must read these.
+ROLE_CONFIG_KEY = "gekko:config"
+ROLE_CHANGED_CHANNEL = "gekko:config:changed"
+
 
 class FakePubSub:
     def __init__(self, redis: FakeRedis) -> None:
         self.redis = redis
 
     async def subscribe(self, channel: str) -> None:
-        assert channel == CHANGED_CHANNEL
+        assert channel == ROLE_CHANGED_CHANNEL
         self.redis.check()
 
     async def get_message(self, timeout: float) -> dict[str, object] | None:  # noqa: ASYNC109
@@ -199,7 +200,7 @@ class FakeRedis:
         return FakePubSub(self)
 
     async def hgetall(self, key: str) -> dict[bytes, bytes]:
-        assert key == CONFIG_KEY
+        assert key == ROLE_CONFIG_KEY
         self.check()
         self.reads += 1
         return dict(self.hash)
@@ -332,8 +333,3 @@ def test_gateway_applies_rate_limits_live_and_serves_get_config():
         reverted = client.get("/api/v1/trading/orders")
         assert reverted.headers["ratelimit-policy"] == "200;w=60, 1000;w=60"
         assert "/config" in client.get("/openapi.json").json()["paths"]
-
-
-def test_module_documents_the_redis_contract():
-    assert (CONFIG_KEY, CHANGED_CHANNEL) == ("gekko:config", "gekko:config:changed")
-    assert "HSET gekko:config" in (dynconfig.__doc__ or "")

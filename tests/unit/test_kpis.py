@@ -19,7 +19,7 @@ def test_p95_nearest_rank():
     ("filled", "submitted", "rate"), [(0, 0, 0.0), (3, 4, 0.75), (5, 4, 1.0), (0, 7, 0.0)]
 )
 def test_fill_rate(filled, submitted, rate):
-    assert kpis.fill_rate(filled, submitted) == rate
+    assert kpis.fill_rate(filled, submitted) == pytest.approx(rate)
 
 
 def _event(type_, **payload):
@@ -60,8 +60,8 @@ def test_compute_derives_the_eight_kpis():
     )
     assert {k: result[k] for k in kpis.KPI_NAMES} == {
         "orders_executed": 3,
-        "notional_volume_usd": 1234.56,
-        "fill_rate": 0.75,
+        "notional_volume_usd": pytest.approx(1234.56),
+        "fill_rate": pytest.approx(0.75),
         "execution_latency_p95_ms": 19.0,
         "active_users": 2,
         "registrations": 2,

@@ -2,7 +2,6 @@ import pytest
 
 from gekko.domain.prices import (
     BASE_PRICES,
-    SUPPORTED_SYMBOLS,
     UnknownSymbolError,
     normalize_symbol,
     price_at,
@@ -35,6 +34,7 @@ def test_unknown_symbol_raises_with_supported_list(symbol):
     assert "BTC-USD" in str(info.value)
 
 
-def test_supported_symbols_normalize():
-    assert normalize_symbol(" msft ") == "MSFT"
-    assert set(SUPPORTED_SYMBOLS) == {"BTC-USD", "ETH-USD", "SOL-USD", "AAPL", "MSFT"}
+@pytest.mark.parametrize("symbol", ["BTC-USD", "ETH-USD", "SOL-USD", "AAPL", "MSFT"])
+def test_each_tradable_symbol_is_quoted_whatever_its_case(symbol):
+    assert normalize_symbol(f" {symbol.lower()} ") == symbol
+    assert quote(symbol.lower(), now=1_700_000_000).symbol == symbol

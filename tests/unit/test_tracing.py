@@ -38,9 +38,22 @@ def test_inject_extract_round_trip(exporter):
     assert tracing.current_trace_id() is None  # nothing current outside a span
 
 
-def test_extract_ignores_garbage():
-    with tracing.start_span("x", context=tracing.extract({"traceparent": "nonsense"})):
-        assert tracing.current_trace_id() != "0af7651916cd43dd8448eb211c80319c"
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        "nonsense",
+        "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",  # all-zero parent span id
+        "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",  # forbidden version ff
+    ],
+)
+def test_extract_ignores_garbage(exporter, garbage):
+    exporter.clear()
+    with tracing.start_span("x", context=tracing.extract({"traceparent": garbage})):
+        trace_id = tracing.current_trace_id()
+    # A new root trace: not the (invalid) caller's trace, and no parent.
+    assert trace_id is not None and trace_id != "0af7651916cd43dd8448eb211c80319c"
+    (span,) = exporter.get_finished_spans()
+    assert span.parent is None
 
 
 def test_middleware_continues_the_callers_trace_and_logs_carry_ids(exporter):

@@ -117,31 +117,42 @@ def test_request_counts_ignore_health_checks_and_scrapes():
 
 
 def test_error_rate_between_samples():
-    assert plan.error_rate((100.0, 10.0), (200.0, 40.0)) == (0.3, 100)
+    assert plan.error_rate((100.0, 10.0), (200.0, 40.0)) == (pytest.approx(0.3), 100)
     assert plan.error_rate((5.0, 0.0), (5.0, 0.0)) == (0.0, 0)
 
 
-def test_canary_passes_with_a_low_error_rate():
-    assert plan.canary_verdict((0, 0), (200, 4), 0.05, 20) == (True, 0.02, 200)
+def test_canary_with_a_low_error_rate_over_enough_requests_is_promoted():
+    assert plan.canary_verdict((200, 4), 0.05, 20) == (plan.CANARY_PASS, pytest.approx(0.02), 200)
 
 
-def test_canary_fails_with_a_high_error_rate():
-    passed, rate, requests = plan.canary_verdict((100, 0), (200, 30), 0.05, 20)
-    assert not passed and rate == 0.3 and requests == 100
+def test_canary_with_a_high_error_rate_fails():
+    assert plan.canary_verdict((100, 30), 0.05, 20) == (plan.CANARY_FAIL, pytest.approx(0.3), 100)
 
 
-def test_canary_ejected_after_a_few_errors_still_fails():
-    # Five failures then no more traffic (the gateway ejected it): 5/20 = 25 %.
-    passed, rate, requests = plan.canary_verdict((0, 0), (5, 5), 0.05, 20)
-    assert not passed and rate == 0.25 and requests == 5
+def test_one_error_in_three_requests_is_a_third_not_a_twentieth():
+    # The sample is small, but a third of what the canary served failed: it is not promoted.
+    verdict, rate, requests = plan.canary_verdict((3, 1), 0.05, 20)
+    assert (verdict, requests) == (plan.CANARY_FAIL, 3)
+    assert rate == pytest.approx(1 / 3)
 
 
-def test_canary_with_one_error_in_a_small_sample_passes():
-    assert plan.canary_verdict((0, 0), (3, 1), 0.05, 20)[0]
+def test_canary_ejected_after_a_few_errors_fails_on_its_errors():
+    # Five failures, then no more traffic (the gateway ejected it): 100 %, not "too few".
+    assert plan.canary_verdict((5, 5), 0.05, 20)[0] == plan.CANARY_FAIL
 
 
-def test_canary_without_traffic_is_not_promoted():
-    assert plan.canary_verdict((7, 0), (7, 0), 0.05, 20) == (False, 0.0, 0)
+def test_a_clean_canary_below_the_minimum_sample_is_not_yet_promoted():
+    assert plan.canary_verdict((19, 0), 0.05, 20) == (plan.CANARY_TOO_FEW, 0.0, 19)
+    assert plan.canary_verdict((20, 0), 0.05, 20)[0] == plan.CANARY_PASS
+
+
+def test_rate_exactly_at_the_limit_passes():
+    assert plan.canary_verdict((100, 5), 0.05, 20)[0] == plan.CANARY_PASS
+    assert plan.canary_verdict((100, 6), 0.05, 20)[0] == plan.CANARY_FAIL
+
+
+def test_canary_without_traffic_is_not_promoted_even_with_no_minimum():
+    assert plan.canary_verdict((0, 0), 0.05, 0) == (plan.CANARY_TOO_FEW, 0.0, 0)
 
 
 GPU0 = {"driver": "nvidia", "device_ids": ["0"], "capabilities": [["gpu"]]}

@@ -1,0 +1,33 @@
+# The Gekko platform images: one image, one command per component (`gekko serve <component>`),
+# built offline on a runtime image (runtime.Dockerfile) that already holds the dependencies.
+#
+#   target app      on gekko/runtime:     the gateway, the domain services and migrations
+#   target signals  on gekko/runtime-ml:  the signals service, with PyTorch and its model
+ARG RUNTIME_IMAGE=gekko/runtime:latest
+
+FROM ${RUNTIME_IMAGE} AS app
+COPY app-wheel /tmp/app-wheel
+RUN /opt/gekko/bin/pip install --no-index --no-cache-dir --no-deps /tmp/app-wheel/gekko-*.whl \
+ && rm -rf /tmp/app-wheel \
+ && find /opt/gekko -name '__pycache__' -prune -exec rm -rf {} +
+# The containers run with a read-only root and a tmpfs /tmp.
+ENV PATH=/opt/gekko/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+USER 10001:10001
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 CMD ["gekko", "healthcheck"]
+ENTRYPOINT ["gekko"]
+CMD ["serve", "gateway"]
+
+# Weights are trained here from seeded generated prices (never downloaded): deterministic and
+# a few seconds on one core. torch's caches go to the tmpfs /tmp.
+FROM app AS signals
+USER root
+RUN gekko train-signal-model --out /opt/gekko-model/signal-model.pt \
+ && find /opt/gekko -name '__pycache__' -prune -exec rm -rf {} +
+ENV GEKKO_SIGNAL_MODEL_PATH=/opt/gekko-model/signal-model.pt \
+    TORCH_HOME=/tmp/torch \
+    XDG_CACHE_HOME=/tmp/.cache
+USER 10001:10001
+CMD ["serve", "signals"]

@@ -1,0 +1,192 @@
+"""Rollouts of one shared two-instance stack under steady traffic that reads and places orders:
+rolling, canary (promoted and rolled back) and blue-green deploys, and the operator playbooks
+(rollback, restart, scale). None may fail a client request or lose an acknowledged order.
+
+The module's first deploy gives every service in the order path (users, market data, trading,
+portfolio) two instances; the tests below then run in file order on that stack. The stack stays
+so after the module: test_lifecycle runs next (conftest.REDEPLOY_ORDER) and its teardown and
+fresh redeploy put the inventory's catalogue back.
+"""
+
+import json
+import re
+
+import pytest
+import yaml
+
+from .conftest import REPO, ansible_playbook, register_users, wait_for_health, wait_until
+from .rollout import (
+    SteadyTraffic,
+    assert_runs_release,
+    orders_kept,
+    releases,
+    running_containers,
+)
+
+CATALOGUE = yaml.safe_load((REPO / "roles/common/defaults/main.yml").read_text())["gekko_services"]
+ORDER_PATH = {"users", "market_data", "trading", "portfolio"}
+CANARY_WINDOW = 20
+# The rollout's actions as the deploy prints them (keys sorted).
+CANARY = re.compile(
+    r'"action": "canary-analysis",\s*"container": "[^"]+",\s*'
+    r'"error_rate": ([0-9.]+),\s*"requests": (\d+),\s*"service": "[^"]+",\s*'
+    r'"verdict": "([a-z-]+)"'
+)
+
+
+def two_instances(strategy: str = "rolling", market_data: dict | None = None) -> list[dict]:
+    """The inventory's catalogue, every service with `strategy` and the order path doubled;
+    `market_data` overrides that service's entry (a canary, its settings)."""
+    catalogue = []
+    for service in CATALOGUE:
+        service = dict(service, strategy=strategy)
+        if service["name"] in ORDER_PATH:
+            service["instances"] = 2
+        if service["name"] == "market_data":
+            service.update(market_data or {})
+        catalogue.append(service)
+    return catalogue
+
+
+def deploy(tmp_path, mark: str, catalogue: list[dict]):
+    """A deploy that changes every container (a new setting in app.env)."""
+    extra = tmp_path / f"{mark}.json"
+    extra.write_text(
+        json.dumps(
+            {
+                "gekko_services": catalogue,
+                "gekko_app_extra_env": {"GEKKO_ROLLOUT_MARK": mark},
+                "gekko_canary_window_seconds": CANARY_WINDOW,
+                # The crash watch after a rollout is the rollback tests' concern.
+                "gekko_settle_seconds": 2,
+            }
+        )
+    )
+    return ansible_playbook("deploy.yml", "-e", f"@{extra}")
+
+
+def marks() -> set[str]:
+    """The GEKKO_ROLLOUT_MARK of every running application container."""
+    return {
+        next((e.split("=", 1)[1] for e in c["env"] if e.startswith("GEKKO_ROLLOUT_MARK=")), "")
+        for c in running_containers().values()
+    }
+
+
+@pytest.fixture(scope="module")
+def users(gateway, tmp_path_factory):
+    """Four traders on the two-instance stack."""
+    setup = deploy(tmp_path_factory.mktemp("setup"), "setup", two_instances())
+    assert setup.returncode == 0, setup.stdout[-4000:]
+    wait_for_health(gateway)
+    return register_users(gateway, 4, "ro")
+
+
+def test_rolling_deploy_replaces_every_instance_without_a_failed_request(tmp_path, gateway, users):
+    with SteadyTraffic(users) as traffic:
+        run = deploy(tmp_path, "rolling", two_instances())
+    assert run.returncode == 0, run.stdout[-4000:]
+    traffic.assert_clean("rolling")
+    assert marks() == {"rolling"}, "every container runs the new configuration"
+    print(f"rolling: {orders_kept(gateway, users)} acknowledged orders kept")
+
+
+def test_rollback_playbook_restores_the_previous_release(gateway, users):
+    state = releases()
+    previous = state["previous"]
+    assert previous and previous["id"] != state["current"]["id"], "no other release to go back to"
+    with SteadyTraffic(users) as traffic:
+        run = ansible_playbook("rollback.yml")
+    assert run.returncode == 0, run.stdout[-4000:]
+    traffic.assert_clean("rollback.yml")
+    assert releases()["current"]["id"] == previous["id"]
+    assert_runs_release(previous)  # its images, containers and app.env (with its rollout mark)
+    print(re.search(r"rolled back and verified in [0-9.]+ s", run.stdout).group(0))
+    orders_kept(gateway, users)
+
+
+def test_restart_playbook_restarts_one_instance_without_a_failed_request(gateway, users):
+    before = running_containers()
+    with SteadyTraffic(users) as traffic:
+        run = ansible_playbook("restart.yml", "-e", "container=gekko-trading-2")
+    assert run.returncode == 0, run.stdout[-4000:]
+    traffic.assert_clean("restart.yml")
+    after = running_containers()
+    assert after["gekko-trading-2"]["started"] > before["gekko-trading-2"]["started"]
+    unchanged = {n: c for n, c in before.items() if n != "gekko-trading-2"}
+    assert {n: c for n, c in after.items() if n != "gekko-trading-2"} == unchanged, (
+        "only the named instance restarts"
+    )
+    assert after["gekko-trading-2"]["spec"] == before["gekko-trading-2"]["spec"]
+    orders_kept(gateway, users)
+
+
+def test_scale_playbook_adds_and_removes_instances(gateway, users):
+    def healthy_trading() -> int:
+        listed = gateway.get("/services").json()["services"]["trading"]
+        return sum(1 for i in listed if i["source"] == "redis" and i["health"] == "ok")
+
+    with SteadyTraffic(users) as traffic:
+        up = ansible_playbook("scale.yml", "-e", "service=trading", "-e", "instances=3")
+        assert up.returncode == 0, up.stdout[-4000:]
+        assert "gekko-trading-3" in running_containers()
+        wait_until(lambda: healthy_trading() == 3, "three healthy trading instances")
+        down = ansible_playbook("scale.yml", "-e", "service=trading", "-e", "instances=2")
+        assert down.returncode == 0, down.stdout[-4000:]
+    traffic.assert_clean("scale.yml 2 -> 3 -> 2")
+    assert "gekko-trading-3" not in running_containers()
+    wait_until(lambda: healthy_trading() == 2, "two healthy trading instances")
+    assert_runs_release(releases()["current"])
+    orders_kept(gateway, users)
+
+
+def canary_result(run) -> tuple[float, int, str]:
+    match = CANARY.search(run.stdout)
+    assert match, f"no canary analysis in the output:\n{run.stdout[-4000:]}"
+    return float(match.group(1)), int(match.group(2)), match.group(3)
+
+
+def test_healthy_canary_is_promoted(tmp_path, gateway, users):
+    with SteadyTraffic(users) as traffic:
+        run = deploy(tmp_path, "canary-good", two_instances(market_data={"strategy": "canary"}))
+    assert run.returncode == 0, run.stdout[-4000:]
+    rate, requests, verdict = canary_result(run)
+    print(f"healthy canary: {requests} requests, error rate {rate}, {verdict}")
+    assert verdict == "pass" and requests >= 20 and rate <= 0.05
+    traffic.assert_clean("healthy canary")
+    assert marks() == {"canary-good"}, "the other instances followed the promoted canary"
+    orders_kept(gateway, users)
+
+
+def test_canary_serving_errors_is_rolled_back_with_the_release(tmp_path, gateway, users):
+    last_good = releases()["current"]
+    bad = two_instances(
+        market_data={"strategy": "canary", "env": {"GEKKO_CHAOS_ERROR_RATE": "0.5"}}
+    )
+    with SteadyTraffic(users) as traffic:
+        run = deploy(tmp_path, "canary-bad", bad)
+    output = run.stdout + run.stderr
+    assert run.returncode != 0
+    judged = re.search(
+        r"canary gekko-market-data\S* served ([0-9.]+)% server errors over (\d+) requests", output
+    )
+    assert judged, output[-4000:]
+    print(f"bad canary: {judged.group(1)}% server errors over {judged.group(2)} requests")
+    assert float(judged.group(1)) > 5
+    assert "The last good release was restored" in output
+    # The gateway retried the canary's failures on the healthy instance: clients saw none.
+    traffic.assert_clean("bad canary")
+    assert releases()["current"]["id"] == last_good["id"]
+    assert_runs_release(last_good)
+    orders_kept(gateway, users)
+
+
+def test_blue_green_deploy_switches_every_service_without_a_failed_request(
+    tmp_path, gateway, users
+):
+    with SteadyTraffic(users) as traffic:
+        run = deploy(tmp_path, "blue-green", two_instances(strategy="blue_green"))
+    assert run.returncode == 0, run.stdout[-4000:]
+    traffic.assert_clean("blue-green")
+    assert marks() == {"blue-green"}
+    print(f"blue-green: {orders_kept(gateway, users)} acknowledged orders kept")

@@ -1,0 +1,133 @@
+"""The service_containers module's draining and canary judgement, against a fake Docker."""
+
+import pytest
+from ansible_collections.gekko.platform.plugins.modules import service_containers as sc
+from docker.errors import NotFound
+
+PARAMS = {
+    "drain_signal": "SIGUSR1",
+    "drain_seconds": 3,
+    "stop_timeout": 10,
+    "canary": {"window_seconds": 20, "max_error_rate": 0.05, "min_requests": 20},
+}
+
+
+class Clock:
+    """time.time and time.sleep of the module, with every call recorded in `events`."""
+
+    def __init__(self, events):
+        self.now = 1000.0
+        self.events = events
+
+    def time(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.events.append(("sleep", seconds))
+        self.now += seconds
+
+
+class FakeContainer:
+    def __init__(self, name, events, status="running", gone=False):
+        self.name, self.status, self.events, self.gone = name, status, events, gone
+
+    def kill(self, signal):
+        self.events.append(("kill", self.name, signal))
+
+    def stop(self, timeout):
+        if self.gone:
+            raise NotFound("No such container")
+        self.events.append(("stop", self.name))
+
+
+class FakeModule:
+    def __init__(self, **params):
+        self.params = dict(PARAMS, **params)
+
+
+@pytest.fixture
+def events(monkeypatch):
+    recorded = []
+    clock = Clock(recorded)
+    monkeypatch.setattr(sc.time, "time", clock.time)
+    monkeypatch.setattr(sc.time, "sleep", clock.sleep)
+    return recorded
+
+
+def test_a_round_is_drained_together_in_one_window(events):
+    reconciler = sc.Reconciler(FakeModule(), client=None)
+    olds = [FakeContainer(f"gekko-{n}", events) for n in ("users", "trading", "portfolio")]
+    reconciler.drain_and_stop(olds)
+    kills = [e for e in events if e[0] == "kill"]
+    assert [e[1] for e in kills] == ["gekko-users", "gekko-trading", "gekko-portfolio"]
+    # Every container got its drain signal before the single wait, and was stopped after it.
+    assert events.index(("sleep", 3)) == 3 and events.count(("sleep", 3)) == 1
+    assert [e[1] for e in events[4:]] == ["gekko-users", "gekko-trading", "gekko-portfolio"]
+
+
+def test_stopped_containers_are_not_signalled_and_need_no_wait(events):
+    reconciler = sc.Reconciler(FakeModule(), client=None)
+    reconciler.drain_and_stop([FakeContainer("gekko-users", events, status="exited")])
+    assert events == [("stop", "gekko-users")]
+
+
+def test_a_container_already_gone_is_no_error(events):
+    reconciler = sc.Reconciler(FakeModule(), client=None)
+    reconciler.drain_and_stop(
+        [FakeContainer("gekko-users-previous", events, gone=True), FakeContainer("x", events)]
+    )
+    assert ("stop", "x") in events
+
+
+def metrics(total, errors):
+    ok = total - errors
+    return (
+        f'gekko_http_requests_total{{route="/api/v1/x",status_class="2xx"}} {ok}\n'
+        f'gekko_http_requests_total{{route="/api/v1/x",status_class="5xx"}} {errors}\n'
+    )
+
+
+def canary(samples, **canary_settings):
+    """Run canary_check on a canary whose metrics read as `samples`, one per fetch."""
+    module = FakeModule(canary=dict(PARAMS["canary"], **canary_settings))
+    reconciler = sc.Reconciler(module, client=None)
+    fetched = iter(samples)
+    reconciler.fetch = lambda url: metrics(*next(fetched))
+    step = {
+        "slot": ("gekko-market-data", 8104),
+        "spec": {
+            "name": "gekko-market-data",
+            "service": "market_data",
+            "metrics_url": "http://127.0.0.1:{port}/metrics",
+        },
+    }
+    try:
+        reconciler.canary_check(step)
+        return None, reconciler.actions[-1]
+    except sc.RolloutError as exc:
+        return str(exc), reconciler.actions[-1]
+
+
+def test_a_clean_canary_over_the_minimum_sample_is_promoted(events):
+    error, action = canary([(40, 0)])
+    assert error is None and action["verdict"] == "pass" and action["requests"] == 40
+    assert events == [("sleep", 20)]
+
+
+def test_a_short_sample_is_watched_longer_until_it_is_large_enough(events):
+    error, action = canary([(8, 0), (15, 0), (21, 0)])
+    assert error is None and action["requests"] == 21
+    assert events == [("sleep", 20), ("sleep", 1), ("sleep", 1)]
+
+
+def test_a_canary_that_never_gets_enough_traffic_is_not_promoted(events):
+    error, action = canary([(3, 0)] * 30)
+    assert action["verdict"] == "too-few-requests"
+    assert "received 3 requests in 40s, fewer than the 20 needed" in error
+    assert sum(e[1] for e in events) >= 40, "it was watched for two windows"
+
+
+def test_a_canary_serving_errors_fails_on_its_rate_not_a_padded_one(events):
+    error, action = canary([(3, 1)])
+    assert action["verdict"] == "fail"
+    assert "served 33.3% server errors over 3 requests (limit 5.0%)" in error
