@@ -1,8 +1,8 @@
 # The Gekko platform images: one image, one command per component (`gekko serve <component>`),
 # built offline on a runtime image (runtime.Dockerfile) that already holds the dependencies.
 #
-#   target app      on gekko/runtime:     the gateway, the domain services and migrations
-#   target signals  on gekko/runtime-ml:  the signals service, with PyTorch and its model
+#   target app      on gekko/runtime:app-<digest>:      the gateway, the domain services and migrations
+#   target signals  on gekko/runtime:signals-<digest>:  the signals service, with PyTorch and its model
 ARG RUNTIME_IMAGE=gekko/runtime:latest
 
 FROM ${RUNTIME_IMAGE} AS app

@@ -3,8 +3,8 @@
 # requirements, it is the parent of the application images (app.Dockerfile), so a code change
 # rebuilds only their thin top layers, and no build stage is left behind holding the wheels.
 #
-#   REQUIREMENTS=app.txt      gekko/runtime     the gateway and the domain services
-#   REQUIREMENTS=signals.txt  gekko/runtime-ml  the same plus PyTorch, for the signal model
+#   REQUIREMENTS=app.txt      gekko/runtime:app-<digest>      the gateway and the domain services
+#   REQUIREMENTS=signals.txt  gekko/runtime:signals-<digest>  the same plus PyTorch, for the model
 ARG BASE_IMAGE=gekko/base:bookworm
 
 # The wheels reach only this stage; the deploy removes it after the build (by its label).

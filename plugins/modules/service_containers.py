@@ -546,7 +546,8 @@ class Reconciler(object):
             old.rename(name)
             old.start()
         for old in stopped:
-            old.start()
+            # Drained (out of discovery) and maybe stopped: a restart brings either state back.
+            old.restart(timeout=self.params["stop_timeout"])
         if previous:
             try:
                 self.wait_healthy(list(previous.values()))

@@ -2,7 +2,8 @@
 
 Tests that only read run first; the modules that redeploy, tear down or load the stack run after
 them, in REDEPLOY_ORDER (pytest_collection_modifyitems below makes that order true whatever
-pytest selects), so each finds the inventory's stack healthy and leaves it so.
+pytest selects). Each finds the stack healthy and leaves it healthy; test_rollouts leaves its
+two-instance shape for test_lifecycle, whose teardown and redeploy restore the inventory's.
 """
 
 import os

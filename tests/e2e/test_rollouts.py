@@ -121,11 +121,21 @@ def test_restart_playbook_restarts_one_instance_without_a_failed_request(gateway
     orders_kept(gateway, users)
 
 
+def not_trading() -> dict[str, tuple]:
+    """Every other container: its image, spec and start time."""
+    return {
+        name: (c["image"], c["spec"], c["started"])
+        for name, c in running_containers().items()
+        if c["service"] != "trading"
+    }
+
+
 def test_scale_playbook_adds_and_removes_instances(gateway, users):
     def healthy_trading() -> int:
         listed = gateway.get("/services").json()["services"]["trading"]
         return sum(1 for i in listed if i["source"] == "redis" and i["health"] == "ok")
 
+    others = not_trading()
     with SteadyTraffic(users) as traffic:
         up = ansible_playbook("scale.yml", "-e", "service=trading", "-e", "instances=3")
         assert up.returncode == 0, up.stdout[-4000:]
@@ -136,6 +146,8 @@ def test_scale_playbook_adds_and_removes_instances(gateway, users):
     traffic.assert_clean("scale.yml 2 -> 3 -> 2")
     assert "gekko-trading-3" not in running_containers()
     wait_until(lambda: healthy_trading() == 2, "two healthy trading instances")
+    # Scaling trading touches nothing else: the other services keep their two-instance shape.
+    assert not_trading() == others
     assert_runs_release(releases()["current"])
     orders_kept(gateway, users)
 

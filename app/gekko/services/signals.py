@@ -1,10 +1,10 @@
 """signals: buy/hold/sell from a window of closes, by a PyTorch model (gekko.signals).
 
-The model file comes from `gekko train-signal-model` (the image build runs it; see
-app/Dockerfile) and GEKKO_SIGNAL_MODEL_PATH names it. At start the service picks its device
-(GEKKO_INFERENCE_DEVICE), loads the model there and warms it up, and only then registers for
-traffic. Requests are micro-batched: concurrent predictions share one forward pass. Like trading,
-it serves signed-in users only (a bearer token).
+The model file comes from `gekko train-signal-model` (the signals image's last build stage runs
+it; see app/images/app.Dockerfile) and GEKKO_SIGNAL_MODEL_PATH names it. At start the service
+picks its device (GEKKO_INFERENCE_DEVICE), loads the model there and warms it up, and only then
+registers for traffic. Requests are micro-batched: concurrent predictions share one forward pass.
+Like trading, it serves signed-in users only (a bearer token).
 """
 
 from __future__ import annotations

@@ -4,8 +4,7 @@
 
 Deterministic: the seed fixes the data, the initial weights and the batch order, and training
 runs on one CPU thread, so the same seed writes the same weights (and the same version). Takes a
-few seconds on one core. Imports nothing of gekko beyond this package, so the image build can
-run it from the signals sources alone (a cached Dockerfile stage).
+few seconds on one core; the signals image's last build stage runs it.
 """
 
 from __future__ import annotations

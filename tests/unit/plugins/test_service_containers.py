@@ -39,6 +39,9 @@ class FakeContainer:
             raise NotFound("No such container")
         self.events.append(("stop", self.name))
 
+    def restart(self, timeout):
+        self.events.append(("restart", self.name))
+
 
 class FakeModule:
     def __init__(self, **params):
@@ -77,6 +80,14 @@ def test_a_container_already_gone_is_no_error(events):
         [FakeContainer("gekko-users-previous", events, gone=True), FakeContainer("x", events)]
     )
     assert ("stop", "x") in events
+
+
+def test_a_failed_round_restarts_drained_containers_it_had_not_yet_set_aside(events):
+    # Drained (maybe still running, out of discovery) but not renamed when the round failed:
+    # a plain start would leave a running one drained, so they are restarted.
+    reconciler = sc.Reconciler(FakeModule(), client=None)
+    reconciler.restore(new=[], previous={}, stopped=[FakeContainer("gekko-users", events)])
+    assert events == [("restart", "gekko-users")]
 
 
 def metrics(total, errors):
