@@ -4,6 +4,7 @@ the signals model."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -11,6 +12,7 @@ import socket
 import sys
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Sequence
 
 from gekko.config import COMPONENTS, ConfigError, database_url_from_env, load_settings
@@ -53,8 +55,37 @@ def _serve(component: str) -> int:
         timeout_graceful_shutdown=10,
     )
     server = _draining_server_class(uvicorn.Server, app.state)(config)
-    server.run(sockets=[listening_socket(settings.bind_host, settings.port)])
+    sock = listening_socket(settings.bind_host, settings.port)
+    app.state.process_id = uuid.uuid4().hex
+    record_process(app.state.process_id)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        forget_process(app.state.process_id)
     return 0
+
+
+def process_file(env: dict[str, str] | None = None) -> str:
+    """Where a serving process records its id for `gekko healthcheck` in the same container."""
+    env = dict(os.environ) if env is None else env
+    return env.get("GEKKO_PROCESS_FILE") or f"/tmp/gekko-{env.get('GEKKO_PORT') or '8000'}.process"  # noqa: S108 - /tmp is the container's own tmpfs
+
+
+def record_process(process_id: str) -> None:
+    path = process_file()
+    with open(path + ".new", "w", encoding="utf-8") as out:
+        out.write(process_id)
+    os.replace(path + ".new", path)  # the health check never reads half a file
+
+
+def forget_process(process_id: str) -> None:
+    path = process_file()
+    try:
+        with open(path, encoding="utf-8") as recorded:
+            if recorded.read() == process_id:  # not a newer process's record on a shared /tmp
+                os.remove(path)
+    except OSError:
+        pass
 
 
 def _draining_server_class(base: type, app_state: object) -> type:
@@ -141,16 +172,36 @@ def default_health_url(env: dict[str, str] | None = None) -> str:
     return f"http://{host}:{port}/health"
 
 
-def healthcheck(url: str, timeout_s: float = 2.0) -> int:
+def healthcheck(url: str, timeout_s: float = 2.0, process_id: str | None = None) -> int:
+    """0 if `url` answers 200 and, given `process_id`, the answer comes from that process."""
     if not url.startswith(("http://", "https://")):
         print(f"gekko healthcheck: not an http(s) URL: {url}", file=sys.stderr)
         return 1
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - scheme checked
-            return 0 if response.status == 200 else 1
+            if response.status != 200:
+                return 1
+            answered_by = json.loads(response.read()).get("process") if process_id else None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         print(f"gekko healthcheck: {url}: {exc}", file=sys.stderr)
         return 1
+    if process_id and answered_by != process_id:
+        # During a handover the old instance still holds the shared port: its "ok" says nothing
+        # about this one, which may not even listen yet.
+        print(f"gekko healthcheck: {url} was answered by another process", file=sys.stderr)
+        return 1
+    return 0
+
+
+def self_check(timeout_s: float) -> int:
+    """The container's health check: this instance's own server answers /health with 200."""
+    try:
+        with open(process_file(), encoding="utf-8") as recorded:
+            process_id = recorded.read().strip()
+    except OSError:
+        print("gekko healthcheck: the server has not started yet", file=sys.stderr)
+        return 1
+    return healthcheck(default_health_url(), timeout_s, process_id)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,8 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run one component (uvicorn, single worker)")
     serve.add_argument("component", choices=COMPONENTS)
     sub.add_parser("migrate", help="apply database migrations (alembic upgrade head)")
-    check = sub.add_parser("healthcheck", help="exit 0 if GET /health answers 200")
-    check.add_argument("--url", help="default: http://$GEKKO_BIND_HOST:$GEKKO_PORT/health")
+    check = sub.add_parser(
+        "healthcheck",
+        help="exit 0 if GET /health answers 200; without --url, only this container's "
+        "own server counts",
+    )
+    check.add_argument("--url", help="any /health URL (default: the local server's own)")
     check.add_argument("--timeout", type=float, default=2.0)
     train = sub.add_parser(
         "train-signal-model", help="train the signals model on generated prices and write it"
@@ -181,7 +236,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         seed = [] if args.seed is None else ["--seed", str(args.seed)]
         return train_main(["--out", args.out, *seed])
-    return healthcheck(args.url or default_health_url(), args.timeout)
+    if args.url:
+        return healthcheck(args.url, args.timeout)
+    return self_check(args.timeout)
 
 
 if __name__ == "__main__":

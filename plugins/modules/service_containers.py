@@ -335,7 +335,8 @@ class Reconciler(object):
         """Managed containers of this set, plus any container squatting a wanted name."""
         wanted = set(name for spec in desired for name, _port in planning.slots(spec))
         found = {}
-        for container in self.client.containers.list(all=True):
+        # Hosts may share an engine: a container another host removes meanwhile is no concern.
+        for container in self.client.containers.list(all=True, ignore_removed=True):
             labels = container.labels or {}
             managed = labels.get(planning.MANAGED_LABEL) == "true" and all(
                 labels.get(k) == str(v) for k, v in self.params["selector"].items()

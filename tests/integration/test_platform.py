@@ -265,13 +265,37 @@ def test_metrics_count_requests(stack):
 
 
 def test_healthcheck_command(stack):
-    ok = subprocess.run(
+    """Docker's check in a container: `gekko healthcheck` passes only when the container's own
+    server answers, never when another process holding the same port (the instance being
+    replaced, SO_REUSEPORT) does."""
+    env = dict(stack.env, GEKKO_PORT=str(stack.ports["gateway"]))
+    ok = subprocess.run(gekko_cmd("healthcheck"), env=env, capture_output=True, timeout=10)
+    assert ok.returncode == 0, ok.stderr
+
+    not_started = subprocess.run(
         gekko_cmd("healthcheck"),
-        env=dict(stack.env, GEKKO_PORT=str(stack.ports["gateway"])),
+        env=dict(env, GEKKO_PROCESS_FILE=str(stack.root / "absent.process")),
         capture_output=True,
+        text=True,
         timeout=10,
     )
-    assert ok.returncode == 0
+    assert not_started.returncode == 1
+    assert "has not started" in not_started.stderr
+
+    # A new instance that recorded its id but does not listen yet: the gateway that answers
+    # on the port is the old one.
+    starting = stack.root / "starting.process"
+    starting.write_text("a-process-that-is-not-serving-yet")
+    answered_by_other = subprocess.run(
+        gekko_cmd("healthcheck"),
+        env=dict(env, GEKKO_PROCESS_FILE=str(starting)),
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert answered_by_other.returncode == 1
+    assert "answered by another process" in answered_by_other.stderr
+
     closed = subprocess.run(
         gekko_cmd("healthcheck", "--url", f"http://127.0.0.1:{free_port()}/health"),
         capture_output=True,
