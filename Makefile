@@ -12,7 +12,7 @@ PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup engine deploy deploy-runner teardown test lint sanity unit integration coverage molecule e2e bench clean
+.PHONY: help setup engine deploy deploy-runner teardown test lint sanity unit integration coverage molecule e2e bench clean lab lab-down lab-test
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -45,7 +45,7 @@ collections/ansible_collections/gekko/platform:
 
 # ---------------------------------------------------------------- tests
 
-test: lint sanity unit integration coverage deploy-runner molecule e2e ## Everything CI runs (the deploy through ansible-runner)
+test: lint sanity unit integration coverage deploy-runner molecule e2e lab-test ## Everything CI runs (the deploy through ansible-runner)
 
 $(VENV)/.test: $(VENV)/.controller requirements/dev.txt requirements/app.txt requirements/signals.txt requirements/test.txt pyproject.toml
 	$(PIP) -r requirements/dev.txt -r requirements/signals.txt -r requirements/test.txt -e .
@@ -62,8 +62,8 @@ $(VENV)/.system-test-deps:
 	touch $@
 
 lint: $(VENV)/.test collections/ansible_collections/gekko/platform ## ruff and ansible-lint (production profile)
-	$(BIN)/ruff check app tests plugins benchmarks molecule
-	$(BIN)/ruff format --check app tests plugins benchmarks molecule
+	$(BIN)/ruff check app tests plugins benchmarks molecule lab
+	$(BIN)/ruff format --check app tests plugins benchmarks molecule lab
 	$(BIN)/ansible-lint
 
 # ansible-test wants the collection under ansible_collections/<ns>/<name> and bootstraps pip with
@@ -77,7 +77,7 @@ sanity: $(VENV)/.test ## ansible-test sanity on the collection (Python 3.11)
 	cp tests/sanity/get_pip.py $(HOME)/.ansible/test/cache/get_pip_$(subst .,_,$(ANSIBLE_TEST_PIP)).py
 	rm -rf $(SANITY_ROOT) && mkdir -p $(SANITY_ROOT)
 	git ls-files -z --cached --others --exclude-standard \
-	  | grep -zvE '^(app|benchmarks|molecule|tests/integration|tests/e2e)/|^tests/unit/[^/]+$$|^tests/[^/]+\.py$$' \
+	  | grep -zvE '^(app|benchmarks|lab|molecule|tests/integration|tests/e2e|tests/lab)/|^tests/unit/[^/]+$$|^tests/[^/]+\.py$$' \
 	  | xargs -0 cp --parents -t $(SANITY_ROOT)
 	cd $(SANITY_ROOT) && git init -q && git add -A && \
 	  $(BIN)/ansible-test sanity --venv --python 3.11 --color no
@@ -133,6 +133,17 @@ $(VENV)/.browser:
 
 e2e: $(VENV)/.test $(VENV)/.browser ## End-to-end tests against the deployed stack (run `make deploy` first)
 	$(PYTEST) tests/e2e -q
+
+# A lab of four hosts on this machine (network and mount namespaces, an SSH server and a Docker
+# engine each), reached over SSH from the lab's controller namespace: see docs/operator-guide.md.
+lab: ## Create the lab hosts (removes a leftover lab first); inventory in /var/lib/gekko-lab/inventory
+	$(PYTHON) lab/lab.py up
+
+lab-down: ## Remove the lab, by what it recorded
+	$(PYTHON) lab/lab.py down
+
+lab-test: $(VENV)/.test ## The lab's hosts: SSH only, their own names, addresses, directories and engines
+	$(PYTEST) tests/lab -q
 
 bench: $(VENV)/.test ## Gateway vs nginx and platform benchmarks (needs `make deploy`; see docs/benchmarks.md)
 	@if ! command -v wrk >/dev/null || [ ! -x /usr/sbin/nginx ]; then \

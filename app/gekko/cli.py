@@ -4,7 +4,8 @@ the signals model."""
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
+import http.client
 import logging
 import os
 import signal
@@ -12,7 +13,6 @@ import socket
 import sys
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Sequence
 
 from gekko.config import COMPONENTS, ConfigError, database_url_from_env, load_settings
@@ -55,37 +55,34 @@ def _serve(component: str) -> int:
         timeout_graceful_shutdown=10,
     )
     server = _draining_server_class(uvicorn.Server, app.state)(config)
-    sock = listening_socket(settings.bind_host, settings.port)
-    app.state.process_id = uuid.uuid4().hex
-    record_process(app.state.process_id)
-    try:
-        server.run(sockets=[sock])
-    finally:
-        forget_process(app.state.process_id)
+    server.socket_files = [health_socket_path()]
+    server.run(
+        sockets=[
+            listening_socket(settings.bind_host, settings.port),
+            health_socket(server.socket_files[0]),
+        ]
+    )
     return 0
 
 
-def process_file(env: dict[str, str] | None = None) -> str:
-    """Where a serving process records its id for `gekko healthcheck` in the same container."""
+def health_socket_path(env: dict[str, str] | None = None) -> str:
+    """The server's own Unix socket for `gekko healthcheck` in the same container."""
     env = dict(os.environ) if env is None else env
-    return env.get("GEKKO_PROCESS_FILE") or f"/tmp/gekko-{env.get('GEKKO_PORT') or '8000'}.process"  # noqa: S108 - /tmp is the container's own tmpfs
+    port = env.get("GEKKO_PORT") or "8000"
+    return env.get("GEKKO_HEALTH_SOCKET") or f"/tmp/gekko-{port}.sock"  # noqa: S108 - the container's own tmpfs
 
 
-def record_process(process_id: str) -> None:
-    path = process_file()
-    with open(path + ".new", "w", encoding="utf-8") as out:
-        out.write(process_id)
-    os.replace(path + ".new", path)  # the health check never reads half a file
-
-
-def forget_process(process_id: str) -> None:
-    path = process_file()
-    try:
-        with open(path, encoding="utf-8") as recorded:
-            if recorded.read() == process_id:  # not a newer process's record on a shared /tmp
-                os.remove(path)
-    except OSError:
-        pass
+def health_socket(path: str) -> socket.socket:
+    """A listener only this container reaches. During a handover two instances share the TCP
+    port, so a check over TCP may be answered by the old one while the new one does not even
+    listen yet; over this socket only the container's own server answers."""
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)  # left by a previous run of this server
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    os.chmod(path, 0o600)
+    sock.listen(16)
+    return sock
 
 
 def _draining_server_class(base: type, app_state: object) -> type:
@@ -93,11 +90,20 @@ def _draining_server_class(base: type, app_state: object) -> type:
         """On SIGUSR1 (sent by the deployment before it stops an instance) stop accepting new
         connections and run the app's drain hooks; open connections are served until SIGTERM."""
 
+        socket_files: Sequence[str] = ()  # removed on shutdown
+
         async def startup(self, sockets=None):  # type: ignore[no-untyped-def]
             import asyncio
 
             await super().startup(sockets=sockets)
             asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.drain)
+
+        async def shutdown(self, sockets=None):  # type: ignore[no-untyped-def]
+            await super().shutdown(sockets=sockets)
+            # Here, not after run(): uvicorn re-raises SIGTERM once it has shut down.
+            for path in self.socket_files:
+                with contextlib.suppress(OSError):
+                    os.remove(path)
 
         def drain(self) -> None:
             logging.getLogger("gekko.cli").info("draining: no new connections")
@@ -172,36 +178,47 @@ def default_health_url(env: dict[str, str] | None = None) -> str:
     return f"http://{host}:{port}/health"
 
 
-def healthcheck(url: str, timeout_s: float = 2.0, process_id: str | None = None) -> int:
-    """0 if `url` answers 200 and, given `process_id`, the answer comes from that process."""
+def healthcheck(url: str, timeout_s: float = 2.0) -> int:
     if not url.startswith(("http://", "https://")):
         print(f"gekko healthcheck: not an http(s) URL: {url}", file=sys.stderr)
         return 1
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - scheme checked
-            if response.status != 200:
-                return 1
-            answered_by = json.loads(response.read()).get("process") if process_id else None
+            return 0 if response.status == 200 else 1
     except (urllib.error.URLError, OSError, ValueError) as exc:
         print(f"gekko healthcheck: {url}: {exc}", file=sys.stderr)
         return 1
-    if process_id and answered_by != process_id:
-        # During a handover the old instance still holds the shared port: its "ok" says nothing
-        # about this one, which may not even listen yet.
-        print(f"gekko healthcheck: {url} was answered by another process", file=sys.stderr)
-        return 1
-    return 0
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
 
 
 def self_check(timeout_s: float) -> int:
-    """The container's health check: this instance's own server answers /health with 200."""
-    try:
-        with open(process_file(), encoding="utf-8") as recorded:
-            process_id = recorded.read().strip()
-    except OSError:
-        print("gekko healthcheck: the server has not started yet", file=sys.stderr)
+    """The container's health check: its own server answers GET /health with 200."""
+    path = health_socket_path()
+    if not os.path.exists(path):
+        print(f"gekko healthcheck: the server has not started yet (no {path})", file=sys.stderr)
         return 1
-    return healthcheck(default_health_url(), timeout_s, process_id)
+    connection = _UnixHTTPConnection(path, timeout_s)
+    try:
+        connection.request("GET", "/health")
+        status = connection.getresponse().status
+    except OSError as exc:
+        print(f"gekko healthcheck: {path}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        connection.close()
+    if status != 200:
+        print(f"gekko healthcheck: /health answered {status}", file=sys.stderr)
+    return 0 if status == 200 else 1
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,9 +7,11 @@ ARG RUNTIME_IMAGE=gekko/runtime:latest
 
 FROM ${RUNTIME_IMAGE} AS app
 COPY app-wheel /tmp/app-wheel
+# The root file system is read-only at run time: the bytecode of what the servers import is
+# written now, or every start (and every health check) compiles it again.
 RUN /opt/gekko/bin/pip install --no-index --no-cache-dir --no-deps /tmp/app-wheel/gekko-*.whl \
  && rm -rf /tmp/app-wheel \
- && find /opt/gekko -name '__pycache__' -prune -exec rm -rf {} +
+ && /opt/gekko/bin/python -m gekko.precompile
 # The containers run with a read-only root and a tmpfs /tmp.
 ENV PATH=/opt/gekko/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -25,7 +27,7 @@ CMD ["serve", "gateway"]
 FROM app AS signals
 USER root
 RUN gekko train-signal-model --out /opt/gekko-model/signal-model.pt \
- && find /opt/gekko -name '__pycache__' -prune -exec rm -rf {} +
+ && /opt/gekko/bin/python -m gekko.precompile
 ENV GEKKO_SIGNAL_MODEL_PATH=/opt/gekko-model/signal-model.pt \
     TORCH_HOME=/tmp/torch \
     XDG_CACHE_HOME=/tmp/.cache

@@ -13,8 +13,10 @@ LABEL gekko.platform/build-stage="runtime-install"
 ARG REQUIREMENTS=app.txt
 COPY requirements /tmp/requirements
 COPY wheels /wheels
+# No bytecode here: the application images compile what their servers import (gekko.precompile),
+# not all of torch.
 RUN python3 -m venv /opt/gekko \
- && /opt/gekko/bin/pip install --no-index --find-links /wheels --no-cache-dir \
+ && /opt/gekko/bin/pip install --no-index --find-links /wheels --no-cache-dir --no-compile \
         -r /tmp/requirements/${REQUIREMENTS} \
  && find /opt/gekko -name '__pycache__' -prune -exec rm -rf {} +
 

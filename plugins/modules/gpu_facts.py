@@ -48,8 +48,9 @@ options:
   torch_python:
     description:
       - Python interpreter that runs inference, used to probe torch.
-      - When unset, the module's own interpreter is used if it can import torch; otherwise the
-        probe is skipped and C(torch.probed) is false.
+      - When unset, the module's own interpreter is used if it can import torch and the host
+        has an NVIDIA GPU (or an NVIDIA card on the bus, or a driver error) or is a Mac;
+        otherwise the probe is skipped and C(torch.probed) is false.
     type: path
   nvidia_smi:
     description: Name or path of nvidia-smi.
@@ -194,9 +195,17 @@ class Probe(object):
             return None
         return pynvml
 
-    def torch(self):
+    def torch(self, gpu_possible=True):
         python = self.params["torch_python"]
         if not python:
+            if not gpu_possible:
+                # Importing torch takes seconds on every deploy, and tells nothing on a host
+                # where inference can only run on the CPU.
+                return {
+                    "probed": False,
+                    "error": "not probed: no NVIDIA GPU or Apple MPS on this host "
+                    "(set torch_python to probe it anyway)",
+                }
             if importlib.util.find_spec("torch") is None:
                 return {"probed": False, "error": "torch is not importable by %s" % sys.executable}
             python = sys.executable
@@ -235,9 +244,9 @@ class Probe(object):
 def gather(probe, memory_fraction):
     """The gekko_gpu facts (pure apart from the probe's reads)."""
     devices, driver, cuda, source, error = probe.nvidia()
-    torch = probe.torch()
     host = probe.platform()
     pci = probe.nvidia_pci_devices() if host.get("system") == "Linux" else 0
+    torch = probe.torch(bool(devices or pci or error) or host.get("system") == "Darwin")
     conflicts = compat.check_driver_error(error)
     conflicts += compat.check_driver_present(pci, source)
     conflicts += compat.check_torch(devices, torch, host)

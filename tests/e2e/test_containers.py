@@ -89,6 +89,42 @@ def test_signals_image_has_torch_and_the_trained_model(engine):
     assert run_in(engine, image, 'test -r "$GEKKO_SIGNAL_MODEL_PATH" && echo model') == "model"
 
 
+# Run as the containers run (read-only root, nothing can be cached): modules imported from a .py
+# file whose bytecode is not in the image, i.e. compiled again on every start. (torch.ops and
+# torch.classes are objects with a relative __file__, not files.)
+COLD_IMPORTS = """/opt/gekko/bin/python -c '
+import importlib.util, os, sys
+import MODULES
+files = {n: getattr(m, "__file__", None) or "" for n, m in list(sys.modules.items())}
+cold = [n for n, f in files.items()
+        if f.startswith("/") and f.endswith(".py")
+        and not os.path.exists(importlib.util.cache_from_source(f))]
+print(len(sys.modules), sorted(cold)[:20])'"""
+
+
+@pytest.mark.parametrize(
+    ("service", "modules"),
+    [
+        ("gateway", "gekko.cli, gekko.apps, gekko.gateway.app, uvicorn"),
+        ("signals", "gekko.apps, gekko.services.signals, torch"),
+    ],
+)
+def test_what_a_server_imports_is_compiled_in_its_image(engine, service, modules):
+    image = containers_of(engine, service)[0].image
+    output = engine.containers.run(
+        image,
+        entrypoint=["/bin/sh", "-c"],
+        command=[COLD_IMPORTS.replace("MODULES", modules)],
+        network_mode="none",
+        read_only=True,
+        tmpfs={"/tmp": ""},
+        remove=True,
+    )
+    loaded, cold = output.decode().strip().splitlines()[-1].split(" ", 1)
+    assert int(loaded) > 300
+    assert cold == "[]", f"imported without bytecode in the image: {cold}"
+
+
 def test_no_build_stage_is_left_behind(engine):
     # Each build stage that was not a parent of a tagged image would show up dangling here.
     dangling = engine.images.list(filters={"dangling": True, "label": "gekko.platform/build-stage"})

@@ -1,8 +1,13 @@
-"""Two instances can hold the same port during a handover (SO_REUSEPORT)."""
+"""Two instances can hold the same port during a handover (SO_REUSEPORT), and each one's health
+check reaches only its own server (a Unix socket in the container)."""
 
+import http.server
+import os
 import socket
+import socketserver
+import threading
 
-from gekko.cli import listening_socket
+from gekko.cli import health_socket, listening_socket, self_check
 
 
 def test_a_second_instance_binds_the_same_port_while_the_first_listens():
@@ -30,3 +35,56 @@ def test_a_port_held_without_reuseport_is_refused():
         raise AssertionError("binding a port held by a non-sharing listener must fail")
     finally:
         plain.close()
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    status = 200
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        self.send_response(self.status if self.path == "/health" else 404)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def _serve_health(path: str, status: int) -> socketserver.UnixStreamServer:
+    handler = type("Handler", (_Health,), {"status": status})
+    server = socketserver.UnixStreamServer(path, handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_the_health_check_asks_the_server_on_its_own_unix_socket(tmp_path, monkeypatch):
+    path = str(tmp_path / "gekko-8000.sock")
+    monkeypatch.setenv("GEKKO_HEALTH_SOCKET", path)
+    assert self_check(2) == 1, "no socket yet: the server has not started"
+    server = _serve_health(path, 200)
+    try:
+        assert self_check(2) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_health_check_fails_on_an_unhealthy_answer(tmp_path, monkeypatch, capsys):
+    path = str(tmp_path / "gekko-8000.sock")
+    monkeypatch.setenv("GEKKO_HEALTH_SOCKET", path)
+    server = _serve_health(path, 503)
+    try:
+        assert self_check(2) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "/health answered 503" in capsys.readouterr().err
+
+
+def test_a_stale_health_socket_is_replaced_and_private(tmp_path):
+    path = str(tmp_path / "gekko-8000.sock")
+    stale = health_socket(path)
+    stale.close()  # a previous run's file stays behind
+    fresh = health_socket(path)
+    try:
+        assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+    finally:
+        fresh.close()

@@ -199,8 +199,6 @@ def build_gateway_app(settings: Settings) -> FastAPI:
             "status": status,
             "service": "gateway",
             "instance": settings.instance_id,
-            # Set by `gekko serve`; the container health check matches it to its own.
-            "process": getattr(app.state, "process_id", None),
             "version": __version__,
             "checks": checks,
         }

@@ -137,8 +137,6 @@ def build_service_app(
             "status": status,
             "service": service,
             "instance": settings.instance_id,
-            # Set by `gekko serve`; the container health check matches it to its own.
-            "process": getattr(app.state, "process_id", None),
             "version": __version__,
             "checks": checks,
         }

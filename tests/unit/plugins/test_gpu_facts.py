@@ -115,6 +115,23 @@ def test_missing_nvidia_smi_on_a_host_without_nvidia_hardware_is_plain_cpu():
     assert facts["torch"]["version"] == "2.13.0+cpu"
 
 
+def test_torch_is_not_probed_by_default_where_only_the_cpu_can_serve():
+    host = FakeHost(torch=samples.TORCH_CPU_BUILD)
+    host.params["torch_python"] = None
+    facts = gather(host)
+    assert facts["backend"] == "cpu"
+    assert facts["torch"]["probed"] is False
+    assert "no NVIDIA GPU or Apple MPS" in facts["torch"]["error"]
+
+
+def test_torch_is_probed_by_default_where_an_nvidia_card_is_on_the_bus(monkeypatch):
+    monkeypatch.setattr(gpu_facts.importlib.util, "find_spec", lambda name: object())
+    host = FakeHost(torch=samples.TORCH_CPU_BUILD, pci=1)
+    host.params["torch_python"] = None
+    facts = gather(host)
+    assert facts["torch"]["version"] == "2.13.0+cpu"
+
+
 def test_missing_nvidia_smi_with_an_nvidia_card_on_the_bus_asks_for_the_driver():
     facts = gather(FakeHost(torch=None, pci=2))
     assert facts["backend"] == "cpu"
