@@ -7,6 +7,8 @@ import socket
 import socketserver
 import threading
 
+import pytest
+
 from gekko.cli import health_socket, listening_socket, self_check
 
 
@@ -48,34 +50,34 @@ class _Health(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _serve_health(path: str, status: int) -> socketserver.UnixStreamServer:
-    handler = type("Handler", (_Health,), {"status": status})
-    server = socketserver.UnixStreamServer(path, handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
-def test_the_health_check_asks_the_server_on_its_own_unix_socket(tmp_path, monkeypatch):
+@pytest.fixture
+def health_server(tmp_path, monkeypatch):
+    """Serves GET /health with a given status on the socket `gekko healthcheck` asks."""
     path = str(tmp_path / "gekko-8000.sock")
     monkeypatch.setenv("GEKKO_HEALTH_SOCKET", path)
+    servers = []
+
+    def serve(status: int) -> None:
+        handler = type("Handler", (_Health,), {"status": status})
+        server = socketserver.UnixStreamServer(path, handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_health_check_asks_the_server_on_its_own_unix_socket(health_server):
     assert self_check(2) == 1, "no socket yet: the server has not started"
-    server = _serve_health(path, 200)
-    try:
-        assert self_check(2) == 0
-    finally:
-        server.shutdown()
-        server.server_close()
+    health_server(200)
+    assert self_check(2) == 0
 
 
-def test_the_health_check_fails_on_an_unhealthy_answer(tmp_path, monkeypatch, capsys):
-    path = str(tmp_path / "gekko-8000.sock")
-    monkeypatch.setenv("GEKKO_HEALTH_SOCKET", path)
-    server = _serve_health(path, 503)
-    try:
-        assert self_check(2) == 1
-    finally:
-        server.shutdown()
-        server.server_close()
+def test_the_health_check_fails_on_an_unhealthy_answer(health_server, capsys):
+    health_server(503)
+    assert self_check(2) == 1
     assert "/health answered 503" in capsys.readouterr().err
 
 
