@@ -287,20 +287,9 @@ def up() -> None:
 
 
 def processes_in(namespace: str) -> list[int]:
-    """Every process whose network namespace is the lab's `namespace` (sshd, dockerd, ...)."""
-    try:
-        target = os.stat(f"/var/run/netns/{namespace}").st_ino
-    except FileNotFoundError:
-        return []
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.stat(entry / "ns" / "net").st_ino == target:
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
+    """Every process in the lab's network namespace `namespace` (sshd, dockerd, containers)."""
+    found = sh("ip", "netns", "pids", namespace, check=False)
+    return [int(pid) for pid in found.stdout.split()] if found.returncode == 0 else []
 
 
 def down() -> None:

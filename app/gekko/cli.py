@@ -65,11 +65,10 @@ def _serve(component: str) -> int:
     return 0
 
 
-def health_socket_path(env: dict[str, str] | None = None) -> str:
+def health_socket_path() -> str:
     """The server's own Unix socket for `gekko healthcheck` in the same container."""
-    env = dict(os.environ) if env is None else env
-    port = env.get("GEKKO_PORT") or "8000"
-    return env.get("GEKKO_HEALTH_SOCKET") or f"/tmp/gekko-{port}.sock"  # noqa: S108 - the container's own tmpfs
+    port = os.environ.get("GEKKO_PORT") or "8000"
+    return os.environ.get("GEKKO_HEALTH_SOCKET") or f"/tmp/gekko-{port}.sock"  # noqa: S108 - the container's own tmpfs
 
 
 def health_socket(path: str) -> socket.socket:
@@ -167,15 +166,6 @@ def _migrate() -> int:
         return 1
     print(format_result(result), flush=True)
     return 0
-
-
-def default_health_url(env: dict[str, str] | None = None) -> str:
-    env = dict(os.environ) if env is None else env
-    host = env.get("GEKKO_BIND_HOST") or "127.0.0.1"
-    if host in ("0.0.0.0", "::"):  # noqa: S104 - a wildcard bind is reached via loopback
-        host = "127.0.0.1"
-    port = env.get("GEKKO_PORT") or "8000"
-    return f"http://{host}:{port}/health"
 
 
 def healthcheck(url: str, timeout_s: float = 2.0) -> int:
