@@ -62,8 +62,8 @@ $(VENV)/.system-test-deps:
 	touch $@
 
 lint: $(VENV)/.test collections/ansible_collections/gekko/platform ## ruff and ansible-lint (production profile)
-	$(BIN)/ruff check app tests plugins benchmarks molecule lab
-	$(BIN)/ruff format --check app tests plugins benchmarks molecule lab
+	$(BIN)/ruff check app tests plugins benchmarks lab
+	$(BIN)/ruff format --check app tests plugins benchmarks lab
 	$(BIN)/ansible-lint
 
 # ansible-test wants the collection under ansible_collections/<ns>/<name> and bootstraps pip with
@@ -77,7 +77,7 @@ sanity: $(VENV)/.test ## ansible-test sanity on the collection (Python 3.11)
 	cp tests/sanity/get_pip.py $(HOME)/.ansible/test/cache/get_pip_$(subst .,_,$(ANSIBLE_TEST_PIP)).py
 	rm -rf $(SANITY_ROOT) && mkdir -p $(SANITY_ROOT)
 	git ls-files -z --cached --others --exclude-standard \
-	  | grep -zvE '^(app|benchmarks|lab|molecule|tests/integration|tests/e2e|tests/lab)/|^tests/unit/[^/]+$$|^tests/[^/]+\.py$$' \
+	  | grep -zvE '^(app|benchmarks|lab|tests/integration|tests/e2e|tests/lab)/|^tests/unit/[^/]+$$|^tests/[^/]+\.py$$' \
 	  | xargs -0 cp --parents -t $(SANITY_ROOT)
 	cd $(SANITY_ROOT) && git init -q && git add -A && \
 	  $(BIN)/ansible-test sanity --venv --python 3.11 --color no
@@ -106,24 +106,8 @@ coverage: $(VENV)/.test ## Print the coverage measured by the unit and integrati
 engine: setup ## Install and start the Docker engine on the inventory's hosts
 	$(BIN)/ansible-playbook playbooks/engine.yml -i $(INVENTORY)
 
-molecule: $(VENV)/.test molecule-host-image ## Molecule scenarios (docker driver; needs the engine and images from `make deploy`)
+molecule: $(VENV)/.test ## Molecule scenario of host_validation (docker driver; needs the engine and base image from `make deploy`)
 	cd roles/host_validation && $(BIN)/molecule test
-	$(BIN)/molecule test -s multihost
-
-# The managed-host image of the multi-host scenario: the base image plus the Docker SDK, from
-# wheels built here (image builds stay offline).
-MOLECULE_HOST_IMAGE := gekko/molecule-host:bookworm
-MOLECULE_HOST_CONTEXT := .build/molecule-host
-.PHONY: molecule-host-image
-molecule-host-image: $(VENV)/.test
-	@if ! docker image inspect $(MOLECULE_HOST_IMAGE) >/dev/null 2>&1; then \
-	  rm -rf $(MOLECULE_HOST_CONTEXT) && mkdir -p $(MOLECULE_HOST_CONTEXT)/wheels && \
-	  cp molecule/multihost/host-requirements.txt $(MOLECULE_HOST_CONTEXT)/wheels/requirements.txt && \
-	  $(BIN)/pip wheel --quiet --disable-pip-version-check -r $(MOLECULE_HOST_CONTEXT)/wheels/requirements.txt \
-	    -w $(MOLECULE_HOST_CONTEXT)/wheels && \
-	  cp molecule/multihost/Dockerfile.host $(MOLECULE_HOST_CONTEXT)/Dockerfile && \
-	  docker build --network host -q -t $(MOLECULE_HOST_IMAGE) $(MOLECULE_HOST_CONTEXT); \
-	fi
 
 # Debian's Chromium and its driver for the dashboard test (no browser download).
 $(VENV)/.browser:
@@ -142,7 +126,7 @@ lab: ## Create the lab hosts (removes a leftover lab first); inventory in /var/l
 lab-down: ## Remove the lab, by what it recorded
 	$(PYTHON) lab/lab.py down
 
-lab-test: $(VENV)/.test ## The lab's hosts: SSH only, their own names, addresses, directories and engines
+lab-test: $(VENV)/.test ## Deploy to a fresh lab over SSH and test it across hosts (rolling, link cut, rollback), then remove it
 	$(PYTEST) tests/lab -q
 
 bench: $(VENV)/.test ## Gateway vs nginx and platform benchmarks (needs `make deploy`; see docs/benchmarks.md)

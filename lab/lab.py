@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import subprocess
@@ -50,7 +51,17 @@ PRIVATE_DIRS = [
     "/var/lib/docker",
     "/etc/sysctl.d",
 ]
-PACKAGES = ["openssh-server", "sudo", "iproute2", "docker.io", "python3-docker", "python3-requests"]
+# What a managed host needs before a deploy (the docker_engine role would install the last three).
+PACKAGES = [
+    "openssh-server",
+    "sudo",
+    "iproute2",
+    "python3-psutil",
+    "rsync",
+    "docker.io",
+    "python3-docker",
+    "python3-requests",
+]
 
 
 def sh(*argv: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
@@ -208,6 +219,18 @@ def start_host(state: dict, host: dict) -> None:
     state["members"][host["name"]].update(pid=process.pid, root=str(root))
 
 
+def lab_secrets() -> dict[str, str]:
+    """The lab's platform secrets, made once per lab (0600) and exported to controller commands,
+    as a CI job exports an environment's (the lab's inventory reads them: gekko_secrets_source
+    env)."""
+    path = ROOT / "secrets.json"
+    if not path.exists():
+        names = ["GEKKO_POSTGRES_PASSWORD", "GEKKO_REDIS_PASSWORD", "GEKKO_JWT_SECRET"]
+        path.touch(mode=0o600)
+        path.write_text(json.dumps({name: secrets.token_urlsafe(36) for name in names}))
+    return json.loads(path.read_text())
+
+
 def in_namespace(name: str, argv: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(["nsenter", f"--net=/var/run/netns/{netns(name)}", *argv], **kwargs)
 
@@ -230,7 +253,12 @@ def wait_for_ssh(host: dict, timeout: float = 30) -> None:
 def write_inventory() -> Path:
     """An inventory shaped like inventories/prod, for the lab's addresses."""
     directory = ROOT / "inventory"
-    (directory / "group_vars" / "all").mkdir(parents=True, exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    # The lab's settings live in the repository, next to this script.
+    group_vars = directory / "group_vars"
+    if group_vars.is_symlink() or group_vars.exists():
+        group_vars.unlink()
+    group_vars.symlink_to(Path(__file__).resolve().parent / "group_vars")
     groups: dict[str, dict] = {}
     for host in HOSTS:
         groups.setdefault(host["group"], {"hosts": {}})["hosts"][host["name"]] = {
@@ -318,6 +346,7 @@ def down() -> None:
         sh("userdel", USER, check=False)
     shutil.rmtree(ROOT / "hosts", ignore_errors=True)
     shutil.rmtree(ROOT / "inventory", ignore_errors=True)
+    (ROOT / "secrets.json").unlink(missing_ok=True)
     STATE.unlink()
     print("lab: removed")
 
@@ -353,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
         return status()
     else:
         argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
-        return in_namespace(CONTROLLER["name"], argv).returncode
+        env = dict(os.environ, **lab_secrets())
+        return in_namespace(CONTROLLER["name"], argv, env=env).returncode
     return 0
 
 

@@ -1,14 +1,18 @@
 """The lab of hosts (lab/lab.py), made for the session and removed after it, by what it recorded.
 
-The hosts get their Docker engines from the project's own role (playbooks/engine.yml over SSH,
-from the lab's controller namespace), as a deploy would start them.
+The session deploys the platform to it once, with playbooks/deploy.yml over SSH from the lab's
+controller namespace, the lab's inventory (shaped like inventories/prod) and images built on the
+controller and shipped to the hosts. Everything that talks to the lab runs in the controller's
+namespace: this machine's own namespace has no route to the lab's addresses.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,12 +22,19 @@ LAB = [sys.executable, str(REPO / "lab" / "lab.py")]
 ROOT = Path("/var/lib/gekko-lab")
 INVENTORY = ROOT / "inventory" / "hosts.yml"
 ANSIBLE_BIN = Path(sys.executable).parent
+CLIENT = [sys.executable, str(REPO / "tests" / "lab" / "client.py")]
+SERVICES_HOSTS = ["lab-svc-1", "lab-svc-2"]
+HOSTS = ["lab-db-1", *SERVICES_HOSTS, "lab-gw-1"]
 
 
-def controller(*argv: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def controller(*argv: str, timeout: float = 600, env: dict | None = None):
     """Run a command in the lab's controller namespace (the only place that reaches the hosts)."""
     return subprocess.run(
-        [*LAB, "controller", "--", *argv], capture_output=True, text=True, timeout=timeout
+        [*LAB, "controller", "--", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
 
 
@@ -38,22 +49,106 @@ def on_host(host: str, script: str, become: bool = True) -> str:
     return stdout.strip().replace("\\n", "\n")
 
 
+CONTAINERS = (
+    'python3 -c \'import docker, json; print(json.dumps({c.name: [c.attrs["Image"],'
+    ' c.labels.get("gekko.platform/spec"), c.attrs["State"]["StartedAt"], c.status,'
+    ' (c.attrs["State"].get("Health") or {}).get("Status")]'
+    " for c in docker.from_env().containers.list(all=True)}))'"
+)
+
+
+def containers_on(host: str) -> dict[str, dict]:
+    """Every container on a lab host: name -> image id, spec hash, start time, status, health."""
+    keys = ("image", "spec", "started", "status", "health")
+    found = json.loads(on_host(host, CONTAINERS))
+    return {name: dict(zip(keys, values, strict=True)) for name, values in found.items()}
+
+
+def client(*argv: str) -> dict:
+    """The lab's trader client (tests/lab/client.py), run on the controller."""
+    run = controller(*CLIENT, *argv, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return json.loads(run.stdout)
+
+
+def playbook(name: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """One of the collection's playbooks on the lab's inventory, run from the controller."""
+    env = dict(env or os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    argv = [str(ANSIBLE_BIN / "ansible-playbook"), "-i", str(INVENTORY)]
+    return controller(*argv, str(REPO / "playbooks" / name), *args, timeout=900, env=env)
+
+
+def deploy(reports: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """playbooks/deploy.yml on the lab, from the controller: the run and its summary report."""
+    reports.mkdir(parents=True, exist_ok=True)
+    begun = time.monotonic()
+    env = dict(
+        os.environ,
+        GEKKO_REPORT_DIR=str(reports),
+        ANSIBLE_CALLBACKS_ENABLED="gekko.platform.deploy_summary,ansible.posix.profile_tasks",
+        PROFILE_TASKS_SORT_ORDER="descending",
+        PROFILE_TASKS_TASK_OUTPUT_LIMIT="8",
+    )
+    run = playbook("deploy.yml", *args, env=env)
+    report = json.loads((reports / "deploy-report.json").read_text())
+    print(f"lab deploy {' '.join(args) or '(as is)'}: {time.monotonic() - begun:.1f} s")
+    for phase in report["phases"]:
+        print(f"  {phase['phase']:10} {phase['status']:7} {phase['duration_s']:6.1f} s")
+    slowest = run.stdout.split("TASKS RECAP", 1)[-1].splitlines()[3:11]
+    print("  slowest tasks:\n    " + "\n    ".join(line.strip() for line in slowest))
+    return run, report
+
+
+class Traffic:
+    """tests/lab/client.py's steady reads and orders, in the background on the controller, while
+    the test changes the lab; leaving the block stops it and returns what it saw (`outcome`)."""
+
+    def __init__(self, directory: Path, users: int = 4, retries: int = 0):
+        self.result = directory / f"traffic-{time.monotonic_ns()}.json"
+        argv = ["traffic", "--result", str(self.result), "--users", str(users)]
+        self.argv = [*argv, "--retries", str(retries), "--max-seconds", "300"]
+        self.outcome: dict = {}
+
+    def __enter__(self):
+        self.process = subprocess.Popen(
+            [*LAB, "controller", "--", *CLIENT, *self.argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while not self.result.with_suffix(".started").exists():
+            assert self.process.poll() is None, self.process.communicate()[0]
+            assert time.monotonic() < deadline, "the lab's client did not start"
+            time.sleep(0.2)
+        time.sleep(2)  # traffic flows before the change starts
+        return self
+
+    def __exit__(self, *exc):
+        time.sleep(2)  # and after it ended
+        self.result.with_suffix(".stop").touch()
+        output, _ = self.process.communicate(timeout=120)
+        assert self.process.returncode == 0, output
+        self.outcome = json.loads(self.result.read_text())
+        summary = {k: v for k, v in self.outcome.items() if k not in ("lost", "unexpected")}
+        print(f"traffic: {summary}")
+
+
 @pytest.fixture(scope="session")
-def lab():
+def lab(tmp_path_factory):
+    """The lab, with the platform deployed to it once: its recorded state and the first deploy's
+    report. GEKKO_LAB_REUSE=1 (while working on these tests) uses a lab with the platform
+    deployed already (`make lab`, then a deploy) and leaves it up."""
+    if os.environ.get("GEKKO_LAB_REUSE") == "1" and (ROOT / "state.json").exists():
+        yield json.loads((ROOT / "state.json").read_text())
+        return
     up = subprocess.run([*LAB, "up"], capture_output=True, text=True, timeout=300)
     assert up.returncode == 0, up.stdout + up.stderr
     state = json.loads((ROOT / "state.json").read_text())
     try:
-        engines = controller(
-            str(ANSIBLE_BIN / "ansible-playbook"),
-            "-i",
-            str(INVENTORY),
-            str(REPO / "playbooks" / "engine.yml"),
-            "-e",
-            "@" + str(REPO / "tests" / "lab" / "engine-vars.yml"),
-        )
-        assert engines.returncode == 0, engines.stdout[-3000:]
-        yield state
+        run, report = deploy(tmp_path_factory.mktemp("first-deploy"))
+        assert run.returncode == 0, run.stdout[-6000:]
+        yield {**state, "first_deploy": report}
     finally:
         down = subprocess.run([*LAB, "down"], capture_output=True, text=True, timeout=120)
         assert down.returncode == 0, down.stdout + down.stderr

@@ -1,0 +1,224 @@
+"""The platform deployed across the lab's hosts, as to inventories/prod: a datastores host, two
+services hosts and a gateway host, each its own machine, reached over SSH.
+
+The tests run in file order and share the session's deployment: the checks of the first deploy,
+a second deploy that changes nothing, a rolling deploy under orders, a services host cut off, a
+deploy that fails and is rolled back everywhere, and last the teardown.
+"""
+
+import json
+import re
+import subprocess
+import time
+
+import yaml
+
+from .conftest import (
+    HOSTS,
+    REPO,
+    SERVICES_HOSTS,
+    Traffic,
+    client,
+    containers_on,
+    controller,
+    deploy,
+    on_host,
+    playbook,
+)
+
+CATALOGUE = yaml.safe_load((REPO / "roles/common/defaults/main.yml").read_text())["gekko_services"]
+ADDRESS = {"lab-db-1": "10.77.0.10", "lab-svc-1": "10.77.0.11", "lab-svc-2": "10.77.0.12"}
+ROLLED_BACK = re.compile(r"\[(?P<host>lab-[a-z0-9-]+)\]: FAILED! .*?restored in (?P<s>[0-9.]+) s")
+
+
+def app_containers(host: str) -> dict[str, dict]:
+    return {n: c for n, c in containers_on(host).items() if c["spec"]}
+
+
+def current_release(host: str) -> str:
+    return json.loads(on_host(host, "cat /var/lib/gekko/releases.json"))["current"]["id"]
+
+
+def on_svc_1(instance: dict) -> bool:
+    return "//10.77.0.11:" in instance["url"]
+
+
+def wait_for_trading(check, what: str, timeout: float = 60) -> None:
+    """Poll the gateway's view of the trading instances until `check` holds."""
+    deadline = time.monotonic() + timeout
+    while not check(client("services")["services"]["trading"]):
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(1)
+
+
+def test_a_trade_through_the_gateway_host_is_stored(lab):
+    traded = client("smoke")
+    assert traded["status"] == 201, traded
+    assert traded["order"]["status"] == "filled"
+    assert traded["stored"] == [traded["order"]["id"]]
+
+
+def test_every_service_runs_registered_and_healthy_on_both_services_hosts(lab):
+    expected = {
+        service["name"]: {f"http://{ADDRESS[h]}:{service['port']}" for h in SERVICES_HOSTS}
+        for service in CATALOGUE
+    }
+
+    def registered() -> dict[str, set[str]]:
+        registry = client("services")["services"]
+        return {
+            name: {
+                i["url"]
+                for i in registry[name]
+                if i["source"] == "redis" and i["health"] == "ok" and i["routable"]
+            }
+            for name in expected
+        }
+
+    # A heartbeat sent while a dependency on the other host restarted may still say "degraded".
+    deadline = time.monotonic() + 30
+    while (seen := registered()) != expected and time.monotonic() < deadline:
+        time.sleep(2)
+    assert seen == expected
+    for host in SERVICES_HOSTS:
+        running = app_containers(host)
+        assert sorted(c.split("-", 1)[1] for c in running) == sorted(
+            s["name"].replace("_", "-") for s in CATALOGUE
+        )
+        assert {c["health"] for c in running.values()} == {"healthy"}, running
+    assert list(app_containers("lab-gw-1")) == ["gekko-gateway"]
+    assert app_containers("lab-db-1") == {}
+
+
+def test_each_host_got_only_the_images_it_runs_shipped_from_the_controller(lab):
+    def images(host: str) -> set[str]:
+        listed = on_host(host, "docker image ls --format '{{ '{{' }}.Repository{{ '}}' }}'")
+        return set(listed.split())
+
+    assert images("lab-db-1") == {"gekko/datastore"}
+    assert images("lab-gw-1") == {"gekko/app"}
+    for host in SERVICES_HOSTS:
+        assert images(host) == {"gekko/app", "gekko/signals"}
+    # Nothing was built on a host: no base, runtime or build-stage image is there.
+
+
+def test_listeners_bind_their_hosts_address_and_postgres_admits_only_platform_hosts(lab):
+    listening = on_host("lab-svc-1", "ss -Hltn | awk '{print $4}'").split()
+    assert "10.77.0.11:8102" in listening and "0.0.0.0:8102" not in listening
+    hba = on_host("lab-db-1", "cat /etc/gekko/postgres/pg_hba.conf")
+    rules = [line.split() for line in hba.splitlines() if line and not line.startswith("#")]
+    assert rules == [
+        ["host", "all", "gekko", f"10.77.0.{n}/32", "scram-sha-256"] for n in (11, 12, 13)
+    ]
+    # The right password from an address that is not a services or gateway host: refused.
+    password = on_host("lab-db-1", "sed -n 's/^POSTGRES_PASSWORD=//p' /etc/gekko/postgres.env")
+    probe = (
+        "import asyncio, asyncpg, sys\n"
+        "async def main():\n"
+        "    await asyncpg.connect(host='10.77.0.10', user='gekko', password=sys.argv[1],"
+        " database='gekko', ssl=False, timeout=5)\n"
+        "try:\n"
+        "    asyncio.run(main()); print('admitted')\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    refused = controller(str(REPO / ".venv/bin/python"), "-c", probe, password)
+    assert 'no pg_hba.conf entry for host "10.77.0.1"' in refused.stdout, refused
+
+
+def test_a_second_deploy_changes_nothing_on_any_host(lab, tmp_path):
+    run, report = deploy(tmp_path)
+    assert run.returncode == 0, run.stdout[-4000:]
+    changed = {host: stats["changed"] for host, stats in report["hosts"].items()}
+    assert changed == {host: 0 for host in [*HOSTS, "localhost"]}, changed
+
+
+def catalogue_file(directory, mark: str, changed=("trading", "market_data"), **extra) -> str:
+    """Extra vars that give some services (by default the order path's: trading, market data) a
+    new setting, so a deploy replaces them on every services host; returns `@file` for -e."""
+    services = [
+        dict(s, env={"GEKKO_LAB_RELEASE": mark}) if s["name"] in changed else s for s in CATALOGUE
+    ]
+    path = directory / f"catalogue-{mark}.yml"
+    path.write_text(yaml.safe_dump({"gekko_services": services, **extra}))
+    return f"@{path}"
+
+
+def test_a_rolling_deploy_across_the_services_hosts_fails_no_request(lab, tmp_path):
+    before = {host: app_containers(host) for host in SERVICES_HOSTS}
+    with Traffic(tmp_path) as traffic:
+        run, _ = deploy(tmp_path, "-e", catalogue_file(tmp_path, "2"))
+    assert run.returncode == 0, run.stdout[-4000:]
+    outcome = traffic.outcome
+    assert sum(outcome["outcomes"].values()) >= 100, outcome["outcomes"]
+    assert outcome["attempts_failed"] == [], outcome["attempts_failed"][:10]
+    assert outcome["acked"] >= 30 and outcome["lost"] == [] and outcome["unexpected"] == []
+    for host in SERVICES_HOSTS:
+        after = app_containers(host)
+        assert after.keys() == before[host].keys()
+        replaced = {n for n, c in after.items() if c["started"] != before[host][n]["started"]}
+        assert replaced == {"gekko-trading", "gekko-market-data"}, host
+        assert {c["health"] for c in after.values()} == {"healthy"}, host
+
+
+def test_a_services_host_cut_off_under_load_loses_no_order(lab, tmp_path):
+    switch = lab["namespaces"][0]
+    port = lab["members"]["lab-svc-1"]["port"]
+    with Traffic(tmp_path, retries=3) as traffic:
+        subprocess.run(["ip", "-n", switch, "link", "set", port, "down"], check=True)
+        try:
+            # Within the cut, the gateway takes the host it cannot reach out of rotation.
+            wait_for_trading(
+                lambda trading: not any(i["routable"] for i in trading if on_svc_1(i)),
+                "lab-svc-1 out of rotation",
+            )
+            during = client("smoke")
+        finally:
+            subprocess.run(["ip", "-n", switch, "link", "set", port, "up"], check=True)
+        wait_for_trading(
+            lambda trading: any(
+                i["routable"] and i["source"] == "redis" for i in trading if on_svc_1(i)
+            ),
+            "lab-svc-1 back in rotation",
+        )
+    assert during["status"] == 201, during
+    outcome = traffic.outcome
+    assert outcome["failed"] == [], outcome["failed"][:10]
+    assert outcome["acked"] >= 10 and outcome["lost"] == [] and outcome["unexpected"] == []
+
+
+def test_a_failed_deploy_is_rolled_back_on_every_host_within_30_s(lab, tmp_path):
+    def what_runs(host: str) -> dict[str, tuple]:
+        return {n: (c["image"], c["spec"]) for n, c in app_containers(host).items()}
+
+    before = {host: what_runs(host) for host in HOSTS}
+    releases = {host: current_release(host) for host in HOSTS}
+    started = {host: app_containers(host)["gekko-trading"]["started"] for host in SERVICES_HOSTS}
+    # Both services hosts replace trading, then verify fails (a smoke trade on a symbol that does
+    # not exist): every host must be back on the last good release.
+    broken = catalogue_file(tmp_path, "3", changed=["trading"], gekko_smoke_symbol="NOPE-USD")
+    run, report = deploy(tmp_path, "-e", broken)
+    assert run.returncode != 0 and report["status"] == "failed"
+    assert "The deploy failed in verify" in run.stdout + run.stderr
+    # ansible-core writes a failed task's message to stderr.
+    seconds = {m["host"]: float(m["s"]) for m in ROLLED_BACK.finditer(run.stdout + run.stderr)}
+    print(f"rolled back, seconds after the failure: {seconds}")
+    assert set(seconds) == set(HOSTS), (run.stdout + run.stderr)[-4000:]
+    assert max(seconds.values()) < 30
+    for host in HOSTS:
+        assert what_runs(host) == before[host], f"{host} runs the last good release"
+        assert current_release(host) == releases[host], f"{host} recorded no new release"
+        assert {c["health"] for c in app_containers(host).values()} <= {"healthy"}, host
+    for host in SERVICES_HOSTS:
+        # Replaced by the failed deploy, then restored: the last good container, started again.
+        assert app_containers(host)["gekko-trading"]["started"] != started[host], host
+    assert client("smoke")["status"] == 201
+
+
+def test_teardown_removes_the_platform_from_every_host_and_keeps_its_data(lab):
+    run = playbook("teardown.yml")
+    assert run.returncode == 0, run.stdout[-4000:]
+    for host in HOSTS:
+        assert containers_on(host) == {}, host
+    volumes = on_host("lab-db-1", "docker volume ls -q").split()
+    assert sorted(volumes) == ["gekko-postgres-data", "gekko-redis-data"]
