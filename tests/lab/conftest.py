@@ -38,15 +38,25 @@ def controller(*argv: str, timeout: float = 600, env: dict | None = None):
     )
 
 
-def on_host(host: str, script: str, become: bool = True) -> str:
-    """Run a shell script on a lab host over SSH, through Ansible; returns its stdout."""
-    argv = [str(ANSIBLE_BIN / "ansible"), "-i", str(INVENTORY), host, "-o"]
+def on_hosts(pattern: str, script: str, become: bool = True) -> dict[str, str]:
+    """Run a shell script on the lab hosts `pattern` names, over SSH through Ansible (one run for
+    all of them); returns each host's stdout."""
+    argv = [str(ANSIBLE_BIN / "ansible"), "-i", str(INVENTORY), pattern, "-o"]
     argv += ["-b"] if become else ["-e", "ansible_become=false"]
     run = controller(*argv, "-m", "ansible.builtin.shell", "-a", script, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
-    # -o: "host | CHANGED | rc=0 | (stdout) ... (stderr) ...": one line, with \n escaped.
-    stdout = run.stdout.split("(stdout) ", 1)[1].split(" (stderr) ", 1)[0]
-    return stdout.strip().replace("\\n", "\n")
+    # -o: "host | CHANGED | rc=0 | (stdout) ... (stderr) ...": a line per host, \n escaped.
+    found = {}
+    for line in run.stdout.splitlines():
+        if " | " in line and "(stdout) " in line:
+            stdout = line.split("(stdout) ", 1)[1].split(" (stderr) ", 1)[0]
+            found[line.split(" | ", 1)[0]] = stdout.strip().replace("\\n", "\n")
+    return found
+
+
+def on_host(host: str, script: str, become: bool = True) -> str:
+    """Run a shell script on one lab host; returns its stdout."""
+    return on_hosts(host, script, become)[host]
 
 
 CONTAINERS = (
@@ -57,11 +67,15 @@ CONTAINERS = (
 )
 
 
-def containers_on(host: str) -> dict[str, dict]:
-    """Every container on a lab host: name -> image id, spec hash, start time, status, health."""
+def _containers(output: str) -> dict[str, dict]:
     keys = ("image", "spec", "started", "status", "health")
-    found = json.loads(on_host(host, CONTAINERS))
-    return {name: dict(zip(keys, values, strict=True)) for name, values in found.items()}
+    return {n: dict(zip(keys, v, strict=True)) for n, v in json.loads(output).items()}
+
+
+def containers_everywhere() -> dict[str, dict[str, dict]]:
+    """Every container on every lab host, in one Ansible run: host -> name -> image id, spec
+    hash, start time, status, health."""
+    return {host: _containers(out) for host, out in on_hosts("gekko", CONTAINERS).items()}
 
 
 def client(*argv: str) -> dict:

@@ -19,10 +19,11 @@ from .conftest import (
     SERVICES_HOSTS,
     Traffic,
     client,
-    containers_on,
+    containers_everywhere,
     controller,
     deploy,
     on_host,
+    on_hosts,
     playbook,
 )
 
@@ -31,12 +32,12 @@ ADDRESS = {"lab-db-1": "10.77.0.10", "lab-svc-1": "10.77.0.11", "lab-svc-2": "10
 ROLLED_BACK = re.compile(r"\[(?P<host>lab-[a-z0-9-]+)\]: FAILED! .*?restored in (?P<s>[0-9.]+) s")
 
 
-def app_containers(host: str) -> dict[str, dict]:
-    return {n: c for n, c in containers_on(host).items() if c["spec"]}
-
-
-def current_release(host: str) -> str:
-    return json.loads(on_host(host, "cat /var/lib/gekko/releases.json"))["current"]["id"]
+def app_containers() -> dict[str, dict[str, dict]]:
+    """host -> name -> container, for the application's containers (those with a spec label)."""
+    return {
+        host: {name: c for name, c in found.items() if c["spec"]}
+        for host, found in containers_everywhere().items()
+    }
 
 
 def on_svc_1(instance: dict) -> bool:
@@ -80,14 +81,14 @@ def test_every_service_runs_registered_and_healthy_on_both_services_hosts(lab):
     while (seen := registered()) != expected and time.monotonic() < deadline:
         time.sleep(2)
     assert seen == expected
+    apps = app_containers()
     for host in SERVICES_HOSTS:
-        running = app_containers(host)
-        assert sorted(c.split("-", 1)[1] for c in running) == sorted(
+        assert sorted(c.split("-", 1)[1] for c in apps[host]) == sorted(
             s["name"].replace("_", "-") for s in CATALOGUE
         )
-        assert {c["health"] for c in running.values()} == {"healthy"}, running
-    assert list(app_containers("lab-gw-1")) == ["gekko-gateway"]
-    assert app_containers("lab-db-1") == {}
+        assert {c["health"] for c in apps[host].values()} == {"healthy"}, apps[host]
+    assert list(apps["lab-gw-1"]) == ["gekko-gateway"]
+    assert apps["lab-db-1"] == {}
 
 
 def test_each_host_got_only_the_images_it_runs_shipped_from_the_controller(lab):
@@ -145,7 +146,7 @@ def catalogue_file(directory, mark: str, changed=("trading", "market_data"), **e
 
 
 def test_a_rolling_deploy_across_the_services_hosts_fails_no_request(lab, tmp_path):
-    before = {host: app_containers(host) for host in SERVICES_HOSTS}
+    before = containers_everywhere()
     with Traffic(tmp_path) as traffic:
         run, _ = deploy(tmp_path, "-e", catalogue_file(tmp_path, "2"))
     assert run.returncode == 0, run.stdout[-4000:]
@@ -153,8 +154,9 @@ def test_a_rolling_deploy_across_the_services_hosts_fails_no_request(lab, tmp_pa
     assert sum(outcome["outcomes"].values()) >= 100, outcome["outcomes"]
     assert outcome["attempts_failed"] == [], outcome["attempts_failed"][:10]
     assert outcome["acked"] >= 30 and outcome["lost"] == [] and outcome["unexpected"] == []
+    everywhere = containers_everywhere()
     for host in SERVICES_HOSTS:
-        after = app_containers(host)
+        after = everywhere[host]
         assert after.keys() == before[host].keys()
         replaced = {n for n, c in after.items() if c["started"] != before[host][n]["started"]}
         assert replaced == {"gekko-trading", "gekko-market-data"}, host
@@ -188,12 +190,11 @@ def test_a_services_host_cut_off_under_load_loses_no_order(lab, tmp_path):
 
 
 def test_a_failed_deploy_is_rolled_back_on_every_host_within_30_s(lab, tmp_path):
-    def what_runs(host: str) -> dict[str, tuple]:
-        return {n: (c["image"], c["spec"]) for n, c in app_containers(host).items()}
+    def releases() -> dict[str, str]:
+        recorded = on_hosts("gekko", "cat /var/lib/gekko/releases.json")
+        return {host: json.loads(out)["current"]["id"] for host, out in recorded.items()}
 
-    before = {host: what_runs(host) for host in HOSTS}
-    releases = {host: current_release(host) for host in HOSTS}
-    started = {host: app_containers(host)["gekko-trading"]["started"] for host in SERVICES_HOSTS}
+    before, recorded = app_containers(), releases()
     # Both services hosts replace trading, then verify fails (a smoke trade on a symbol that does
     # not exist): every host must be back on the last good release.
     broken = catalogue_file(tmp_path, "3", changed=["trading"], gekko_smoke_symbol="NOPE-USD")
@@ -205,20 +206,23 @@ def test_a_failed_deploy_is_rolled_back_on_every_host_within_30_s(lab, tmp_path)
     print(f"rolled back, seconds after the failure: {seconds}")
     assert set(seconds) == set(HOSTS), (run.stdout + run.stderr)[-4000:]
     assert max(seconds.values()) < 30
+    after = app_containers()
+    assert releases() == recorded, "no host recorded a new release"
     for host in HOSTS:
-        assert what_runs(host) == before[host], f"{host} runs the last good release"
-        assert current_release(host) == releases[host], f"{host} recorded no new release"
-        assert {c["health"] for c in app_containers(host).values()} <= {"healthy"}, host
+        assert {n: (c["image"], c["spec"]) for n, c in after[host].items()} == {
+            n: (c["image"], c["spec"]) for n, c in before[host].items()
+        }, f"{host} runs the last good release"
+        assert {c["health"] for c in after[host].values()} <= {"healthy"}, host
     for host in SERVICES_HOSTS:
         # Replaced by the failed deploy, then restored: the last good container, started again.
-        assert app_containers(host)["gekko-trading"]["started"] != started[host], host
+        trading = after[host]["gekko-trading"]["started"]
+        assert trading != before[host]["gekko-trading"]["started"], host
     assert client("smoke")["status"] == 201
 
 
 def test_teardown_removes_the_platform_from_every_host_and_keeps_its_data(lab):
     run = playbook("teardown.yml")
     assert run.returncode == 0, run.stdout[-4000:]
-    for host in HOSTS:
-        assert containers_on(host) == {}, host
+    assert containers_everywhere() == {host: {} for host in HOSTS}
     volumes = on_host("lab-db-1", "docker volume ls -q").split()
     assert sorted(volumes) == ["gekko-postgres-data", "gekko-redis-data"]
