@@ -62,6 +62,7 @@ async def _prepare(cfg: BenchSettings, pg_password: str, redis_password: str) ->
         host="127.0.0.1",
         port=cfg.redis_port,
         db=cfg.redis_db,
+        username="gekko-admin",  # the deployment's admin user (the default user is off)
         password=redis_password,
         socket_timeout=3,
         socket_connect_timeout=3,
@@ -124,9 +125,8 @@ def prepare(cfg: BenchSettings, log_dir: Path) -> Datastores:
         f"postgresql://gekko:{quote(pg_password, safe='')}@{cfg.pg_host}:{cfg.pg_port}/"
         f"{cfg.database}"
     )
-    redis_url = (
-        f"redis://:{quote(redis_password, safe='')}@127.0.0.1:{cfg.redis_port}/{cfg.redis_db}"
-    )
+    admin = f"gekko-admin:{quote(redis_password, safe='')}"
+    redis_url = f"redis://{admin}@127.0.0.1:{cfg.redis_port}/{cfg.redis_db}"
     _migrate(database_url, log_dir)
     # A throwaway signing key: bench tokens are worthless anywhere else.
     return Datastores(database_url, redis_url, secrets.token_urlsafe(48))

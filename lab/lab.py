@@ -57,6 +57,7 @@ PACKAGES = [
     "sudo",
     "iproute2",
     "python3-psutil",
+    "python3-cryptography",
     "rsync",
     "docker.io",
     "python3-docker",

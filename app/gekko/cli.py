@@ -54,6 +54,12 @@ def _serve(component: str) -> int:
         proxy_headers=False,
         timeout_graceful_shutdown=10,
     )
+    if settings.serves_tls:
+        from gekko.tls import server_context
+
+        # uvicorn builds its context from file names alone; this one also pins TLS 1.3.
+        config.load()
+        config.ssl = server_context(settings.tls)  # type: ignore[arg-type]
     server = _draining_server_class(uvicorn.Server, app.state)(config)
     server.socket_files = [health_socket_path()]
     server.run(
@@ -94,8 +100,23 @@ def _draining_server_class(base: type, app_state: object) -> type:
         async def startup(self, sockets=None):  # type: ignore[no-untyped-def]
             import asyncio
 
-            await super().startup(sockets=sockets)
-            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.drain)
+            loop = asyncio.get_running_loop()
+            if self.config.ssl is None or not sockets:
+                await super().startup(sockets=sockets)
+            else:
+                # uvicorn would speak TLS on every listener; the container's own health socket
+                # stays plain HTTP, so `gekko healthcheck` needs no TLS client.
+                local = [s for s in sockets if s.family == socket.AF_UNIX]
+                await super().startup(sockets=[s for s in sockets if s not in local])
+                for sock in local:
+                    self.servers.append(await loop.create_server(self._plain_protocol, sock=sock))
+            loop.add_signal_handler(signal.SIGUSR1, self.drain)
+
+        def _plain_protocol(self):  # type: ignore[no-untyped-def]
+            # As uvicorn's own protocol factory in Server.startup (uvicorn is pinned).
+            return self.config.http_protocol_class(
+                config=self.config, server_state=self.server_state, app_state=self.lifespan.state
+            )
 
         async def shutdown(self, sockets=None):  # type: ignore[no-untyped-def]
             await super().shutdown(sockets=sockets)

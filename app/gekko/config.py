@@ -103,6 +103,29 @@ def parse_tuning(env: Mapping[str, str]) -> GatewayTuning:
 
 
 @dataclass(frozen=True)
+class TlsFiles:
+    """Paths of the internal CA's certificate and this host's certificate and private key."""
+
+    ca_file: str
+    cert_file: str
+    key_file: str
+
+
+def parse_tls(env: Mapping[str, str]) -> TlsFiles | None:
+    names = ("GEKKO_TLS_CA_FILE", "GEKKO_TLS_CERT_FILE", "GEKKO_TLS_KEY_FILE")
+    values = [env.get(name, "").strip() for name in names]
+    if not any(values):
+        return None
+    missing = [name for name, value in zip(names, values, strict=True) if not value]
+    if missing:
+        raise ConfigError(f"TLS needs all of {', '.join(names)}; {', '.join(missing)} not set")
+    for name, path in zip(names, values, strict=True):
+        if not os.access(path, os.R_OK):
+            raise ConfigError(f"{name}={path} cannot be read (is the TLS directory mounted?)")
+    return TlsFiles(*values)
+
+
+@dataclass(frozen=True)
 class Settings:
     component: str
     database_url: str
@@ -123,6 +146,15 @@ class Settings:
     chaos_error_rate: float = 0.0
     # GEKKO_DYNCONFIG_POLL_S: how often gekko.dynconfig re-reads Redis besides its pub/sub.
     dynconfig_poll_s: float = 5.0
+    # GEKKO_TLS_*: the host's certificate from the internal CA. A domain service with a
+    # certificate serves TLS 1.3 only; the gateway uses the CA to verify its upstreams.
+    tls: TlsFiles | None = None
+
+    @property
+    def serves_tls(self) -> bool:
+        """Domain services serve TLS when they have a certificate; the gateway's public listener
+        stays plain HTTP (it is the edge, where the security issue adds its own TLS)."""
+        return self.tls is not None and self.component != GATEWAY
 
 
 def _require(env: Mapping[str, str], name: str) -> str:
@@ -252,9 +284,15 @@ def load_settings(component: str, env: Mapping[str, str] | None = None) -> Setti
 
     jwt_secret = validate_jwt_secret(env.get("GEKKO_JWT_SECRET", ""))
     database_url = database_url_from_env(env)
-    redis_url = _require(env, "GEKKO_REDIS_URL")
+    # The gateway connects as its own Redis user where the deployment gives it one.
+    redis_var = "GEKKO_REDIS_URL"
+    if component == GATEWAY and env.get("GEKKO_GATEWAY_REDIS_URL", "").strip():
+        redis_var = "GEKKO_GATEWAY_REDIS_URL"
+    redis_url = _require(env, redis_var)
     if not redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError("GEKKO_REDIS_URL must start with redis:// or rediss://")
+        raise ConfigError(f"{redis_var} must start with redis:// or rediss://")
+    tls = parse_tls(env)
+    scheme = "https" if tls is not None and component != GATEWAY else "http"
 
     bind_host = env.get("GEKKO_BIND_HOST", "").strip() or "127.0.0.1"
     raw_port = env.get("GEKKO_PORT", "").strip() or str(DEFAULT_PORTS[component])
@@ -284,7 +322,8 @@ def load_settings(component: str, env: Mapping[str, str] | None = None) -> Setti
         port=port,
         instance_id=env.get("GEKKO_INSTANCE_ID", "").strip() or f"{component}-{port}",
         advertise_url=(
-            env.get("GEKKO_ADVERTISE_URL", "").strip() or f"http://{_reachable(bind_host)}:{port}"
+            env.get("GEKKO_ADVERTISE_URL", "").strip()
+            or f"{scheme}://{_reachable(bind_host)}:{port}"
         ).rstrip("/"),
         log_level=log_level,
         environment=env.get("GEKKO_ENVIRONMENT", "").strip() or "local",
@@ -293,4 +332,5 @@ def load_settings(component: str, env: Mapping[str, str] | None = None) -> Setti
         features=parse_features(env),
         chaos_error_rate=parse_chaos_error_rate(env.get("GEKKO_CHAOS_ERROR_RATE", "")),
         dynconfig_poll_s=_positive_float(env, "GEKKO_DYNCONFIG_POLL_S", 5.0),
+        tls=tls,
     )

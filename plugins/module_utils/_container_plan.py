@@ -40,7 +40,7 @@ RUNTIME_FIELDS = (
 )
 # Runtime fields added later: hashed only when set, so containers that do not use them keep the
 # hash they were created with and a deploy does not recreate them.
-OPTIONAL_RUNTIME_FIELDS = ("device_requests",)
+OPTIONAL_RUNTIME_FIELDS = ("device_requests", "mounts")
 DEVICE_REQUEST_KEYS = ("driver", "count", "device_ids", "capabilities", "options")
 
 

@@ -142,6 +142,26 @@ options:
       metrics_url:
         description: Where the canary's Prometheus metrics are read, may contain C({port}).
         type: str
+      mounts:
+        description:
+          - Host folders bind-mounted into the container, e.g. its TLS certificates.
+          - Part of the spec; an empty or missing list leaves the spec hash as it was before this
+            option existed.
+        type: list
+        elements: dict
+        suboptions:
+          source:
+            description: Path on the host.
+            type: path
+            required: true
+          target:
+            description: Path in the container.
+            type: path
+            required: true
+          read_only:
+            description: Mount read-only.
+            type: bool
+            default: true
       device_requests:
         description:
           - GPUs for the container, passed to Docker as device requests (C(docker run --gpus)).
@@ -213,6 +233,9 @@ options:
             if the sample is still too small.
         type: int
         default: 20
+      ca_file:
+        description: CA certificate that verifies an C(https) O(containers[].metrics_url).
+        type: path
   restart:
     description:
       - Containers of the set to restart (drained first), one at a time, each waited on until
@@ -389,6 +412,13 @@ class Reconciler(object):
             kwargs["nano_cpus"] = int(spec["cpus"] * NANO)
         if spec.get("user"):
             kwargs["user"] = spec["user"]
+        if spec["mounts"]:
+            kwargs["mounts"] = [
+                docker.types.Mount(
+                    mount["target"], mount["source"], type="bind", read_only=mount["read_only"]
+                )
+                for mount in spec["mounts"]
+            ]
         if spec["device_requests"]:
             kwargs["device_requests"] = [
                 docker.types.DeviceRequest(**request) for request in spec["device_requests"]
@@ -605,7 +635,11 @@ class Reconciler(object):
 
     def fetch(self, url):
         try:
-            return open_url(url, timeout=5).read().decode("utf-8", "replace")
+            return (
+                open_url(url, timeout=5, ca_path=self.params["canary"]["ca_file"])
+                .read()
+                .decode("utf-8", "replace")
+            )
         except Exception as exc:  # any failure to read the canary's metrics fails the canary
             raise RolloutError("cannot read canary metrics at %s: %s" % (url, exc)) from exc
 
@@ -761,6 +795,15 @@ def main():
         strategy=dict(type="str", default="rolling", choices=["rolling", "blue_green", "canary"]),
         wave=dict(type="int", default=0),
         metrics_url=dict(type="str"),
+        mounts=dict(
+            type="list",
+            elements="dict",
+            options=dict(
+                source=dict(type="path", required=True),
+                target=dict(type="path", required=True),
+                read_only=dict(type="bool", default=True),
+            ),
+        ),
         device_requests=dict(
             type="list",
             elements="dict",
@@ -789,6 +832,7 @@ def main():
                     window_seconds=dict(type="float", default=30),
                     max_error_rate=dict(type="float", default=0.05),
                     min_requests=dict(type="int", default=20),
+                    ca_file=dict(type="path"),
                 ),
             ),
             restart=dict(type="list", elements="str", default=[]),

@@ -15,6 +15,7 @@ import yaml
 
 from .conftest import (
     HOSTS,
+    INVENTORY,
     REPO,
     SERVICES_HOSTS,
     Traffic,
@@ -109,7 +110,8 @@ def test_listeners_bind_their_hosts_address_and_postgres_admits_only_platform_ho
     hba = on_host("lab-db-1", "cat /etc/gekko/postgres/pg_hba.conf")
     rules = [line.split() for line in hba.splitlines() if line and not line.startswith("#")]
     assert rules == [
-        ["host", "all", "gekko", f"10.77.0.{n}/32", "scram-sha-256"] for n in (11, 12, 13)
+        ["hostssl", "all", "gekko", f"10.77.0.{n}/32", "scram-sha-256", "clientcert=verify-ca"]
+        for n in (11, 12, 13)
     ]
     # The right password from an address that is not a services or gateway host: refused.
     password = on_host("lab-db-1", "sed -n 's/^POSTGRES_PASSWORD=//p' /etc/gekko/postgres.env")
@@ -125,6 +127,72 @@ def test_listeners_bind_their_hosts_address_and_postgres_admits_only_platform_ho
     )
     refused = controller(str(REPO / ".venv/bin/python"), "-c", probe, password)
     assert 'no pg_hba.conf entry for host "10.77.0.1"' in refused.stdout, refused
+
+
+def test_traffic_between_hosts_is_tls13_only(lab):
+    """From a services host, with its own certificate: PostgreSQL, Redis and a service on the
+    other services host each complete TLS 1.3 and refuse TLS 1.2 and plain text; Redis also
+    refuses a client without a certificate, and has no default user."""
+    probe = on_host(
+        "lab-svc-1",
+        f"python3 {REPO}/tests/lab/tls_probe.py /etc/gekko/tls/app"
+        " postgres=10.77.0.10:5432 redis=10.77.0.10:6379 http=10.77.0.12:8104",
+    )
+    found = json.loads(probe)
+    print(json.dumps(found, indent=1))
+    for kind in ("postgres", "redis", "http"):
+        assert found[kind]["tls12"].startswith("refused"), (kind, found[kind])
+        assert not found[kind]["tls13"].startswith("refused"), (kind, found[kind])
+        assert found[kind]["tls13"].startswith("TLSv1.3: "), (kind, found[kind])
+    # In plain text PostgreSQL refuses even a platform host, naming the missing encryption.
+    assert "no encryption" in found["postgres"]["plain"], found["postgres"]
+    assert "+PONG" not in found["redis"]["plain"] and "HTTP/" not in found["http"]["plain"]
+    assert "+PONG" not in found["redis"]["no_client_cert"], found["redis"]
+    assert found["redis"]["tls13"].startswith("TLSv1.3: -NOAUTH"), found["redis"]
+    assert found["http"]["tls13"].startswith("TLSv1.3: HTTP/1.1 200"), found["http"]
+
+    # Private keys: on their own host only, 0600, owned by the user of the server that reads
+    # them (the datastores' users are the image's); the CA's key stays on the controller.
+    keys = on_hosts("gekko", "find /etc/gekko -name '*.key' -printf '%p %m %U\\n' | sort")
+    server_users = on_host(
+        "lab-db-1", "docker exec gekko-postgres id -u; docker exec gekko-redis id -u"
+    ).split()
+    assert keys["lab-db-1"].splitlines() == [
+        f"/etc/gekko/tls/postgres/tls.key 600 {server_users[0]}",
+        f"/etc/gekko/tls/redis/tls.key 600 {server_users[1]}",
+    ], keys
+    for host in [*SERVICES_HOSTS, "lab-gw-1"]:
+        assert keys[host].split() == ["/etc/gekko/tls/app/tls.key", "600", "10001"], keys
+    ca_key = controller("stat", "-c", "%a", "/root/.gekko/ca/staging/ca.key")
+    assert ca_key.stdout.strip() == "600", ca_key
+
+
+def test_a_host_failing_validation_stops_the_deploy_before_any_host_changes(lab, tmp_path):
+    before = app_containers()
+    host_vars = INVENTORY.parent / "host_vars"
+    host_vars.mkdir(exist_ok=True)
+    (host_vars / "lab-svc-2.yml").write_text("gekko_validation_min_memory_mb: 100000000\n")
+    try:
+        run, report = deploy(tmp_path)
+    finally:
+        (host_vars / "lab-svc-2.yml").unlink()
+    assert run.returncode != 0 and report["status"] == "failed"
+    # Validation runs on every host first and any failure ends the run there: no later phase
+    # started and no task changed anything anywhere.
+    assert [p["phase"] for p in report["phases"]] == ["validate"], report["phases"]
+    assert {h: stats["changed"] for h, stats in report["hosts"].items()} == {
+        h: 0 for h in report["hosts"]
+    }
+    output = run.stdout + run.stderr
+    assert "lab-svc-2" in output and "memory" in output.lower()
+
+    def running(found: dict) -> dict:
+        return {
+            host: {name: (c["image"], c["spec"], c["started"]) for name, c in containers.items()}
+            for host, containers in found.items()
+        }
+
+    assert running(app_containers()) == running(before), "no container was replaced"
 
 
 def test_a_second_deploy_changes_nothing_on_any_host(lab, tmp_path):

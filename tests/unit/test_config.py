@@ -81,3 +81,40 @@ def test_bad_static_services_are_refused(raw):
 def test_wildcard_bind_advertises_loopback():
     s = load_settings("users", {**ENV, "GEKKO_BIND_HOST": "0.0.0.0", "GEKKO_PORT": "9101"})  # noqa: S104
     assert s.advertise_url == "http://127.0.0.1:9101"
+
+
+def _tls_files(tmp_path):
+    paths = {}
+    for name in ("ca", "cert", "key"):
+        path = tmp_path / f"{name}.pem"
+        path.write_text("-")
+        paths[f"GEKKO_TLS_{name.upper()}_FILE"] = str(path)
+    return paths
+
+
+def test_services_with_a_certificate_serve_and_advertise_https(tmp_path):
+    env = {**ENV, **_tls_files(tmp_path), "GEKKO_BIND_HOST": "10.0.0.5", "GEKKO_PORT": "8104"}
+    service = load_settings("market_data", env)
+    assert service.serves_tls and service.advertise_url == "https://10.0.0.5:8104"
+    # The gateway verifies its upstreams with the CA, but its own listener stays plain HTTP.
+    gateway = load_settings("gateway", env)
+    assert gateway.tls is not None and not gateway.serves_tls
+    assert gateway.advertise_url.startswith("http://")
+
+
+def test_incomplete_or_unreadable_tls_settings_are_refused(tmp_path):
+    files = _tls_files(tmp_path)
+    with pytest.raises(ConfigError, match="GEKKO_TLS_KEY_FILE not set"):
+        load_settings("users", {**ENV, **files, "GEKKO_TLS_KEY_FILE": ""})
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_settings("users", {**ENV, **files, "GEKKO_TLS_CA_FILE": str(tmp_path / "none")})
+
+
+def test_the_gateway_uses_its_own_redis_user_where_one_is_given():
+    own = "redis://gekko-gateway:pw@127.0.0.1:6379/0"
+    env = {**ENV, "GEKKO_GATEWAY_REDIS_URL": own}
+    assert load_settings("gateway", env).redis_url == own
+    assert load_settings("users", env).redis_url == ENV["GEKKO_REDIS_URL"]
+    # A gateway-only host has no services' URL at all.
+    only_gateway = {k: v for k, v in env.items() if k != "GEKKO_REDIS_URL"}
+    assert load_settings("gateway", only_gateway).redis_url == own

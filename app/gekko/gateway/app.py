@@ -31,6 +31,7 @@ from gekko.metrics import MetricsMiddleware, RequestMetrics, default_route_label
 from gekko.problems import install_problem_handlers
 from gekko.ratelimit import Quota, RateLimiter
 from gekko.services.base import redis_client
+from gekko.tls import client_context
 from gekko.tracing import FASTAPI_TELEMETRY_OFF, TracingMiddleware, setup_tracing
 
 log = logging.getLogger("gekko.gateway")
@@ -86,8 +87,14 @@ def build_gateway_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # One long-lived session: pooled keep-alive connections to every upstream.
+        # With the internal CA configured, upstreams (https:// URLs) are verified against it.
+        upstream_tls = client_context(settings.tls) if settings.tls is not None else True
         connector = aiohttp.TCPConnector(
-            limit=1024, limit_per_host=256, keepalive_timeout=30, ttl_dns_cache=300
+            limit=1024,
+            limit_per_host=256,
+            keepalive_timeout=30,
+            ttl_dns_cache=300,
+            ssl=upstream_tls,
         )
         session = aiohttp.ClientSession(
             connector=connector,

@@ -18,6 +18,15 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
         | postgres --single -D "$PGDATA" -c unix_socket_directories= postgres >/dev/null
 fi
 
+# TLS 1.3 only, with the host's certificate (tls.key, tls.crt, ca.crt) mounted at
+# POSTGRES_TLS_DIR; pg_hba.conf then admits `hostssl` connections alone.
+set --
+if [ -n "${POSTGRES_TLS_DIR:-}" ]; then
+    set -- -c ssl=on -c ssl_min_protocol_version=TLSv1.3 \
+        -c ssl_cert_file="$POSTGRES_TLS_DIR/tls.crt" -c ssl_key_file="$POSTGRES_TLS_DIR/tls.key" \
+        -c ssl_ca_file="$POSTGRES_TLS_DIR/ca.crt"
+fi
+
 exec postgres -D "$PGDATA" \
     -c listen_addresses="$POSTGRES_LISTEN" -c port="$POSTGRES_PORT" -c hba_file="$POSTGRES_HBA_FILE" \
-    -c unix_socket_directories= -c max_connections=200 -c log_line_prefix='%m [%p] '
+    -c unix_socket_directories= -c max_connections=200 -c log_line_prefix='%m [%p] ' "$@"

@@ -197,3 +197,12 @@ def test_device_requests_become_docker_device_requests():
 def test_a_device_request_with_count_and_device_ids_is_refused():
     with pytest.raises(ValueError, match="either count or device_ids"):
         plan.device_requests([dict(GPU0, count=1)])
+
+
+def test_mounts_change_the_hash_and_none_keep_the_old_one():
+    base = dict(image_id="sha256:1", command=["serve"], env={"A": "1"})
+    before = plan.spec_hash(base)
+    assert plan.spec_hash(dict(base, mounts=[])) == before
+    assert plan.spec_hash(dict(base, mounts=None)) == before
+    tls = [{"source": "/etc/gekko/tls/app", "target": "/etc/gekko/tls", "read_only": True}]
+    assert plan.spec_hash(dict(base, mounts=tls)) != before

@@ -1,0 +1,270 @@
+"""TLS between hosts, as the deployment configures it with gekko_tls_enabled: a domain service
+serves TLS 1.3 only, the gateway verifies it against the internal CA, and Redis speaks TLS 1.3
+only, wants a client certificate and has no default user (one ACL user per kind of client).
+
+A separate small stack: its own TLS Redis (so the main stack's registry never sees https URLs),
+one market data instance and a gateway."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import ipaddress
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .conftest import LOOPBACK, Stack, _wait_for, base_env, free_port, gekko_cmd
+
+GATEWAY_PASSWORD = "gateway-" + "g" * 24
+SERVICES_PASSWORD = "services-" + "s" * 24
+
+
+@dataclass
+class Pki:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+
+
+def make_pki(root: Path) -> Pki:
+    """A CA and one certificate for 127.0.0.1, shaped like gekko.platform.tls makes them."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("test CA"))
+        .issuer_name(_name("test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("app@localhost"))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(LOOPBACK))]),
+            critical=False,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pki = Pki(root / "ca.crt", root / "tls.crt", root / "tls.key")
+    pki.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    pki.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(pki.key, key)
+    return pki
+
+
+def client_context(pki: Pki, *, max_version: ssl.TLSVersion | None = None, cert: bool = True):
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    if max_version is not None:
+        context.maximum_version = max_version
+    if cert:
+        context.load_cert_chain(str(pki.cert), str(pki.key))
+    return context
+
+
+def tls_exchange(port: int, context: ssl.SSLContext, payload: bytes) -> bytes:
+    """Handshake, send, and read the first answer (or raise what the server did instead)."""
+    with socket.create_connection((LOOPBACK, port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname=LOOPBACK) as sock:
+            sock.sendall(payload)
+            return sock.recv(200)
+
+
+def plain_exchange(port: int, payload: bytes) -> bytes:
+    with socket.create_connection((LOOPBACK, port), timeout=5) as sock:
+        sock.sendall(payload)
+        try:
+            return sock.recv(200)
+        except ConnectionResetError:
+            return b""
+
+
+@dataclass
+class TlsStack:
+    pki: Pki
+    redis_port: int
+    stack: Stack
+
+    @property
+    def service_port(self) -> int:
+        return self.stack.ports["market_data"]
+
+
+@pytest.fixture(scope="module")
+def tls_stack(postgres, redis_server) -> Iterator[TlsStack]:
+    root = Path(tempfile.mkdtemp(prefix="gekko-it-tls-"))
+    pki = make_pki(root)
+    redis_port = free_port()
+    log_file = root / "redis.log"
+    client_rules = ["~*", "&*", "+@all", "-@dangerous"]
+    acl = [
+        "--user", "default", "off",
+        "--user", "gekko-gateway", "on", f">{GATEWAY_PASSWORD}", *client_rules,
+        "--user", "gekko-services", "on", f">{SERVICES_PASSWORD}", *client_rules,
+    ]  # fmt: skip
+    redis = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", "--bind", LOOPBACK, "--port", "0",
+         "--tls-port", str(redis_port), "--tls-cert-file", str(pki.cert),
+         "--tls-key-file", str(pki.key), "--tls-ca-cert-file", str(pki.ca),
+         "--tls-auth-clients", "yes", "--tls-protocols", "TLSv1.3", "--save", "",
+         "--appendonly", "no", "--dir", str(root), *acl],
+        stdout=log_file.open("wb"),
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    query = (
+        f"ssl_ca_certs={pki.ca}&ssl_certfile={pki.cert}&ssl_keyfile={pki.key}"
+        "&ssl_cert_reqs=required"
+    )
+    env = base_env(postgres, redis_server)
+    env.update(
+        GEKKO_REDIS_URL=f"rediss://gekko-services:{SERVICES_PASSWORD}@{LOOPBACK}:{redis_port}/0?{query}",
+        GEKKO_GATEWAY_REDIS_URL=f"rediss://gekko-gateway:{GATEWAY_PASSWORD}@{LOOPBACK}:{redis_port}/0?{query}",
+        GEKKO_TLS_CA_FILE=str(pki.ca),
+        GEKKO_TLS_CERT_FILE=str(pki.cert),
+        GEKKO_TLS_KEY_FILE=str(pki.key),
+        GEKKO_HEALTH_SOCKET="",
+    )
+    stack = Stack(env=env, root=root, postgres=postgres)
+    try:
+        _wait_for(
+            lambda: b"NOAUTH" in tls_exchange(redis_port, client_context(pki), b"PING\r\n"),
+            15,
+            "the TLS Redis",
+            log_file,
+        )
+        market_data = stack.start(
+            "market_data", "market_data", GEKKO_HEALTH_SOCKET=str(root / "market-data.sock")
+        )
+        stack.start(
+            "gateway",
+            "gateway",
+            GEKKO_HEALTH_SOCKET=str(root / "gateway.sock"),
+            GEKKO_STATIC_SERVICES=f'{{"market_data": ["https://{LOOPBACK}:{market_data}"]}}',
+        )
+
+        def routed() -> bool:
+            for name, proc in stack.procs.items():
+                if proc.poll() is not None:
+                    pytest.fail(f"{name} exited with {proc.returncode}:\n{stack.log_tail(name)}")
+            url = f"http://{LOOPBACK}:{stack.ports['gateway']}/api/v1/market-data/symbols"
+            return httpx.get(url, timeout=2).status_code == 200
+
+        _wait_for(routed, 60, "the gateway to route to the TLS service", root / "gateway.log")
+        yield TlsStack(pki, redis_port, stack)
+    finally:
+        for name in list(stack.procs):
+            stack.stop(name)
+        redis.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            redis.wait(timeout=10)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_gateway_reaches_the_service_over_verified_tls(tls_stack):
+    gateway = f"http://{LOOPBACK}:{tls_stack.stack.ports['gateway']}"
+    quotes = httpx.get(f"{gateway}/api/v1/market-data/quotes/BTC-USD", timeout=5)
+    assert quotes.status_code == 200, quotes.text
+    # The service registered itself (over TLS to Redis) with its https address.
+    listed = httpx.get(f"{gateway}/services", timeout=5).json()
+    urls = {i["url"] for i in listed["services"]["market_data"] if i["source"] == "redis"}
+    assert f"https://{LOOPBACK}:{tls_stack.service_port}" in urls
+
+
+def test_service_speaks_tls13_only(tls_stack):
+    port = tls_stack.service_port
+    answer = tls_exchange(
+        port, client_context(tls_stack.pki), b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    with pytest.raises(ssl.SSLError):
+        tls_exchange(
+            port,
+            client_context(tls_stack.pki, max_version=ssl.TLSVersion.TLSv1_2),
+            b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+    # Plain HTTP gets no HTTP answer: the server only completes TLS handshakes.
+    assert not plain_exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP")
+
+
+def test_healthcheck_works_on_a_tls_service(tls_stack):
+    """Docker's check talks to the server's own Unix socket, which stays plain HTTP."""
+    stack = tls_stack.stack
+    env = dict(stack.env, GEKKO_HEALTH_SOCKET=str(stack.root / "market-data.sock"))
+    result = subprocess.run(gekko_cmd("healthcheck"), env=env, capture_output=True, timeout=10)
+    assert result.returncode == 0, result.stderr
+
+
+def test_redis_wants_tls13_a_client_certificate_and_a_user(tls_stack):
+    port, pki = tls_stack.redis_port, tls_stack.pki
+    assert not plain_exchange(port, b"PING\r\n").startswith(b"+PONG")
+    with pytest.raises(ssl.SSLError):
+        tls_exchange(port, client_context(pki, max_version=ssl.TLSVersion.TLSv1_2), b"PING\r\n")
+    # Without a client certificate the server ends the handshake (TLS 1.3 reports it on read).
+    with pytest.raises((ssl.SSLError, ConnectionResetError)):
+        answer = tls_exchange(port, client_context(pki, cert=False), b"PING\r\n")
+        assert answer == b"", answer  # closed without an answer counts as refused too
+        raise ConnectionResetError
+    # With a certificate but no user: the default user is off.
+    assert tls_exchange(port, client_context(pki), b"PING\r\n").startswith(b"-NOAUTH")
+    # The gateway's user works, but may not run dangerous commands.
+    auth = f"AUTH gekko-gateway {GATEWAY_PASSWORD}\r\nPING\r\nFLUSHALL\r\n".encode()
+    with socket.create_connection((LOOPBACK, port), timeout=5) as raw:
+        with client_context(pki).wrap_socket(raw, server_hostname=LOOPBACK) as sock:
+            sock.sendall(auth)
+            time.sleep(0.2)
+            answer = sock.recv(500)
+    assert answer.startswith(b"+OK\r\n+PONG\r\n-NOPERM"), answer
+
+
+def test_tls_settings_must_be_complete(tls_stack):
+    env = dict(tls_stack.stack.env, GEKKO_TLS_KEY_FILE="", GEKKO_PORT=str(free_port()))
+    result = subprocess.run(
+        gekko_cmd("serve", "market_data"), env=env, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert "GEKKO_TLS_KEY_FILE not set" in result.stderr
