@@ -9,7 +9,9 @@ deploy that fails and is rolled back everywhere, and last the teardown.
 import json
 import re
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import yaml
 
@@ -62,7 +64,7 @@ def test_a_trade_through_the_gateway_host_is_stored(lab):
 
 def test_every_service_runs_registered_and_healthy_on_both_services_hosts(lab):
     expected = {
-        service["name"]: {f"http://{ADDRESS[h]}:{service['port']}" for h in SERVICES_HOSTS}
+        service["name"]: {f"https://{ADDRESS[h]}:{service['port']}" for h in SERVICES_HOSTS}
         for service in CATALOGUE
     }
 
@@ -127,6 +129,15 @@ def test_listeners_bind_their_hosts_address_and_postgres_admits_only_platform_ho
     )
     refused = controller(str(REPO / ".venv/bin/python"), "-c", probe, password)
     assert 'no pg_hba.conf entry for host "10.77.0.1"' in refused.stdout, refused
+    # Redis admits only clients with a certificate from the internal CA, which only the
+    # inventory's hosts get: from the controller's address (it has the CA's certificate, but no
+    # host certificate) every way in is refused before a password could be tried.
+    ca_dir = str(Path.home() / ".gekko/ca/staging")
+    redis = controller(
+        sys.executable, str(REPO / "tests/lab/tls_probe.py"), ca_dir, "redis=10.77.0.10:6379"
+    )
+    tries = json.loads(redis.stdout)["redis"]
+    assert all(t.startswith("refused") or t.endswith("closed") for t in tries.values()), tries
 
 
 def test_traffic_between_hosts_is_tls13_only(lab):
@@ -163,7 +174,7 @@ def test_traffic_between_hosts_is_tls13_only(lab):
     ], keys
     for host in [*SERVICES_HOSTS, "lab-gw-1"]:
         assert keys[host].split() == ["/etc/gekko/tls/app/tls.key", "600", "10001"], keys
-    ca_key = controller("stat", "-c", "%a", "/root/.gekko/ca/staging/ca.key")
+    ca_key = controller("stat", "-c", "%a", str(Path.home() / ".gekko/ca/staging/ca.key"))
     assert ca_key.stdout.strip() == "600", ca_key
 
 

@@ -9,6 +9,7 @@ certificate, TLS 1.2, TLS 1.3 without a client certificate, and plain text each 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import ssl
 import struct
@@ -48,7 +49,7 @@ def context(cert_dir: str, *, tls12: bool = False, client_cert: bool = True) -> 
     ctx = ssl.create_default_context(cafile=f"{cert_dir}/ca.crt")
     if tls12:
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    if client_cert:
+    if client_cert and os.path.exists(f"{cert_dir}/tls.crt"):  # the controller has none
         ctx.load_cert_chain(f"{cert_dir}/tls.crt", f"{cert_dir}/tls.key")
     return ctx
 
