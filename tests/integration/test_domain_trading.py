@@ -149,8 +149,12 @@ def test_matcher_fills_a_resting_limit_when_the_price_crosses(stack):
     assert resp.status_code == 201, resp.text
     if resp.json()["status"] == "filled":
         pytest.skip("the market dropped 0.1% within the second; nothing left to match")
-    # Find a future second at which the feed trades through the limit, and match "then".
-    crossing = next(t for t in range(now, now + 86_400) if price_at("MSFT", t) <= limit)
+    # Find a future second at which the feed trades through the limit, and match "then". The
+    # daily octave can climb for a whole day after a low, so look up to 30 days ahead.
+    crossing = next(
+        (t for t in range(now, now + 30 * 86_400, 10) if price_at("MSFT", t) <= limit), None
+    )
+    assert crossing is not None, f"MSFT never trades at or below {limit} in the next 30 days"
 
     async def match() -> int:
         pool = await asyncpg.create_pool(stack.postgres.url, min_size=1, max_size=2)
