@@ -12,7 +12,7 @@ PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup engine deploy deploy-runner teardown test lint sanity unit integration coverage molecule e2e bench clean lab lab-down lab-test
+.PHONY: help setup engine deploy deploy-runner teardown test checks lint sanity unit integration coverage molecule e2e bench clean lab lab-down lab-test
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -45,7 +45,24 @@ collections/ansible_collections/gekko/platform:
 
 # ---------------------------------------------------------------- tests
 
-test: lint sanity unit integration coverage deploy-runner molecule e2e lab-test ## Everything CI runs (the deploy through ansible-runner)
+# Two pairs run side by side, each side's output printed as a whole when it ends:
+# - the fresh deploy spends most of its time on downloads, unpacking and image layers, the checks
+#   on the CPU;
+# - the lab test's hosts have their own engines, addresses and state, apart from the local stack
+#   the e2e tests change; much of both is waiting on health checks, drains and settle windows.
+# What installs packages (the engine, PostgreSQL, Redis, Chromium) runs before, so that no two
+# wait on apt's lock.
+test: $(VENV)/.test $(VENV)/.system-test-deps $(VENV)/.browser engine collections/ansible_collections/gekko/platform ## Everything CI runs (the deploy through ansible-runner)
+	$(MAKE) --no-print-directory -j2 --output-sync=recurse checks deploy-runner
+	$(MAKE) --no-print-directory molecule
+	$(MAKE) --no-print-directory -j2 --output-sync=recurse e2e lab-test
+
+checks: ## lint, sanity, unit, integration and coverage, one after another
+	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory sanity
+	$(MAKE) --no-print-directory unit
+	$(MAKE) --no-print-directory integration ENGINE_READY=1
+	$(MAKE) --no-print-directory coverage
 
 $(VENV)/.test: $(VENV)/.controller requirements/dev.txt requirements/app.txt requirements/signals.txt requirements/test.txt pyproject.toml
 	$(PIP) -r requirements/dev.txt -r requirements/signals.txt -r requirements/test.txt -e .
@@ -90,7 +107,7 @@ unit: $(VENV)/.test collections/ansible_collections/gekko/platform ## Unit tests
 	mkdir -p $(COVERAGE_DIR)
 	$(PYTEST) tests/unit -q --cov --cov-report=
 
-integration: $(VENV)/.test $(VENV)/.system-test-deps engine ## The app against real PostgreSQL and Redis
+integration: $(VENV)/.test $(VENV)/.system-test-deps $(if $(ENGINE_READY),,engine) ## The app against real PostgreSQL and Redis
 	mkdir -p $(COVERAGE_DIR)
 	$(PYTEST) tests/integration -q --cov --cov-append --cov-report=
 
@@ -127,7 +144,7 @@ lab-down: ## Remove the lab, by what it recorded
 	$(PYTHON) lab/lab.py down
 
 lab-test: $(VENV)/.test ## Deploy to a fresh lab over SSH and test it across hosts (rolling, link cut, rollback), then remove it
-	$(PYTEST) tests/lab -q
+	$(PYTEST) tests/lab -q --basetemp=.build/pytest-lab
 
 bench: $(VENV)/.test ## Gateway vs nginx and platform benchmarks (needs `make deploy`; see docs/benchmarks.md)
 	@if ! command -v wrk >/dev/null || [ ! -x /usr/sbin/nginx ]; then \

@@ -347,6 +347,7 @@ def down() -> None:
         sh("userdel", USER, check=False)
     shutil.rmtree(ROOT / "hosts", ignore_errors=True)
     shutil.rmtree(ROOT / "inventory", ignore_errors=True)
+    shutil.rmtree(ROOT / "facts", ignore_errors=True)
     (ROOT / "secrets.json").unlink(missing_ok=True)
     STATE.unlink()
     print("lab: removed")
@@ -384,6 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
         env = dict(os.environ, **lab_secrets())
+        # The controller's namespace is not the machine's localhost: its facts (addresses) are
+        # cached apart from a local deploy's, which may run at the same time.
+        env.setdefault("ANSIBLE_CACHE_PLUGIN_CONNECTION", str(ROOT / "facts"))
         return in_namespace(CONTROLLER["name"], argv, env=env).returncode
     return 0
 

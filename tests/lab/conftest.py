@@ -92,6 +92,11 @@ def playbook(name: str, *args: str, env: dict | None = None) -> subprocess.Compl
     return controller(*argv, str(REPO / "playbooks" / name), *args, timeout=900, env=env)
 
 
+# The controller builds the fleet's images with this machine's engine, whose configuration is not
+# the fleet's to change.
+CONTROLLER_DAEMON_JSON = Path("/etc/docker/daemon.json")
+
+
 def deploy(reports: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
     """playbooks/deploy.yml on the lab, from the controller: the run and its summary report."""
     reports.mkdir(parents=True, exist_ok=True)
@@ -159,10 +164,11 @@ def lab(tmp_path_factory):
     up = subprocess.run([*LAB, "up"], capture_output=True, text=True, timeout=300)
     assert up.returncode == 0, up.stdout + up.stderr
     state = json.loads((ROOT / "state.json").read_text())
+    engine_config = CONTROLLER_DAEMON_JSON.read_bytes() if CONTROLLER_DAEMON_JSON.exists() else None
     try:
         run, report = deploy(tmp_path_factory.mktemp("first-deploy"))
         assert run.returncode == 0, run.stdout[-6000:]
-        yield {**state, "first_deploy": report}
+        yield {**state, "first_deploy": report, "controller_daemon_json": engine_config}
     finally:
         down = subprocess.run([*LAB, "down"], capture_output=True, text=True, timeout=120)
         assert down.returncode == 0, down.stdout + down.stderr

@@ -13,9 +13,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from .conftest import (
+    CONTROLLER_DAEMON_JSON,
     HOSTS,
     INVENTORY,
     REPO,
@@ -104,6 +106,15 @@ def test_each_host_got_only_the_images_it_runs_shipped_from_the_controller(lab):
     for host in SERVICES_HOSTS:
         assert images(host) == {"gekko/app", "gekko/signals"}
     # Nothing was built on a host: no base, runtime or build-stage image is there.
+
+
+def test_the_controllers_own_engine_configuration_is_left_alone(lab):
+    """The controller builds the images with this machine's engine; the lab's daemon options
+    (no bridge, no iptables) are the lab hosts' and must not be written to it."""
+    if "controller_daemon_json" not in lab:
+        pytest.skip("a reused lab: its first deploy was not watched")
+    after = CONTROLLER_DAEMON_JSON.read_bytes() if CONTROLLER_DAEMON_JSON.exists() else None
+    assert after == lab["controller_daemon_json"]
 
 
 def test_listeners_bind_their_hosts_address_and_postgres_admits_only_platform_hosts(lab):
