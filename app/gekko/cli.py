@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import logging
 import os
 import signal
@@ -15,11 +14,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 
+from gekko import healthprobe
 from gekko.config import COMPONENTS, ConfigError, database_url_from_env, load_settings
 
-# Docker runs `gekko healthcheck` every few seconds in every container: it imports nothing but
-# the standard library and the settings, so the logging, tracing and server stacks load only
-# in the commands that use them.
+# Docker's health check is gekko/healthprobe.py run as a script, without this module. The
+# logging, tracing and server stacks load only in the commands that use them.
 
 
 def _serve(component: str) -> int:
@@ -61,7 +60,7 @@ def _serve(component: str) -> int:
         config.load()
         config.ssl = server_context(settings.tls)  # type: ignore[arg-type]
     server = _draining_server_class(uvicorn.Server, app.state)(config)
-    server.socket_files = [health_socket_path()]
+    server.socket_files = [healthprobe.socket_path()]
     server.run(
         sockets=[
             listening_socket(settings.bind_host, settings.port),
@@ -69,12 +68,6 @@ def _serve(component: str) -> int:
         ]
     )
     return 0
-
-
-def health_socket_path() -> str:
-    """The server's own Unix socket for `gekko healthcheck` in the same container."""
-    port = os.environ.get("GEKKO_PORT") or "8000"
-    return os.environ.get("GEKKO_HEALTH_SOCKET") or f"/tmp/gekko-{port}.sock"  # noqa: S108 - the container's own tmpfs
 
 
 def health_socket(path: str) -> socket.socket:
@@ -201,37 +194,6 @@ def healthcheck(url: str, timeout_s: float = 2.0) -> int:
         return 1
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float):
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
-
-
-def self_check(timeout_s: float) -> int:
-    """The container's health check: its own server answers GET /health with 200."""
-    path = health_socket_path()
-    if not os.path.exists(path):
-        print(f"gekko healthcheck: the server has not started yet (no {path})", file=sys.stderr)
-        return 1
-    connection = _UnixHTTPConnection(path, timeout_s)
-    try:
-        connection.request("GET", "/health")
-        status = connection.getresponse().status
-    except OSError as exc:
-        print(f"gekko healthcheck: {path}: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        connection.close()
-    if status != 200:
-        print(f"gekko healthcheck: /health answered {status}", file=sys.stderr)
-    return 0 if status == 200 else 1
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gekko", description="Gekko trading platform")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -266,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return train_main(["--out", args.out, *seed])
     if args.url:
         return healthcheck(args.url, args.timeout)
-    return self_check(args.timeout)
+    return healthprobe.check(args.timeout)
 
 
 if __name__ == "__main__":

@@ -263,7 +263,7 @@ EXAMPLES = r"""
         env: {GEKKO_PORT: "{port}"}
         port: 8102
         memory: 512m
-        healthcheck: {test: [CMD, gekko, healthcheck], interval: 2, timeout: 2, retries: 3}
+        healthcheck: {test: [CMD, gekko-healthcheck], interval: 2, timeout: 2, retries: 3}
         labels: {gekko.platform/set: services}
       - name: gekko-signals
         service: signals

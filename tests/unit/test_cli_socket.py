@@ -5,11 +5,14 @@ import http.server
 import os
 import socket
 import socketserver
+import subprocess
+import sys
 import threading
 
 import pytest
 
-from gekko.cli import health_socket, listening_socket, self_check
+from gekko import healthprobe
+from gekko.cli import health_socket, listening_socket
 
 
 def test_a_second_instance_binds_the_same_port_while_the_first_listens():
@@ -70,14 +73,14 @@ def health_server(tmp_path, monkeypatch):
 
 
 def test_the_health_check_asks_the_server_on_its_own_unix_socket(health_server):
-    assert self_check(2) == 1, "no socket yet: the server has not started"
+    assert healthprobe.check(2) == 1, "no socket yet: the server has not started"
     health_server(200)
-    assert self_check(2) == 0
+    assert healthprobe.check(2) == 0
 
 
 def test_the_health_check_fails_on_an_unhealthy_answer(health_server, capsys):
     health_server(503)
-    assert self_check(2) == 1
+    assert healthprobe.check(2) == 1
     assert "/health answered 503" in capsys.readouterr().err
 
 
@@ -90,3 +93,14 @@ def test_a_stale_health_socket_is_replaced_and_private(tmp_path):
         assert oct(os.stat(path).st_mode & 0o777) == "0o600"
     finally:
         fresh.close()
+
+
+def test_dockers_check_runs_as_a_script_on_the_standard_library_alone(health_server, tmp_path):
+    """The images run `python3 -I -S healthprobe.py`: no site-packages, no gekko package."""
+    health_server(200)
+    probe = [sys.executable, "-I", "-S", healthprobe.__file__]
+    healthy = subprocess.run(probe, capture_output=True, text=True, timeout=10)
+    assert healthy.returncode == 0, healthy.stderr
+    env = dict(os.environ, GEKKO_HEALTH_SOCKET=str(tmp_path / "none.sock"))
+    absent = subprocess.run(probe, env=env, capture_output=True, text=True, timeout=10)
+    assert absent.returncode == 1 and "has not started" in absent.stderr
