@@ -74,7 +74,10 @@ def test_slim_image_runs_the_gateway_and_services_without_torch(engine):
     assert len(images) == 1, "the gateway and the six domain services share one image"
     image = engine.images.get(images.pop())
     assert image.attrs["Config"]["User"] == "10001:10001"
-    assert image.attrs["Config"]["Healthcheck"]["Test"][-1] == "healthcheck"
+    assert image.attrs["Config"]["Healthcheck"]["Test"] == ["CMD", "gekko-healthcheck"]
+    # Docker's check runs on the standard library alone (-I -S), not through the gekko package.
+    shebang = run_in(engine, image, "head -n1 /opt/gekko/bin/gekko-healthcheck")
+    assert shebang == "#!/opt/gekko/bin/python3 -IS"
     # The wheelhouse stayed in the runtime image's install stage; only the virtualenv is here.
     assert run_in(engine, image, "test ! -e /wheels && test -x /opt/gekko/bin/gekko && id -u") == (
         "10001"
