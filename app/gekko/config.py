@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from gekko.security.lockout import LockoutPolicy
+
+# Request bodies over this many bytes are refused (gekko.security.body_limit).
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+
 GATEWAY = "gateway"
 DOMAIN_SERVICES: tuple[str, ...] = (
     "users",
@@ -149,6 +154,11 @@ class Settings:
     # GEKKO_TLS_*: the host's certificate from the internal CA. A domain service with a
     # certificate serves TLS 1.3 only; the gateway uses the CA to verify its upstreams.
     tls: TlsFiles | None = None
+    # GEKKO_MAX_BODY_BYTES: larger request bodies get 413 before anything parses them.
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # GEKKO_LOGIN_*: how many wrong passwords lock an account or a source address, and for how
+    # long at first (each further lockout doubles it).
+    login_lockout: LockoutPolicy = field(default_factory=LockoutPolicy)
 
     @property
     def serves_tls(self) -> bool:
@@ -269,6 +279,15 @@ def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _positive_int(env: Mapping[str, str], name: str, default: int, unit: str) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"{name} must be a positive whole number of {unit}, got {raw!r}")
+    return int(raw)
+
+
 def _reachable(bind_host: str) -> str:
     # A wildcard bind address is not something another process can connect to.
     if bind_host in ("0.0.0.0", "::"):  # noqa: S104
@@ -333,4 +352,12 @@ def load_settings(component: str, env: Mapping[str, str] | None = None) -> Setti
         chaos_error_rate=parse_chaos_error_rate(env.get("GEKKO_CHAOS_ERROR_RATE", "")),
         dynconfig_poll_s=_positive_float(env, "GEKKO_DYNCONFIG_POLL_S", 5.0),
         tls=tls,
+        max_body_bytes=_positive_int(env, "GEKKO_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, "bytes"),
+        login_lockout=LockoutPolicy(
+            max_failures=_positive_int(env, "GEKKO_LOGIN_MAX_FAILURES", 5, "failures"),
+            source_max_failures=_positive_int(
+                env, "GEKKO_LOGIN_SOURCE_MAX_FAILURES", 20, "failures"
+            ),
+            lockout_s=_positive_int(env, "GEKKO_LOGIN_LOCKOUT_SECONDS", 900, "seconds"),
+        ),
     )

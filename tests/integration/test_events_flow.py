@@ -20,7 +20,7 @@ import redis as redis_sync
 from redis.asyncio import Redis
 
 from gekko import kpis
-from gekko.security import issue_token
+from gekko.security.tokens import issue_token
 
 from .conftest import (
     LOOPBACK,

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from gekko.security import issue_token
+from gekko.security.tokens import issue_token
 
 from .conftest import LOOPBACK, Stack
 

@@ -1,14 +1,8 @@
 import jwt
 import pytest
 
-from gekko.security import (
-    TokenError,
-    bearer_token,
-    decode_token,
-    hash_password,
-    issue_token,
-    verify_password,
-)
+from gekko.security.passwords import hash_password, verify_password
+from gekko.security.tokens import TokenError, bearer_token, decode_token, issue_token
 
 SECRET = "s" * 40
 

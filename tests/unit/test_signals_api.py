@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from gekko.apps import build_app
 from gekko.config import ConfigError, load_settings
-from gekko.security import issue_token
+from gekko.security.tokens import issue_token
 from gekko.signals.features import WINDOW
 
 SECRET = "k" * 32

@@ -30,6 +30,7 @@ from gekko.health import dependency_checks
 from gekko.metrics import MetricsMiddleware, RequestMetrics, default_route_label
 from gekko.problems import install_problem_handlers
 from gekko.ratelimit import Quota, RateLimiter
+from gekko.security.body_limit import BodyLimitMiddleware
 from gekko.services.base import redis_client
 from gekko.tls import client_context
 from gekko.tracing import FASTAPI_TELEMETRY_OFF, TracingMiddleware, setup_tracing
@@ -167,6 +168,9 @@ def build_gateway_app(settings: Settings) -> FastAPI:
     # Middleware, innermost first: /api/v1 is proxied before FastAPI routing; errors become
     # problems; then metrics, the request's SERVER span, and the correlation id outermost.
     app.add_middleware(ApiProxy, upstreams=upstreams)
+    # Around the proxy, inside the problems' catch-all: an oversized body is refused with 413
+    # before it is forwarded, and never reaches a service.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_problem_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(TracingMiddleware, route_label=default_route_label)

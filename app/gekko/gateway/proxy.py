@@ -28,7 +28,7 @@ from gekko.gateway.discovery import ServiceRegistryCache
 from gekko.gateway.telemetry import GatewayMetrics
 from gekko.problems import problem_response
 from gekko.ratelimit import Decision, RateLimiter, ratelimit_header
-from gekko.security import TokenError, decode_token
+from gekko.security.tokens import TokenError, decode_token
 from gekko.tracing import SpanKind, inject, start_span
 
 log = logging.getLogger("gekko.gateway.proxy")

@@ -1,4 +1,4 @@
-"""JWT (HS256) issue/verify and password hashing: the only place auth crypto lives."""
+"""Access tokens: JWT (HS256) issue and verification, and the bearer header."""
 
 from __future__ import annotations
 
@@ -6,14 +6,10 @@ import time
 from dataclasses import dataclass
 
 import jwt
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 JWT_ALGORITHM = "HS256"
 JWT_ISSUER = "gekko"
 DEFAULT_TOKEN_TTL_S = 3600
-
-_hasher = PasswordHasher()
 
 
 class TokenError(Exception):
@@ -66,14 +62,3 @@ def bearer_token(authorization: str | None) -> str:
     if scheme.lower() != "bearer" or not token.strip():
         raise TokenError("Authorization header must be 'Bearer <token>'")
     return token.strip()
-
-
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
-
-
-def verify_password(password_hash: str, password: str) -> bool:
-    try:
-        return _hasher.verify(password_hash, password)
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
-        return False

@@ -27,6 +27,7 @@ from gekko.health import dependency_checks, overall_status
 from gekko.metrics import MetricsMiddleware, RequestMetrics, default_route_label
 from gekko.problems import install_problem_handlers
 from gekko.registry import RegistryHeartbeat
+from gekko.security.body_limit import BodyLimitMiddleware
 from gekko.tracing import FASTAPI_TELEMETRY_OFF, TracingMiddleware, setup_tracing
 
 log = logging.getLogger("gekko.service")
@@ -124,6 +125,8 @@ def build_service_app(
     if chaos_rate > 0:
         # Inside the metrics middleware: injected 500s are counted like real ones.
         app.add_middleware(ChaosMiddleware, rate=chaos_rate)
+    # Outside the routes and the chaos: an oversized body is refused before anything reads it.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     # Inside the correlation middleware, so log lines carry both ids.
     app.add_middleware(TracingMiddleware, route_label=default_route_label)

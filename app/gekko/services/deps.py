@@ -8,7 +8,7 @@ import asyncpg
 from fastapi import Depends, Request
 
 from gekko.problems import ProblemError
-from gekko.security import TokenError, bearer_token, decode_token
+from gekko.security.tokens import TokenError, bearer_token, decode_token
 
 
 def get_pool(request: Request) -> asyncpg.Pool:

@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+from collections.abc import Awaitable
 from datetime import datetime
+from typing import TypeVar
 
 import asyncpg
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
+from prometheus_client import Counter
 from pydantic import BaseModel, Field, field_validator
+from redis.exceptions import RedisError
 
 from gekko.events import USER_REGISTERED
 from gekko.outbox import add_event
 from gekko.problems import ProblemError
-from gekko.security import DEFAULT_TOKEN_TTL_S, hash_password, issue_token, verify_password
+from gekko.security.lockout import Lock, LoginGuard
+from gekko.security.passwords import hash_password, verify_password
+from gekko.security.tokens import DEFAULT_TOKEN_TTL_S, issue_token
 from gekko.services.deps import Pool, UserId
 from gekko.services.wiring import start_relay, stop_all, wake_relay
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
+log = logging.getLogger("gekko.users")
+T = TypeVar("T")
 
 # Deliberately simple: one @, a dot in the domain, no spaces. Deliverability is not our job.
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -62,7 +71,18 @@ class TokenOut(BaseModel):
 
 
 async def start(app: FastAPI) -> None:
+    app.state.login_guard = LoginGuard(app.state.redis, app.state.settings.login_lockout)
     start_relay(app, "users")
+
+
+def configure(app: FastAPI) -> None:
+    # Counted per event, so an alert can watch login failures and lockouts surging.
+    app.state.security_events = Counter(
+        "gekko_security_events_total",
+        "Security events (login failures, lockouts, logins refused while locked).",
+        ["event"],
+        registry=app.state.metrics_registry,
+    )
 
 
 async def stop(app: FastAPI) -> None:
@@ -97,8 +117,58 @@ async def register(body: RegisterRequest, pool: Pool, request: Request) -> UserO
     return UserOut(**dict(row))
 
 
+def _source_address(request: Request) -> str:
+    """The caller's address as the gateway saw it: the last X-Forwarded-For entry is the one the
+    gateway appended (the entries before it are whatever the client sent)."""
+    forwarded = request.headers.get("x-forwarded-for", "")
+    last = forwarded.rsplit(",", 1)[-1].strip()
+    if last:
+        return last
+    return request.client.host if request.client else "unknown"
+
+
+def _refused(lock: Lock) -> ProblemError:
+    if lock.scope == "account":
+        return ProblemError(
+            423,
+            "too many failed logins for this account; try again later",
+            title="Locked",
+            slug="account-locked",
+            headers={"Retry-After": str(lock.retry_after_s)},
+        )
+    return ProblemError(
+        429,
+        "too many failed logins from this address; try again later",
+        title="Too Many Requests",
+        slug="source-locked",
+        headers={"Retry-After": str(lock.retry_after_s)},
+    )
+
+
+async def _unless_redis_is_down(step: Awaitable[T], fallback: T) -> T:
+    """Logins keep working through a Redis outage, without lockouts meanwhile (logged)."""
+    try:
+        return await step
+    except RedisError as exc:
+        log.warning("login lockouts are not enforced: Redis is unavailable (%s)", exc)
+        return fallback
+
+
+def _security_event(request: Request, event: str, **fields: object) -> None:
+    request.app.state.security_events.labels(event).inc()
+    details = " ".join(f"{name}={value}" for name, value in fields.items())
+    log.warning("security event %s %s", event, details, extra={"security_event": event})
+
+
 @router.post("/login", response_model=TokenOut)
 async def login(body: LoginRequest, pool: Pool, request: Request) -> JSONResponse:
+    guard: LoginGuard = request.app.state.login_guard
+    source = _source_address(request)
+    # Refused before the password is checked, the right one included: guessing on gains nothing.
+    lock = await _unless_redis_is_down(guard.lock(body.username, source), None)
+    if lock is not None:
+        _security_event(request, "login-refused-locked", scope=lock.scope, source=source)
+        raise _refused(lock)
     row = await pool.fetchrow(
         """
         SELECT id, password_hash FROM users.accounts
@@ -109,12 +179,20 @@ async def login(body: LoginRequest, pool: Pool, request: Request) -> JSONRespons
     stored_hash = row["password_hash"] if row else _DUMMY_HASH
     ok = await asyncio.to_thread(verify_password, stored_hash, body.password)
     if row is None or not ok:
+        _security_event(request, "login-failure", source=source)
+        lock = await _unless_redis_is_down(guard.failed(body.username, source), None)
+        if lock is not None:
+            _security_event(
+                request, "lockout", scope=lock.scope, source=source, seconds=lock.retry_after_s
+            )
+            raise _refused(lock)
         raise ProblemError(
             401,
             "invalid username or password",
             title="Unauthorized",
             slug="invalid-credentials",
         )
+    await _unless_redis_is_down(guard.succeeded(body.username), None)
     token = issue_token(row["id"], request.app.state.settings.jwt_secret)
     out = TokenOut(access_token=token, expires_in=DEFAULT_TOKEN_TTL_S)
     return JSONResponse(out.model_dump(), headers={"Cache-Control": "no-store"})
