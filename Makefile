@@ -142,7 +142,7 @@ lab-down: ## Remove the lab, by what it recorded
 	$(PYTHON) lab/lab.py down
 
 lab-test: $(VENV)/.test ## Deploy to a fresh lab over SSH and test it across hosts (rolling, link cut, rollback), then remove it
-	$(PYTEST) tests/lab -q --basetemp=.build/pytest-lab
+	$(PYTEST) tests/lab -q
 
 bench: $(VENV)/.test ## Gateway vs nginx and platform benchmarks (needs `make deploy`; see docs/benchmarks.md)
 	@if ! command -v wrk >/dev/null || [ ! -x /usr/sbin/nginx ]; then \

@@ -68,15 +68,15 @@ class LoginGuard:
     async def failed(self, account: str, source: str) -> Lock | None:
         """Count a wrong password; the lock it starts, if it reached a threshold."""
         limits = {"account": self.policy.max_failures, "source": self.policy.source_max_failures}
-        started = None
-        for scope, subject in self._subjects(account, source):
-            lock = await self._count(scope, subject, limits[scope])
-            if lock is not None and (started is None or lock.retry_after_s > started.retry_after_s):
-                started = lock
-        return started
+        started = [
+            await self._count(scope, subject, limits[scope])
+            for scope, subject in self._subjects(account, source)
+        ]
+        return max(filter(None, started), key=lambda lock: lock.retry_after_s, default=None)
 
     async def succeeded(self, account: str) -> None:
-        await self.redis.delete(f"{_PREFIX}:fail:account:{account.strip().lower()}")
+        (scope, subject), _ = self._subjects(account, "")
+        await self.redis.delete(f"{_PREFIX}:fail:{scope}:{subject}")
 
     async def _count(self, scope: str, subject: str, limit: int) -> Lock | None:
         failures = f"{_PREFIX}:fail:{scope}:{subject}"

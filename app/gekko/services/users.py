@@ -127,20 +127,20 @@ def _source_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+# Lock scope -> (status, title, problem slug, who is locked).
+_LOCK_ANSWERS = {
+    "account": (423, "Locked", "account-locked", "this account"),
+    "source": (429, "Too Many Requests", "source-locked", "this address"),
+}
+
+
 def _refused(lock: Lock) -> ProblemError:
-    if lock.scope == "account":
-        return ProblemError(
-            423,
-            "too many failed logins for this account; try again later",
-            title="Locked",
-            slug="account-locked",
-            headers={"Retry-After": str(lock.retry_after_s)},
-        )
+    status, title, slug, whom = _LOCK_ANSWERS[lock.scope]
     return ProblemError(
-        429,
-        "too many failed logins from this address; try again later",
-        title="Too Many Requests",
-        slug="source-locked",
+        status,
+        f"too many failed logins for {whom}; try again later",
+        title=title,
+        slug=slug,
         headers={"Retry-After": str(lock.retry_after_s)},
     )
 
