@@ -226,9 +226,17 @@ def lab_secrets() -> dict[str, str]:
     env)."""
     path = ROOT / "secrets.json"
     if not path.exists():
-        names = ["GEKKO_POSTGRES_PASSWORD", "GEKKO_REDIS_PASSWORD", "GEKKO_JWT_SECRET"]
+        names = ["GEKKO_POSTGRES_PASSWORD", "GEKKO_REDIS_PASSWORD"]
+        values = {name: secrets.token_urlsafe(36) for name in names}
+        # The access-token signing key, as an operator makes one (PEM, Ed25519).
+        values["GEKKO_TOKEN_SIGNING_KEYS"] = subprocess.run(
+            ["openssl", "genpkey", "-algorithm", "ed25519"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         path.touch(mode=0o600)
-        path.write_text(json.dumps({name: secrets.token_urlsafe(36) for name in names}))
+        path.write_text(json.dumps(values))
     return json.loads(path.read_text())
 
 

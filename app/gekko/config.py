@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import orjson
 
 from gekko.security.lockout import LockoutPolicy
+from gekko.security.sessions import SessionPolicy
+from gekko.security.tokens import KeyFileError, SigningKey, VerifyKeys
 
 # Request bodies over this many bytes are refused (gekko.security.body_limit).
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
@@ -43,7 +45,8 @@ DEFAULT_PORTS: dict[str, int] = {
     "signals": 8107,
 }
 
-MIN_JWT_SECRET_LENGTH = 32
+# The only component that holds the private key and signs access tokens.
+TOKEN_ISSUER_COMPONENT = "users"  # noqa: S105 - a component name, not a secret
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -135,7 +138,10 @@ class Settings:
     component: str
     database_url: str
     redis_url: str
-    jwt_secret: str = field(repr=False)
+    # GEKKO_JWT_VERIFY_KEYS_FILE: the published public keys every component verifies tokens with;
+    # GEKKO_JWT_SIGNING_KEY_FILE: the private key, for the users service only.
+    jwt_verify_keys_file: str
+    jwt_signing_key_file: str = ""
     bind_host: str = "127.0.0.1"
     port: int = 8000
     instance_id: str = ""
@@ -159,6 +165,8 @@ class Settings:
     # GEKKO_LOGIN_*: how many wrong passwords lock an account or a source address, and for how
     # long at first (each further lockout doubles it).
     login_lockout: LockoutPolicy = field(default_factory=LockoutPolicy)
+    # GEKKO_REFRESH_TOKEN_TTL_S, GEKKO_SESSION_MAX_LIFETIME_S (users service).
+    sessions: SessionPolicy = field(default_factory=SessionPolicy)
 
     @property
     def serves_tls(self) -> bool:
@@ -184,15 +192,32 @@ def database_url_from_env(env: Mapping[str, str] | None = None) -> str:
     return url
 
 
-def validate_jwt_secret(secret: str) -> str:
-    if not secret:
-        raise ConfigError("GEKKO_JWT_SECRET is required (an HS256 key of at least 32 characters)")
-    if len(secret) < MIN_JWT_SECRET_LENGTH:
+def token_key_files(component: str, env: Mapping[str, str]) -> tuple[str, str]:
+    """The token key files, checked now so a bad file stops the start with a clear message."""
+    verify = env.get("GEKKO_JWT_VERIFY_KEYS_FILE", "").strip()
+    if not verify:
         raise ConfigError(
-            f"GEKKO_JWT_SECRET is too short ({len(secret)} characters); "
-            f"use at least {MIN_JWT_SECRET_LENGTH} random characters"
+            "GEKKO_JWT_VERIFY_KEYS_FILE is required: the PEM file of the published Ed25519 "
+            "public keys that access tokens are verified with"
         )
-    return secret
+    signing = env.get("GEKKO_JWT_SIGNING_KEY_FILE", "").strip()
+    if component == TOKEN_ISSUER_COMPONENT and not signing:
+        raise ConfigError(
+            "GEKKO_JWT_SIGNING_KEY_FILE is required for the users service: the PEM file of the "
+            "Ed25519 private key it signs access tokens with"
+        )
+    if component != TOKEN_ISSUER_COMPONENT:
+        signing = ""  # no other component may sign
+    try:
+        verify_keys = VerifyKeys(verify)
+        if signing and SigningKey(signing).kid not in verify_keys.kids():
+            raise ConfigError(
+                f"the signing key in {signing} is not among the published keys in {verify}: "
+                "tokens it signs would be refused; publish its public key first"
+            )
+    except KeyFileError as exc:
+        raise ConfigError(f"token keys: {exc}") from None
+    return verify, signing
 
 
 def parse_static_services(raw: str) -> dict[str, list[str]]:
@@ -301,7 +326,7 @@ def load_settings(component: str, env: Mapping[str, str] | None = None) -> Setti
     if component not in COMPONENTS:
         raise ConfigError(f"unknown component {component!r}; choose one of {', '.join(COMPONENTS)}")
 
-    jwt_secret = validate_jwt_secret(env.get("GEKKO_JWT_SECRET", ""))
+    verify_keys_file, signing_key_file = token_key_files(component, env)
     database_url = database_url_from_env(env)
     # The gateway connects as its own Redis user where the deployment gives it one.
     redis_var = "GEKKO_REDIS_URL"
@@ -336,7 +361,8 @@ def load_settings(component: str, env: Mapping[str, str] | None = None) -> Setti
         component=component,
         database_url=database_url,
         redis_url=redis_url,
-        jwt_secret=jwt_secret,
+        jwt_verify_keys_file=verify_keys_file,
+        jwt_signing_key_file=signing_key_file,
         bind_host=bind_host,
         port=port,
         instance_id=env.get("GEKKO_INSTANCE_ID", "").strip() or f"{component}-{port}",
@@ -359,5 +385,13 @@ def load_settings(component: str, env: Mapping[str, str] | None = None) -> Setti
                 env, "GEKKO_LOGIN_SOURCE_MAX_FAILURES", 20, "failures"
             ),
             lockout_s=_positive_int(env, "GEKKO_LOGIN_LOCKOUT_SECONDS", 900, "seconds"),
+        ),
+        sessions=SessionPolicy(
+            refresh_ttl_s=_positive_int(
+                env, "GEKKO_REFRESH_TOKEN_TTL_S", SessionPolicy.refresh_ttl_s, "seconds"
+            ),
+            max_lifetime_s=_positive_int(
+                env, "GEKKO_SESSION_MAX_LIFETIME_S", SessionPolicy.max_lifetime_s, "seconds"
+            ),
         ),
     )

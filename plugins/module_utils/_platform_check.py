@@ -13,7 +13,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import base64
 import collections
+import json
 import time
 
 Response = collections.namedtuple("Response", "status json text content_type error")
@@ -29,6 +31,15 @@ def describe(response):
     if response.error:
         return "no answer (%s)" % response.error
     return "HTTP %s: %s" % (response.status, (response.text or "")[:300])
+
+
+def token_kid(token):
+    """The `kid` in an access token's header (read, not verified: the gateway verifies)."""
+    try:
+        header = token.split(".", 1)[0]
+        return json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4))).get("kid")
+    except (ValueError, AttributeError):
+        return None
 
 
 def wait_until(probe, timeout, interval, clock=time.monotonic, sleep=time.sleep):
@@ -128,15 +139,7 @@ class PlatformCheck:
     def order(symbol):
         return dict(symbol=symbol, side="buy", quantity=0.001, type="market")
 
-    def smoke_trade(self, user, symbol, idempotency_key):
-        """register (or already registered) -> log in -> market order -> in the history."""
-        registered = self.request(
-            "POST",
-            "/api/v1/users/register",
-            dict(username=user["username"], email=user["email"], password=user["password"]),
-        )
-        if registered.status not in (201, 409):
-            raise CheckFailed("registering the smoke user failed: %s" % describe(registered))
+    def login(self, user):
         login = self.request(
             "POST",
             "/api/v1/users/login",
@@ -149,7 +152,58 @@ class PlatformCheck:
                 "user '%s' or set gekko_smoke_password to the stored one."
                 % (describe(login), user["username"])
             )
-        auth = {"Authorization": "Bearer " + token}
+        return {"Authorization": "Bearer " + token}
+
+    def logout(self, auth):
+        """Ends the smoke user's session, so checks leave none behind."""
+        self.request("POST", "/api/v1/users/logout", headers=auth)
+
+    def token_keys(self, user, auth, expected_kid=None):
+        """The smoke user's access token names a published key, and during a rotation the new
+        one: the users service takes a new key up within a second or two, so this waits."""
+        sessions = []
+
+        def probe():
+            # The smoke trade's token first, then a new sign-in each time.
+            sessions.append(self.login(user) if sessions else auth)
+            return self._published(sessions[-1], expected_kid)
+
+        try:
+            ok, seen = self.wait(probe)
+        finally:
+            for extra in sessions[1:]:
+                self.logout(extra)
+        if not ok:
+            raise CheckFailed(
+                "access tokens are not signed by %s within %ss: token key %s, published %s. "
+                "Fix: check that gekko_config_dir/token-keys and token-signing on the hosts hold "
+                "the keys the controller has, and the users service's logs."
+                % (
+                    expected_kid or "a published key",
+                    self.timeout,
+                    seen["signing_kid"],
+                    ", ".join(seen["published_kids"]) or "none",
+                )
+            )
+        return seen
+
+    def _published(self, auth, expected_kid):
+        kid = token_kid(auth["Authorization"][len("Bearer ") :])
+        jwks = self.request("GET", "/api/v1/users/.well-known/jwks.json")
+        kids = sorted(k.get("kid") for k in (jwks.json or {}).get("keys") or [])
+        done = kid in kids and (expected_kid is None or kid == expected_kid)
+        return done, dict(signing_kid=kid, published_kids=kids)
+
+    def smoke_trade(self, user, symbol, idempotency_key):
+        """register (or already registered) -> log in -> market order -> in the history."""
+        registered = self.request(
+            "POST",
+            "/api/v1/users/register",
+            dict(username=user["username"], email=user["email"], password=user["password"]),
+        )
+        if registered.status not in (201, 409):
+            raise CheckFailed("registering the smoke user failed: %s" % describe(registered))
+        auth = self.login(user)
         placed = self.request(
             "POST",
             "/api/v1/trading/execute",

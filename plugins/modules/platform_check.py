@@ -73,9 +73,15 @@ options:
     description: Verify the gateway's TLS certificate.
     type: bool
     default: true
+  signing_kid:
+    description:
+      - The key id access tokens must now be signed with (after a key rotation). The check signs
+        the smoke user in again until a token carries it, for up to O(timeout) seconds.
+      - Without it, the token's key must merely be one the users service publishes.
+    type: str
 notes:
   - The smoke order is a real (paper) order in the smoke user's history, one per run; it does not
-    count as a change.
+    count as a change. The smoke user's sessions are ended (logout) before the module returns.
 """
 
 EXAMPLES = r"""
@@ -108,6 +114,13 @@ signal:
   description: The smoke prediction (symbol, signal, model_version, device).
   returned: when O(signals) is true and the smoke trade ran
   type: dict
+token_keys:
+  description:
+    - The key id (C(kid)) in the smoke user's access token and the key ids the users service
+      publishes (C(/api/v1/users/.well-known/jwks.json)).
+  returned: when the smoke trade ran
+  type: dict
+  sample: {signing_kid: 3Fq0..., published_kids: [3Fq0..., b81x...]}
 seconds:
   description: How long the checks took.
   returned: always
@@ -178,6 +191,7 @@ def main():
             symbol=dict(type="str", default="BTC-USD"),
             signals=dict(type="bool", default=False),
             validate_certs=dict(type="bool", default=True),
+            signing_kid=dict(type="str"),
         ),
         supports_check_mode=True,
     )
@@ -195,8 +209,14 @@ def main():
                 "%Y%m%dT%H%M%S%f"
             )
             auth, result["order"] = check.smoke_trade(params["smoke_user"], params["symbol"], key)
-            if params["signals"]:
-                result["signal"] = check.signal(auth, params["symbol"])
+            try:
+                if params["signals"]:
+                    result["signal"] = check.signal(auth, params["symbol"])
+                result["token_keys"] = check.token_keys(
+                    params["smoke_user"], auth, params["signing_kid"]
+                )
+            finally:
+                check.logout(auth)
     except CheckFailed as exc:
         result["seconds"] = round(time.monotonic() - started, 2)
         module.fail_json(msg="%s (%s)" % (exc, params["url"]), **result)

@@ -26,6 +26,7 @@ SERVICES = list(DOMAIN_SERVICES)
 # test_rollouts leaves its two-instance stack for test_lifecycle, whose teardown and fresh
 # redeploy bring the inventory's stack back (a restore deploy of its own would cost minutes).
 REDEPLOY_ORDER = (
+    "test_key_rotation",
     "test_runtime_settings",
     "test_rollback",
     "test_catalogue_scale",
@@ -150,7 +151,12 @@ def register_users(client: httpx.Client, count: int, prefix: str) -> list[dict]:
         assert created.status_code == 201, created.text
         login = client.post("/api/v1/users/login", json={"username": name, "password": password})
         assert login.status_code == 200, login.text
+        tokens = login.json()
         users.append(
-            {"headers": {"Authorization": f"Bearer {login.json()['access_token']}"}, "acked": []}
+            {
+                "headers": {"Authorization": f"Bearer {tokens['access_token']}"},
+                "refresh_token": tokens["refresh_token"],
+                "acked": [],
+            }
         )
     return users

@@ -27,6 +27,7 @@ import httpx
 import pytest
 
 from gekko.config import DOMAIN_SERVICES
+from gekko.security.tokens import SigningKey, generate_key_files
 
 RESERVED_PORTS = {8000, 5432, 6379, *range(8101, 8108)}
 SERVICES = DOMAIN_SERVICES
@@ -204,12 +205,19 @@ def redis_server() -> Iterator[RedisServer]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+# One access-token key pair for the run: every component verifies with the public key, the users
+# service (and tests that need a token for a made-up user) sign with the private one.
+SIGNING_KEY_FILE, VERIFY_KEYS_FILE = generate_key_files(tempfile.mkdtemp(prefix="gekko-keys-"))
+signing_key = SigningKey(SIGNING_KEY_FILE)
+
+
 def base_env(pg: Postgres, redis: RedisServer) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GEKKO_")}
     env.update(
         GEKKO_DATABASE_URL=pg.url,
         GEKKO_REDIS_URL=redis.url,
-        GEKKO_JWT_SECRET="integration-test-secret-" + "x" * 32,
+        GEKKO_JWT_VERIFY_KEYS_FILE=VERIFY_KEYS_FILE,
+        GEKKO_JWT_SIGNING_KEY_FILE=SIGNING_KEY_FILE,
         GEKKO_BIND_HOST=LOOPBACK,
         GEKKO_ENVIRONMENT="test",
         GEKKO_LOG_LEVEL="INFO",

@@ -20,7 +20,6 @@ import redis as redis_sync
 from redis.asyncio import Redis
 
 from gekko import kpis
-from gekko.security.tokens import issue_token
 
 from .conftest import (
     LOOPBACK,
@@ -31,6 +30,7 @@ from .conftest import (
     free_port,
     gekko_cmd,
     new_user,
+    signing_key,
 )
 
 pytestmark = pytest.mark.integration
@@ -252,7 +252,7 @@ def outage_stack(postgres, redis_server, migrate_runs) -> Iterator[tuple[Stack, 
 
 def test_orders_survive_a_redis_outage_via_the_outbox(outage_stack):
     st, outage = outage_stack
-    auth = {"Authorization": "Bearer " + issue_token(4242, st.env["GEKKO_JWT_SECRET"])}
+    auth = {"Authorization": "Bearer " + signing_key.issue(4242, "outage-session")}
     trading = f"http://{LOOPBACK}:{st.ports['trading']}"
     portfolio = f"http://{LOOPBACK}:{st.ports['portfolio']}"
     db_url = st.env["GEKKO_DATABASE_URL"]

@@ -10,16 +10,14 @@ import time
 import httpx
 import pytest
 
-from gekko.security.tokens import issue_token
-
-from .conftest import LOOPBACK, Stack
+from .conftest import LOOPBACK, Stack, signing_key
 
 pytestmark = pytest.mark.integration
 
 
 def _token(stack: Stack) -> str:
     # A fresh subject per test: its rate-limit budget is its own.
-    return issue_token(secrets.randbelow(10**9) + 10**9, stack.env["GEKKO_JWT_SECRET"])
+    return signing_key.issue(secrets.randbelow(10**9) + 10**9, secrets.token_hex(8))
 
 
 def _start_gateway(stack: Stack, name: str, **env: str) -> str:

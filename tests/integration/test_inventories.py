@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-SECRET_ENV = ("GEKKO_POSTGRES_PASSWORD", "GEKKO_REDIS_PASSWORD", "GEKKO_JWT_SECRET")
-VAULT_VARS = (
-    "gekko_vault_postgres_password",
-    "gekko_vault_redis_password",
-    "gekko_vault_jwt_secret",
-)
+PASSWORD_ENV = ("GEKKO_POSTGRES_PASSWORD", "GEKKO_REDIS_PASSWORD")
+SECRET_ENV = (*PASSWORD_ENV, "GEKKO_TOKEN_SIGNING_KEYS")
+VAULT_PASSWORDS = ("gekko_vault_postgres_password", "gekko_vault_redis_password")
 
 
 def validate(inventory, *args, env=None) -> subprocess.CompletedProcess:
@@ -58,6 +58,29 @@ def output(run) -> str:
 
 def strong() -> str:
     return secrets.token_urlsafe(36)
+
+
+def pem(key) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def signing_key() -> str:
+    return pem(Ed25519PrivateKey.generate())
+
+
+def staging_secrets(**overrides: str) -> dict[str, str]:
+    """Everything staging reads from the environment: passwords and two signing keys."""
+    values = {name: strong() for name in PASSWORD_ENV}
+    values["GEKKO_TOKEN_SIGNING_KEYS"] = signing_key() + signing_key()
+    return values | overrides
+
+
+def vault_secrets() -> dict:
+    return {name: strong() for name in VAULT_PASSWORDS} | {
+        "gekko_vault_token_signing_keys": [signing_key()]
+    }
 
 
 @pytest.fixture
@@ -98,35 +121,51 @@ def test_staging_needs_its_secrets_in_the_environment():
     for name in SECRET_ENV:
         assert name in output(run)
 
-    run = validate(REPO / "inventories/staging", env={name: strong() for name in SECRET_ENV})
+    run = validate(REPO / "inventories/staging", env=staging_secrets())
     assert run.returncode == 0, output(run)
 
 
 def test_a_weak_secret_is_refused_without_showing_it():
-    values = {name: strong() for name in SECRET_ENV} | {"GEKKO_JWT_SECRET": "changeme"}
+    values = staging_secrets(GEKKO_REDIS_PASSWORD="changeme")
     run = validate(REPO / "inventories/staging", env=values)
     assert run.returncode != 0
-    assert "Weak secrets: GEKKO_JWT_SECRET" in output(run)
+    assert "Weak secrets: GEKKO_REDIS_PASSWORD" in output(run)
     for value in values.values():
         assert value not in output(run)
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        pytest.param("not a key at all", id="no-pem"),
+        pytest.param(pem(ec.generate_private_key(ec.SECP256R1())), id="ecdsa"),
+    ],
+)
+def test_a_token_signing_key_that_is_not_ed25519_is_refused_before_anything_changes(keys):
+    values = staging_secrets(GEKKO_TOKEN_SIGNING_KEYS=keys)
+    run = validate(REPO / "inventories/staging", env=values)
+    assert run.returncode != 0
+    assert "must be one or more unencrypted Ed25519 private keys" in output(run)
+    assert "openssl genpkey -algorithm ed25519" in output(run)
+    assert "PRIVATE KEY-----" not in output(run)
 
 
 def test_prod_accepts_secrets_from_an_encrypted_vault_file(prod, tmp_path):
     password = tmp_path / "vault-password"
     password.write_text(strong())
-    write_vault(prod, {name: strong() for name in VAULT_VARS}, password)
+    write_vault(prod, vault_secrets(), password)
     run = validate(prod, "--vault-password-file", str(password))
     assert run.returncode == 0, output(run)
 
 
 def test_prod_refuses_plaintext_secrets(prod):
-    values = {name: strong() for name in VAULT_VARS}
+    values = vault_secrets()
     path = write_vault(prod, values, password_file=None)
     run = validate(prod)
     assert run.returncode != 0
     assert f"Secrets in plaintext in {path}" in output(run)
     assert "ansible-vault encrypt" in output(run)
-    for value in values.values():
+    for value in [*values.values()][:-1] + values["gekko_vault_token_signing_keys"]:
         assert value not in output(run)
 
 

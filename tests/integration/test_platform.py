@@ -37,12 +37,10 @@ def test_migrate_applies_then_reports_up_to_date(migrate_runs):
     first, second = migrate_runs
     assert first.returncode == 0, first.stderr
     assert first.stdout.strip().splitlines()[-1] == (
-        "gekko-migrate: applied 2 revision(s), now at 0002_domain_events"
+        "gekko-migrate: applied 3 revision(s), now at 0003_sessions"
     )
     assert second.returncode == 0, second.stderr
-    assert (
-        second.stdout.strip().splitlines()[-1] == "gekko-migrate: up to date at 0002_domain_events"
-    )
+    assert second.stdout.strip().splitlines()[-1] == "gekko-migrate: up to date at 0003_sessions"
 
 
 def test_migrate_fails_clearly_when_database_unreachable(stack):
@@ -291,16 +289,17 @@ def test_healthcheck_command(stack):
     assert closed.returncode == 1
 
 
-def test_serve_refuses_short_jwt_secret(stack):
+def test_serve_refuses_to_start_without_its_token_keys(stack):
+    env = {k: v for k, v in stack.env.items() if k != "GEKKO_JWT_SIGNING_KEY_FILE"}
     proc = subprocess.run(
         gekko_cmd("serve", "users"),
-        env=dict(stack.env, GEKKO_JWT_SECRET="short", GEKKO_PORT=str(free_port())),
+        env=dict(env, GEKKO_PORT=str(free_port())),
         capture_output=True,
         text=True,
         timeout=30,
     )
     assert proc.returncode != 0
-    assert "GEKKO_JWT_SECRET" in proc.stderr
+    assert "GEKKO_JWT_SIGNING_KEY_FILE is required for the users service" in proc.stderr
 
 
 def test_failover_when_a_trading_instance_dies(stack):

@@ -9,6 +9,8 @@ from gekko.config import ConfigError, load_settings
 from gekko.problems import problem_response
 from gekko.security.body_limit import BodyLimitMiddleware
 
+from .keys import TOKEN_ENV
+
 
 def reading_app(seen: list[int]):
     """Reads the whole body, as a route or the gateway's proxy does, and says how much."""
@@ -63,7 +65,7 @@ def test_a_body_within_the_limit_passes_whole():
 
 def test_the_limit_is_a_positive_setting():
     env = {
-        "GEKKO_JWT_SECRET": "s" * 40,
+        **TOKEN_ENV,
         "GEKKO_DATABASE_URL": "postgresql://u:p@127.0.0.1/db",
         "GEKKO_REDIS_URL": "redis://127.0.0.1:6379/0",
     }

@@ -12,10 +12,12 @@ from gekko.chaos import ChaosMiddleware, effective_error_rate
 from gekko.config import ConfigError, load_settings
 from gekko.services.base import build_service_app
 
+from .keys import TOKEN_ENV
+
 ENV = {
     "GEKKO_DATABASE_URL": "postgresql://g:p@127.0.0.1:1/g",
     "GEKKO_REDIS_URL": "redis://127.0.0.1:1/0",
-    "GEKKO_JWT_SECRET": "k" * 32,
+    **TOKEN_ENV,
 }
 
 

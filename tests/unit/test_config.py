@@ -1,23 +1,62 @@
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa as rsa_key
 
 from gekko.config import ConfigError, load_settings, parse_static_services
+from gekko.security.tokens import generate_key_files
+
+from .keys import TOKEN_ENV
 
 ENV = {
     "GEKKO_DATABASE_URL": "postgresql://gekko:pw@127.0.0.1:5432/gekko",
     "GEKKO_REDIS_URL": "redis://:pw@127.0.0.1:6379/0",
-    "GEKKO_JWT_SECRET": "k" * 32,
+    **TOKEN_ENV,
 }
 
 
-def test_missing_jwt_secret_is_a_clear_error():
-    env = {k: v for k, v in ENV.items() if k != "GEKKO_JWT_SECRET"}
-    with pytest.raises(ConfigError, match="GEKKO_JWT_SECRET is required"):
+def test_every_component_needs_the_published_keys():
+    env = {k: v for k, v in ENV.items() if k != "GEKKO_JWT_VERIFY_KEYS_FILE"}
+    for component in ("gateway", "users", "trading"):
+        with pytest.raises(ConfigError, match="GEKKO_JWT_VERIFY_KEYS_FILE is required"):
+            load_settings(component, env)
+
+
+def test_only_the_users_service_holds_the_signing_key():
+    env = {k: v for k, v in ENV.items() if k != "GEKKO_JWT_SIGNING_KEY_FILE"}
+    with pytest.raises(ConfigError, match="GEKKO_JWT_SIGNING_KEY_FILE is required for the users"):
         load_settings("users", env)
+    assert load_settings("trading", env).jwt_signing_key_file == ""
+    # Given to another component by mistake, it is not kept there.
+    assert load_settings("trading", ENV).jwt_signing_key_file == ""
+    assert load_settings("users", ENV).jwt_signing_key_file == ENV["GEKKO_JWT_SIGNING_KEY_FILE"]
 
 
-def test_short_jwt_secret_is_refused():
-    with pytest.raises(ConfigError, match="at least 32"):
-        load_settings("users", {**ENV, "GEKKO_JWT_SECRET": "k" * 31})
+def test_unreadable_or_wrong_key_files_are_clear_errors(tmp_path):
+    missing = str(tmp_path / "nope.pem")
+    with pytest.raises(ConfigError, match="nope.pem cannot be read"):
+        load_settings("trading", {**ENV, "GEKKO_JWT_VERIFY_KEYS_FILE": missing})
+    # The private key where the public keys belong is refused, not published.
+    private = ENV["GEKKO_JWT_SIGNING_KEY_FILE"]
+    with pytest.raises(ConfigError, match="holds a private key"):
+        load_settings("trading", {**ENV, "GEKKO_JWT_VERIFY_KEYS_FILE": private})
+    empty = tmp_path / "empty.pem"
+    empty.write_text("")
+    with pytest.raises(ConfigError, match="no public key"):
+        load_settings("trading", {**ENV, "GEKKO_JWT_VERIFY_KEYS_FILE": str(empty)})
+    rsa = tmp_path / "rsa.pem"
+    rsa.write_bytes(
+        rsa_key.generate_private_key(65537, 2048)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    with pytest.raises(ConfigError, match="only Ed25519"):
+        load_settings("trading", {**ENV, "GEKKO_JWT_VERIFY_KEYS_FILE": str(rsa)})
+
+
+def test_a_signing_key_that_is_not_published_is_refused(tmp_path):
+    other_private, _ = generate_key_files(str(tmp_path))
+    with pytest.raises(ConfigError, match="not among the published keys"):
+        load_settings("users", {**ENV, "GEKKO_JWT_SIGNING_KEY_FILE": other_private})
 
 
 def test_defaults_follow_the_contract():
@@ -25,7 +64,6 @@ def test_defaults_follow_the_contract():
     assert (s.bind_host, s.port, s.instance_id) == ("127.0.0.1", 9102, "trading-9102")
     assert s.advertise_url == "http://127.0.0.1:9102"
     assert (s.log_level, s.environment) == ("INFO", "local")
-    assert "k" * 32 not in repr(s)  # the secret never shows up in logs of the settings
 
 
 def test_explicit_values_win():

@@ -26,12 +26,13 @@ from gekko.dynconfig import (
 from gekko.problems import ProblemError
 from gekko.ratelimit import Quota, RateLimiter
 
+from .keys import TOKEN_ENV
 from .test_gateway_proxy import gateway
 
 ENV = {
     "GEKKO_DATABASE_URL": "postgresql://g:p@127.0.0.1:1/g",
     "GEKKO_REDIS_URL": "redis://127.0.0.1:1/0",
-    "GEKKO_JWT_SECRET": "k" * 32,
+    **TOKEN_ENV,
 }
 
 
@@ -62,7 +63,7 @@ def test_each_setting_is_validated():
         ("ratelimit_user_per_window", "ten"),
         ("feature.social_posts", "maybe"),
         ("feature.Bad Name", "true"),
-        ("jwt_secret", "x"),
+        ("jwt_verify_keys_file", "/tmp/x.pem"),
     ]:
         with pytest.raises(ValueError):
             parse_field(name, raw)

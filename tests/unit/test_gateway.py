@@ -12,6 +12,8 @@ from gekko.gateway.proxy import (
 )
 from gekko.metrics import default_route_label
 
+from .keys import TOKEN_ENV
+
 
 def _request(headers: list[tuple[bytes, bytes]]) -> Request:
     scope = {
@@ -94,7 +96,7 @@ def test_gateway_without_instances_answers_problems_not_500():
         {
             "GEKKO_DATABASE_URL": "postgresql://g:p@127.0.0.1:1/g",
             "GEKKO_REDIS_URL": "redis://127.0.0.1:1/0",
-            "GEKKO_JWT_SECRET": "k" * 32,
+            **TOKEN_ENV,
             "GEKKO_PORT": "9000",
         },
     )

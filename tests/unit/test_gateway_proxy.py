@@ -15,6 +15,8 @@ from gekko.config import load_settings
 from gekko.gateway.app import build_gateway_app
 from gekko.gateway.proxy import backoff_delay
 
+from .keys import TOKEN_ENV, signing_key
+
 
 class Upstream:
     def __init__(self, status: int = 200) -> None:
@@ -57,7 +59,7 @@ def gateway(static: dict[str, list[str]], **tuning: str) -> TestClient:
     env = {
         "GEKKO_DATABASE_URL": "postgresql://g:p@127.0.0.1:1/g",
         "GEKKO_REDIS_URL": "redis://127.0.0.1:1/0",
-        "GEKKO_JWT_SECRET": "k" * 32,
+        **TOKEN_ENV,
         "GEKKO_PORT": "9000",
         "GEKKO_STATIC_SERVICES": json.dumps(static),
         "GEKKO_RETRY_BACKOFF_S": "0.001",
@@ -174,3 +176,37 @@ def test_unknown_route_is_a_404_problem_and_ops_endpoints_are_in_openapi():
         assert resp.headers["content-type"] == "application/problem+json"
         paths = client.get("/openapi.json").json()["paths"]
         assert {"/health", "/services", "/metrics"} <= set(paths)
+
+
+def test_the_gateway_refuses_bad_tokens_before_calling_upstream():
+    up = Upstream(200)
+    try:
+        with gateway({"trading": [up.url], "users": [up.url]}) as client:
+            for header in (
+                "Bearer not.a.jwt",
+                "Bearer " + signing_key.issue(5, "s", ttl_s=60, now=1_000_000),  # expired
+            ):
+                resp = client.get("/api/v1/trading/orders", headers={"Authorization": header})
+                assert resp.status_code == 401, resp.text
+                assert resp.headers["content-type"] == "application/problem+json"
+                assert resp.json()["type"].endswith("/unauthorized")
+                assert "invalid_token" in resp.headers["www-authenticate"]
+            assert up.hits == []
+            good = "Bearer " + signing_key.issue(5, "s")
+            assert (
+                client.get("/api/v1/trading/orders", headers={"Authorization": good}).status_code
+                == 200
+            )
+            # Without a token the request goes on: the service decides what is public.
+            assert client.get("/api/v1/trading/orders").status_code == 200
+            # A client whose token expired can still sign in and refresh.
+            stale = {"Authorization": "Bearer not.a.jwt"}
+            for path in ("/api/v1/users/login", "/api/v1/users/token/refresh"):
+                assert client.post(path, headers=stale, json={}).status_code == 200
+            assert len(up.hits) == 4
+            forwarded = {k.lower(): v for k, v in up.hits[0][2].items()}
+            assert forwarded["authorization"] == good  # passed on for the service to verify
+            metrics = client.get("/metrics").text
+            assert "gekko_auth_rejections_total 2.0" in metrics
+    finally:
+        up.server.shutdown()

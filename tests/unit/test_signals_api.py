@@ -9,15 +9,15 @@ from fastapi.testclient import TestClient
 
 from gekko.apps import build_app
 from gekko.config import ConfigError, load_settings
-from gekko.security.tokens import issue_token
 from gekko.signals.features import WINDOW
 
-SECRET = "k" * 32
+from .keys import TOKEN_ENV, signing_key
+
 ENV = {
     # Unreachable on purpose: signals needs neither to predict; /health reports them down.
     "GEKKO_DATABASE_URL": "postgresql://g:p@127.0.0.1:1/g",
     "GEKKO_REDIS_URL": "redis://127.0.0.1:1/0",
-    "GEKKO_JWT_SECRET": SECRET,
+    **TOKEN_ENV,
 }
 UPTREND = [100 * 1.004**i for i in range(WINDOW)]
 
@@ -30,7 +30,7 @@ def client(signal_model):
         mp.setenv("GEKKO_INFERENCE_MAX_WAIT_MS", "1")
         app = build_app(load_settings("signals", ENV))
         with TestClient(app) as test_client:
-            test_client.headers["Authorization"] = f"Bearer {issue_token(7, SECRET)}"
+            test_client.headers["Authorization"] = "Bearer " + signing_key.issue(7, "session-7")
             yield test_client
 
 

@@ -31,6 +31,8 @@ from gekko.metrics import MetricsMiddleware, RequestMetrics, default_route_label
 from gekko.problems import install_problem_handlers
 from gekko.ratelimit import Quota, RateLimiter
 from gekko.security.body_limit import BodyLimitMiddleware
+from gekko.security.revocations import RevokedSessions
+from gekko.security.tokens import VerifyKeys
 from gekko.services.base import redis_client
 from gekko.tls import client_context
 from gekko.tracing import FASTAPI_TELEMETRY_OFF, TracingMiddleware, setup_tracing
@@ -63,7 +65,9 @@ def build_gateway_app(settings: Settings) -> FastAPI:
     )
     registry = CollectorRegistry()
     metrics = RequestMetrics(registry, "gateway")
-    upstreams = Upstreams(cache, tuning, GatewayMetrics(registry), settings.jwt_secret)
+    upstreams = Upstreams(
+        cache, tuning, GatewayMetrics(registry), VerifyKeys(settings.jwt_verify_keys_file)
+    )
     for service in DOMAIN_SERVICES:
         upstreams.breaker(service)  # every breaker visible from the first scrape
     registry.register(GatewayStateCollector(cache, upstreams.breakers))
@@ -115,6 +119,7 @@ def build_gateway_app(settings: Settings) -> FastAPI:
             )
             apply_rate_limits(dynconfig.effective)  # overrides already read stay in force
         app.state.redis = redis_client(settings.redis_url)
+        upstreams.revoked = RevokedSessions(app.state.redis)
         app.state.pool = await create_pool(settings.database_url, max_size=2)
         watcher = await start_watcher(app.state.redis, dynconfig, settings.dynconfig_poll_s)
         discovery = RedisDiscovery(app.state.redis, cache, tuning.discovery_interval_s)

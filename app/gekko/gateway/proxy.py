@@ -28,7 +28,8 @@ from gekko.gateway.discovery import ServiceRegistryCache
 from gekko.gateway.telemetry import GatewayMetrics
 from gekko.problems import problem_response
 from gekko.ratelimit import Decision, RateLimiter, ratelimit_header
-from gekko.security.tokens import TokenError, decode_token
+from gekko.security.revocations import RevokedSessions
+from gekko.security.tokens import TokenClaims, TokenError, VerifyKeys, decode_token
 from gekko.tracing import SpanKind, inject, start_span
 
 log = logging.getLogger("gekko.gateway.proxy")
@@ -36,6 +37,19 @@ log = logging.getLogger("gekko.gateway.proxy")
 API_PREFIX = "/api/v1/"
 # Public API prefix -> service name.
 ROUTES: dict[str, str] = API_ROUTES
+# Where a bearer token is not looked at: a client whose access token expired still signs in,
+# refreshes it, or reads the published keys.
+TOKENLESS_PATHS = frozenset(
+    API_PREFIX + path
+    for path in (
+        "users/login",
+        "users/register",
+        "users/token/refresh",
+        "users/.well-known/jwks.json",
+    )
+)
+# Verified tokens remembered (bounded: a flood of tokens cannot grow memory).
+_VERIFIED_CACHE_SIZE = 10_000
 
 # RFC 9110 §7.6.1 connection-specific headers, never forwarded in either direction.
 HOP_BY_HOP = frozenset(
@@ -122,11 +136,12 @@ class Upstreams:
     cache: ServiceRegistryCache
     tuning: GatewayTuning
     metrics: GatewayMetrics
-    jwt_secret: str
+    verify_keys: VerifyKeys
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     session: aiohttp.ClientSession | None = None
     limiter: RateLimiter | None = None
-    _subjects: dict[str, tuple[str, float]] = field(default_factory=dict)
+    revoked: RevokedSessions | None = None
+    _verified: dict[str, TokenClaims] = field(default_factory=dict)
 
     def breaker(self, service: str) -> CircuitBreaker:
         breaker = self.breakers.get(service)
@@ -148,26 +163,38 @@ class Upstreams:
         self.metrics.on_transition(service, old, new)
         log.warning("circuit breaker for %s: %s -> %s", service, old.name, new.name)
 
-    def rate_key(self, scope: Scope) -> str:
-        """The rate-limit subject: the JWT's `sub` for a valid bearer token, else the client IP."""
+    def verify(self, token: str) -> TokenClaims:
+        """The token's claims; a signature is checked once per token, then remembered until
+        the token expires."""
+        claims = self._verified.get(token)
+        if claims is not None and claims.expires_at > time.time():
+            return claims
+        claims = decode_token(token, self.verify_keys)
+        if len(self._verified) >= _VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = claims
+        return claims
+
+    async def caller(self, scope: Scope) -> TokenClaims | None:
+        """The verified caller, or None without a bearer token (or where tokens are not looked
+        at); raises TokenError for a token that is invalid, expired or of an ended session."""
+        if scope["path"] in TOKENLESS_PATHS:
+            return None
         for name, value in scope["headers"]:
             if name == b"authorization" and value[:7].lower() == b"bearer ":
-                token = value[7:].decode("latin-1").strip()
-                cached = self._subjects.get(token)
-                now = time.time()
-                if cached is not None and cached[1] > now:
-                    return cached[0]
-                try:
-                    claims = decode_token(token, self.jwt_secret)
-                except TokenError:
-                    break
-                if len(self._subjects) >= 10_000:
-                    self._subjects.clear()  # bounded: a flood of tokens cannot grow memory
-                subject = f"user:{claims.user_id}"
-                self._subjects[token] = (subject, float(claims.expires_at))
-                return subject
-        client = scope.get("client")
-        return f"ip:{client[0] if client else 'unknown'}"
+                claims = self.verify(value[7:].decode("latin-1").strip())
+                if self.revoked is not None and await self.revoked.contains(claims.session_id):
+                    raise TokenError("the session of this token has ended; sign in again")
+                return claims
+        return None
+
+
+def rate_key(scope: Scope, caller: TokenClaims | None) -> str:
+    """The rate-limit subject: the signed-in user, else the client's address."""
+    if caller is not None:
+        return f"user:{caller.user_id}"
+    client = scope.get("client")
+    return f"ip:{client[0] if client else 'unknown'}"
 
 
 class ApiProxy:
@@ -195,9 +222,19 @@ class ApiProxy:
 
         up = self.up
         extra: list[tuple[bytes, bytes]] = []
+        # A bad token is refused here, before it costs a quota or an upstream call.
+        try:
+            caller = await up.caller(scope)
+        except TokenError as exc:
+            up.metrics.auth_rejections.inc()
+            await self._problem(
+                scope, receive, send, extra, 401, str(exc), "unauthorized",
+                headers={"WWW-Authenticate": 'Bearer realm="gekko", error="invalid_token"'},
+            )  # fmt: skip
+            return
         if up.limiter is not None:
             policy = up.limiter.policy  # read with the quotas check() takes: consistent
-            decision = await up.limiter.check(up.rate_key(scope), service)
+            decision = await up.limiter.check(rate_key(scope, caller), service)
             extra.append((b"ratelimit-policy", policy.encode()))
             if decision is not None:
                 extra.append((b"ratelimit", _rate_value(decision)))
@@ -243,8 +280,11 @@ class ApiProxy:
         detail: str,
         slug: str,
         retry_after: int | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
-        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        headers = dict(headers or {})
+        if retry_after is not None:
+            headers["Retry-After"] = str(retry_after)
         response = problem_response(
             status, detail, type_=f"https://gekko.dev/problems/{slug}", headers=headers
         )

@@ -54,6 +54,11 @@ class GatewayMetrics:
             ["scope"],
             registry=registry,
         )
+        self.auth_rejections = Counter(
+            "gekko_auth_rejections_total",
+            "Requests refused with 401: a bearer token invalid, expired or of an ended session.",
+            registry=registry,
+        )
         self.ratelimit_errors = Counter(
             "gekko_ratelimit_storage_errors_total",
             "Rate-limit checks skipped because Redis was unavailable (requests admitted).",

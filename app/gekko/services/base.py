@@ -28,6 +28,8 @@ from gekko.metrics import MetricsMiddleware, RequestMetrics, default_route_label
 from gekko.problems import install_problem_handlers
 from gekko.registry import RegistryHeartbeat
 from gekko.security.body_limit import BodyLimitMiddleware
+from gekko.security.revocations import RevokedSessions
+from gekko.security.tokens import VerifyKeys
 from gekko.tracing import FASTAPI_TELEMETRY_OFF, TracingMiddleware, setup_tracing
 
 log = logging.getLogger("gekko.service")
@@ -63,6 +65,7 @@ def build_service_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = await create_pool(settings.database_url)
         app.state.redis = redis_client(settings.redis_url)
+        app.state.revoked_sessions = RevokedSessions(app.state.redis)
         # Log level and feature flags from Redis, applied live (gekko.dynconfig).
         watcher = await start_watcher(app.state.redis, dynconfig, settings.dynconfig_poll_s)
 
@@ -116,6 +119,8 @@ def build_service_app(
     app.state.settings = settings
     app.state.service = service
     app.state.drain_hooks = []
+    # Access tokens are verified with the published keys (re-read when a rotation replaces them).
+    app.state.verify_keys = VerifyKeys(settings.jwt_verify_keys_file)
     app.state.dynconfig = dynconfig = build_dynamic_config(settings)
     setup_tracing(service)
     metrics = RequestMetrics(CollectorRegistry(), service)

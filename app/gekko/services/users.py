@@ -1,4 +1,7 @@
-"""users: registration, login (JWT issue) and the caller's profile."""
+"""users: registration, login and the caller's profile.
+
+Sessions, token refresh, logout and the published keys are in gekko.services.user_sessions.
+"""
 
 from __future__ import annotations
 
@@ -12,20 +15,23 @@ from typing import TypeVar
 import asyncpg
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
-from prometheus_client import Counter
 from pydantic import BaseModel, Field, field_validator
 from redis.exceptions import RedisError
 
 from gekko.events import USER_REGISTERED
 from gekko.outbox import add_event
 from gekko.problems import ProblemError
+from gekko.security.events import SecurityEvents
 from gekko.security.lockout import Lock, LoginGuard
 from gekko.security.passwords import hash_password, verify_password
-from gekko.security.tokens import DEFAULT_TOKEN_TTL_S, issue_token
+from gekko.security.tokens import SigningKey
+from gekko.services import user_sessions
 from gekko.services.deps import Pool, UserId
+from gekko.services.user_sessions import TokenOut, start_session
 from gekko.services.wiring import start_relay, stop_all, wake_relay
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
+router.include_router(user_sessions.router)
 log = logging.getLogger("gekko.users")
 T = TypeVar("T")
 
@@ -64,25 +70,15 @@ class LoginRequest(BaseModel):
     password: str = Field(min_length=1, max_length=256)
 
 
-class TokenOut(BaseModel):
-    access_token: str
-    token_type: str = "bearer"  # noqa: S105 - OAuth token type, not a secret
-    expires_in: int
-
-
 async def start(app: FastAPI) -> None:
     app.state.login_guard = LoginGuard(app.state.redis, app.state.settings.login_lockout)
     start_relay(app, "users")
 
 
 def configure(app: FastAPI) -> None:
-    # Counted per event, so an alert can watch login failures and lockouts surging.
-    app.state.security_events = Counter(
-        "gekko_security_events_total",
-        "Security events (login failures, lockouts, logins refused while locked).",
-        ["event"],
-        registry=app.state.metrics_registry,
-    )
+    # The only component with the private key (re-read when a rotation replaces it).
+    app.state.signing_key = SigningKey(app.state.settings.jwt_signing_key_file)
+    app.state.security_events = SecurityEvents(app.state.metrics_registry)
 
 
 async def stop(app: FastAPI) -> None:
@@ -155,9 +151,7 @@ async def _unless_redis_is_down(step: Awaitable[T], fallback: T) -> T:
 
 
 def _security_event(request: Request, event: str, **fields: object) -> None:
-    request.app.state.security_events.labels(event).inc()
-    details = " ".join(f"{name}={value}" for name, value in fields.items())
-    log.warning("security event %s %s", event, details, extra={"security_event": event})
+    request.app.state.security_events.record(event, **fields)
 
 
 @router.post("/login", response_model=TokenOut)
@@ -193,9 +187,7 @@ async def login(body: LoginRequest, pool: Pool, request: Request) -> JSONRespons
             slug="invalid-credentials",
         )
     await _unless_redis_is_down(guard.succeeded(body.username), None)
-    token = issue_token(row["id"], request.app.state.settings.jwt_secret)
-    out = TokenOut(access_token=token, expires_in=DEFAULT_TOKEN_TTL_S)
-    return JSONResponse(out.model_dump(), headers={"Cache-Control": "no-store"})
+    return await start_session(request, pool, row["id"], source)
 
 
 @router.get("/me", response_model=ProfileOut)

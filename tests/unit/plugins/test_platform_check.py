@@ -1,6 +1,7 @@
 """The deploy's verify phase (platform_check): each step against a fake gateway, and the HTTP
 client against a real local server."""
 
+import base64
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -10,9 +11,11 @@ from ansible_collections.gekko.platform.plugins.module_utils._platform_check imp
     CheckFailed,
     PlatformCheck,
     Response,
+    token_kid,
 )
 from ansible_collections.gekko.platform.plugins.modules.platform_check import http_client
 
+JWKS = "/api/v1/users/.well-known/jwks.json"
 USER = {"username": "gekko-smoke", "email": "smoke@gekko.example.com", "password": "pw"}
 
 
@@ -34,6 +37,7 @@ class FakeGateway:
             ("GET", "/metrics"): Response(200, None, "# TYPE x counter\n", "text/plain", None),
             ("POST", "/api/v1/users/register"): ok({}, 201),
             ("POST", "/api/v1/users/login"): ok({"access_token": "t"}),
+            ("POST", "/api/v1/users/logout"): ok({}, 204),
             ("GET", "/api/v1/signals/model"): ok({"window": 3}),
         }
         self.routes.update(overrides)
@@ -94,6 +98,47 @@ def test_a_healthy_platform_passes_every_step_and_the_smoke_order_is_read_back()
     placed = [c for c in gateway.calls if c[1] == "/api/v1/trading/execute" and c[3]]
     assert placed[0][3] == {"Authorization": "Bearer t", "Idempotency-Key": "deploy-smoke-1"}
     assert check.signal(auth, "BTC-USD")["signal"] == "buy"
+
+
+def token(kid):
+    header = base64.urlsafe_b64encode(json.dumps({"alg": "EdDSA", "kid": kid}).encode())
+    return header.decode().rstrip("=") + ".payload.signature"
+
+
+def jwks(*kids):
+    return ok({"keys": [{"kid": kid} for kid in kids]})
+
+
+def test_the_token_key_id_is_read_from_the_header():
+    assert token_kid(token("k-1")) == "k-1"
+    assert token_kid("garbage") is None
+
+
+def test_the_smoke_token_must_be_signed_by_a_published_key():
+    gateway = FakeGateway()
+    gateway.routes[("GET", JWKS)] = jwks("k-1", "k-2")
+    auth = {"Authorization": "Bearer " + token("k-2")}
+    seen = checker(gateway).token_keys(USER, auth)
+    assert seen == {"signing_kid": "k-2", "published_kids": ["k-1", "k-2"]}
+    gateway.routes[("GET", JWKS)] = jwks("k-1")
+    gateway.routes[("POST", "/api/v1/users/login")] = ok({"access_token": token("k-2")})
+    with pytest.raises(CheckFailed, match="not signed by a published key.*token key k-2"):
+        checker(gateway).token_keys(USER, auth)
+
+
+def test_after_a_rotation_the_check_signs_in_again_until_the_new_key_signs():
+    gateway = FakeGateway()
+    gateway.routes[("GET", JWKS)] = jwks("k-1", "k-2")
+    gateway.routes[("POST", "/api/v1/users/login")] = [
+        ok({"access_token": token("k-1")}),
+        ok({"access_token": token("k-2")}),
+    ]
+    old = {"Authorization": "Bearer " + token("k-1")}
+    seen = checker(gateway).token_keys(USER, old, expected_kid="k-2")
+    assert seen["signing_kid"] == "k-2"
+    logins = [c for c in gateway.calls if c[1] == "/api/v1/users/login"]
+    logouts = [c for c in gateway.calls if c[1] == "/api/v1/users/logout"]
+    assert len(logins) == 2 and len(logouts) == 2  # every extra session is ended
 
 
 def test_health_is_waited_for_until_the_dependencies_are_ok():
