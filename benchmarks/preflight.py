@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from urllib.parse import quote
 import asyncpg
 from redis.asyncio import Redis
 
+from benchmarks import ops
 from benchmarks.settings import BenchSettings
 
 DEPLOY_HINT = "is the stack deployed? Run `make deploy` first"
@@ -32,14 +32,14 @@ class PreflightError(RuntimeError):
 class Datastores:
     database_url: str  # the bench database
     redis_url: str  # the bench Redis DB
-    jwt_secret: str
 
     def service_env(self) -> dict[str, str]:
         """The GEKKO_* contract shared by every process the bench starts."""
         return {
             "GEKKO_DATABASE_URL": self.database_url,
             "GEKKO_REDIS_URL": self.redis_url,
-            "GEKKO_JWT_SECRET": self.jwt_secret,
+            "GEKKO_JWT_VERIFY_KEYS_FILE": ops.VERIFY_KEYS_FILE,
+            "GEKKO_JWT_SIGNING_KEY_FILE": ops.SIGNING_KEY_FILE,
             "GEKKO_BIND_HOST": "127.0.0.1",
             "GEKKO_ENVIRONMENT": "bench",
             "GEKKO_LOG_LEVEL": "INFO",
@@ -128,8 +128,7 @@ def prepare(cfg: BenchSettings, log_dir: Path) -> Datastores:
     admin = f"gekko-admin:{quote(redis_password, safe='')}"
     redis_url = f"redis://{admin}@127.0.0.1:{cfg.redis_port}/{cfg.redis_db}"
     _migrate(database_url, log_dir)
-    # A throwaway signing key: bench tokens are worthless anywhere else.
-    return Datastores(database_url, redis_url, secrets.token_urlsafe(48))
+    return Datastores(database_url, redis_url)
 
 
 def drop_database(cfg: BenchSettings) -> None:

@@ -226,7 +226,7 @@ def lab_secrets() -> dict[str, str]:
     env)."""
     path = ROOT / "secrets.json"
     if not path.exists():
-        names = ["GEKKO_POSTGRES_PASSWORD", "GEKKO_REDIS_PASSWORD"]
+        names = ["GEKKO_POSTGRES_PASSWORD", "GEKKO_REDIS_PASSWORD", "GEKKO_ADMIN_PASSWORD"]
         values = {name: secrets.token_urlsafe(36) for name in names}
         # The access-token signing key, as an operator makes one (PEM, Ed25519).
         values["GEKKO_TOKEN_SIGNING_KEYS"] = subprocess.run(

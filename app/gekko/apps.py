@@ -20,7 +20,8 @@ def build_app(settings: Settings) -> FastAPI:
     app = build_service_app(
         settings.component,
         settings,
-        module.router,
+        getattr(module, "ROUTERS", (module.router,)),
+        module.ACCESS,
         start=getattr(module, "start", None),
         stop=getattr(module, "stop", None),
         health_details=getattr(module, "health_details", None),

@@ -179,6 +179,36 @@ def _migrate() -> int:
         print(f"gekko-migrate: error: migration failed: {exc}", file=sys.stderr)
         return 1
     print(format_result(result), flush=True)
+    return _bootstrap_admin(database_url)
+
+
+def _bootstrap_admin(database_url: str) -> int:
+    """After the migrations: the first admin, when the deploy passes its password."""
+    password = os.environ.get("GEKKO_BOOTSTRAP_ADMIN_PASSWORD", "")
+    if not password:
+        return 0
+    import asyncio
+
+    from gekko.services.admin_bootstrap import (
+        DEFAULT_ADMIN_EMAIL,
+        DEFAULT_ADMIN_USERNAME,
+        BootstrapAdmin,
+        BootstrapError,
+        ensure_admin,
+    )
+
+    admin = BootstrapAdmin(
+        username=os.environ.get("GEKKO_BOOTSTRAP_ADMIN_USERNAME", "") or DEFAULT_ADMIN_USERNAME,
+        email=os.environ.get("GEKKO_BOOTSTRAP_ADMIN_EMAIL", "") or DEFAULT_ADMIN_EMAIL,
+        password=password,
+    )
+    try:
+        created = asyncio.run(ensure_admin(database_url, admin))
+    except BootstrapError as exc:
+        print(f"gekko-migrate: error: {exc}", file=sys.stderr)
+        return 1
+    state = "created" if created else "already there"
+    print(f"gekko-migrate: admin {admin.username!r} {state}", flush=True)
     return 0
 
 

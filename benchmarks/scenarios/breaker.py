@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections import Counter
 
+from benchmarks import ops
 from benchmarks.loadgen import Sample, deadline_after, get_sample, run_workers, session
 from benchmarks.settings import BenchSettings
 from benchmarks.stack import Proc
@@ -50,7 +51,7 @@ async def _run(cfg: BenchSettings, gateway: str, victim: Proc) -> dict[str, obje
         samples, _ = await asyncio.gather(
             run_workers(cfg.probe_workers, probe, until=done, max_requests=MAX_REQUESTS), killer()
         )
-        async with http.get(f"{gateway}/services") as r:
+        async with http.get(f"{gateway}/services", headers=ops.headers()) as r:
             state = (await r.json())["circuit_breakers"]["market_data"]
 
     t_kill = kill_at[0]

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 
+from benchmarks import ops
 from benchmarks.loadgen import deadline_after, get_sample, percentile, run_workers, session
 from benchmarks.settings import BenchSettings
 from benchmarks.stack import Proc, Stack
@@ -27,7 +28,7 @@ MAX_REQUESTS = 200_000
 async def service_instances(
     http: aiohttp.ClientSession, gateway: str, service: str
 ) -> list[dict[str, Any]]:
-    async with http.get(f"{gateway}/services") as r:
+    async with http.get(f"{gateway}/services", headers=ops.headers()) as r:
         body = await r.json()
     return list(body["services"].get(service, []))
 

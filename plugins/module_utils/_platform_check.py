@@ -93,9 +93,19 @@ class PlatformCheck:
             )
         return response.json
 
-    def services(self, expected):
+    def services(self, expected, ops_user=None):
+        """Every expected service registered and healthy; /services needs a viewer, operator or
+        admin, so `ops_user` signs in first (without one the listing is refused: 401)."""
+        auth = self.login(ops_user) if ops_user else None
+        try:
+            return self._services(expected, auth)
+        finally:
+            if auth:
+                self.logout(auth)
+
+    def _services(self, expected, auth):
         def probe():
-            response = self.request("GET", "/services")
+            response = self.request("GET", "/services", headers=auth)
             if response.status != 200:
                 return False, (response, list(expected))
             missing = unhealthy_services(response.json, expected)
@@ -148,9 +158,9 @@ class PlatformCheck:
         token = (login.json or {}).get("access_token") if login.status == 200 else None
         if not token:
             raise CheckFailed(
-                "the smoke user cannot log in: %s. Fix: if its password changed, remove the "
-                "user '%s' or set gekko_smoke_password to the stored one."
-                % (describe(login), user["username"])
+                "the user '%s' cannot log in: %s. Fix: if its password changed, set the stored "
+                "one in the secrets (smoke_password or admin_password) or remove the user."
+                % (user["username"], describe(login))
             )
         return {"Authorization": "Bearer " + token}
 

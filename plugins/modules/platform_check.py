@@ -73,6 +73,20 @@ options:
     description: Verify the gateway's TLS certificate.
     type: bool
     default: true
+  ops_user:
+    description:
+      - A viewer, operator or admin who signs in to read C(/services) (the deploy passes the
+        first admin). Without it the services step sees C(401).
+    type: dict
+    suboptions:
+      username:
+        description: Its name.
+        type: str
+        required: true
+      password:
+        description: Its password (never logged).
+        type: str
+        required: true
   signing_kid:
     description:
       - The key id access tokens must now be signed with (after a key rotation). The check signs
@@ -192,6 +206,13 @@ def main():
             signals=dict(type="bool", default=False),
             validate_certs=dict(type="bool", default=True),
             signing_kid=dict(type="str"),
+            ops_user=dict(
+                type="dict",
+                options=dict(
+                    username=dict(type="str", required=True),
+                    password=dict(type="str", required=True, no_log=True),
+                ),
+            ),
         ),
         supports_check_mode=True,
     )
@@ -201,7 +222,7 @@ def main():
     result = dict(changed=False)
     try:
         result["health"] = check.health()
-        result["services"] = check.services(params["services"])
+        result["services"] = check.services(params["services"], params["ops_user"])
         check.metrics()
         check.refuses_anonymous_orders(params["symbol"])
         if params["smoke_user"] and not module.check_mode:

@@ -80,6 +80,17 @@ def secret():
     return read
 
 
+@pytest.fixture(scope="session")
+def admin(gateway, secret):
+    """Bearer headers of the first admin, which the deploy created (its password is the
+    controller's admin_password secret). It may read the platform's state and change roles."""
+    login = gateway.post(
+        "/api/v1/users/login", json={"username": "admin", "password": secret("admin_password")}
+    )
+    assert login.status_code == 200, login.text
+    return {"Authorization": f"Bearer {login.json()['access_token']}"}
+
+
 @pytest.fixture
 def trader(gateway):
     """A freshly registered user with a bearer token."""

@@ -60,10 +60,55 @@ def numeric(text: str) -> float:
     return float(digits) if digits not in ("", "-", ".") else 0.0
 
 
-def test_dashboard_shows_eight_live_kpis_that_move_after_a_trade(browser, gateway, trader):
+@pytest.fixture
+def viewer(gateway, admin):
+    """A user an admin made a viewer: it may see the figures, not trade."""
+    name, password = f"viewer-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    created = gateway.post(
+        "/api/v1/users/register",
+        json={"username": name, "email": f"{name}@example.com", "password": password},
+    )
+    assert created.status_code == 201, created.text
+    role = gateway.put(
+        f"/api/v1/users/{created.json()['id']}/role", json={"role": "viewer"}, headers=admin
+    )
+    assert role.status_code == 200, role.text
+    return name, password
+
+
+def sign_in(driver, name: str, password: str) -> None:
+    driver.find_element(By.ID, "username").send_keys(name)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.ID, "signin-submit").click()
+
+
+def wait_for(driver, condition, what: str, timeout: float = 10):
+    deadline = time.monotonic() + timeout
+    while not condition(driver):
+        assert time.monotonic() < deadline, f"{what} within {timeout} s"
+        time.sleep(0.2)
+
+
+def test_the_page_asks_for_a_sign_in_and_a_trader_is_not_shown_the_figures(browser, trader):
     browser.get(f"{GATEWAY}/dashboard")
+    assert browser.find_element(By.ID, "signin").is_displayed()
+    assert set(kpi_values(browser).values()) == {"–"}  # no figure before signing in
+    sign_in(browser, trader["username"], trader["password"])
+    error = browser.find_element(By.ID, "signin-error")
+    wait_for(browser, lambda d: "cannot see the figures" in error.text, "the trader refused")
+    assert set(kpi_values(browser).values()) == {"–"}
+
+
+def test_dashboard_shows_eight_live_kpis_that_move_after_a_trade(browser, gateway, trader, viewer):
+    browser.get(f"{GATEWAY}/dashboard")
+    sign_in(browser, *viewer)
+    wait_for(
+        browser,
+        lambda d: "–" not in kpi_values(d).values(),
+        "every KPI shown after the viewer signed in",
+    )
+    assert not browser.find_element(By.ID, "signin").is_displayed()
     before = kpi_values(browser)
-    assert all(before.values()), before  # every KPI is rendered with a value
 
     order = gateway.post(
         "/api/v1/trading/execute",

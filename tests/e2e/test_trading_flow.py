@@ -5,8 +5,12 @@ import uuid
 from .conftest import wait_until
 
 
-def test_executed_order_reaches_portfolio_gamification_social_and_kpis(gateway, trader):
-    before = gateway.get("/dashboard/kpis").json()
+def test_executed_order_reaches_portfolio_gamification_social_and_kpis(gateway, trader, admin):
+    before = gateway.get("/dashboard/kpis", headers=admin).json()
+    sharing = gateway.put(
+        "/api/v1/social/sharing", json={"share_trades": True}, headers=trader["headers"]
+    )
+    assert sharing.status_code == 200, sharing.text
     order = gateway.post(
         "/api/v1/trading/execute",
         headers={**trader["headers"], "Idempotency-Key": str(uuid.uuid4())},
@@ -24,19 +28,21 @@ def test_executed_order_reaches_portfolio_gamification_social_and_kpis(gateway, 
     assert positions[0]["quantity"] == 2
 
     def achievements():
-        profile = gateway.get(f"/api/v1/gamification/user/{trader['id']}/profile").json()
+        profile = gateway.get(
+            f"/api/v1/gamification/user/{trader['id']}/profile", headers=trader["headers"]
+        ).json()
         return "first_trade" in {a["code"] for a in profile["achievements"]} and profile
 
     assert wait_until(achievements, "the first_trade achievement")["points"] > 0
 
     def shared():
-        items = gateway.get("/api/v1/social/feed").json()["items"]
+        items = gateway.get("/api/v1/social/feed", headers=trader["headers"]).json()["items"]
         return [i for i in items if (i.get("trade") or {}).get("order_id") == placed["id"]]
 
     wait_until(shared, "the trade share in the social feed")
 
     def kpis_moved():
-        now = gateway.get("/dashboard/kpis").json()
+        now = gateway.get("/dashboard/kpis", headers=admin).json()
         return now["orders_executed"] > before["orders_executed"] and now
 
     after = wait_until(kpis_moved, "the KPIs to count the order", timeout=10)
@@ -86,7 +92,8 @@ def test_bad_input_is_a_problem_not_a_500(gateway, trader):
     assert garbage.headers["content-type"].startswith("application/problem+json")
 
 
-def test_services_show_breakers_and_instance_health(gateway):
-    body = gateway.get("/services").json()
+def test_services_show_breakers_and_instance_health(gateway, admin):
+    assert gateway.get("/services").status_code == 401  # the platform's state is not public
+    body = gateway.get("/services", headers=admin).json()
     assert set(body["circuit_breakers"]) >= {"trading", "users"}
     assert all(b["state"] == "closed" for b in body["circuit_breakers"].values())

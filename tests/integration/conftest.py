@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ import httpx
 import pytest
 
 from gekko.config import DOMAIN_SERVICES
+from gekko.security.rbac import Role
 from gekko.security.tokens import SigningKey, generate_key_files
 
 RESERVED_PORTS = {8000, 5432, 6379, *range(8101, 8108)}
@@ -211,6 +213,16 @@ SIGNING_KEY_FILE, VERIFY_KEYS_FILE = generate_key_files(tempfile.mkdtemp(prefix=
 signing_key = SigningKey(SIGNING_KEY_FILE)
 
 
+def as_role(role: Role, user_id: int = 1) -> dict[str, str]:
+    """Bearer headers of a signed-in user with this role (a made-up user and session)."""
+    token = signing_key.issue(user_id, str(uuid.uuid4()), role=role)
+    return {"Authorization": f"Bearer {token}"}
+
+
+# An operator, for the gateway's ops routes (/services, /config, /dashboard/kpis).
+OPS = as_role(Role.OPERATOR)
+
+
 def base_env(pg: Postgres, redis: RedisServer) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GEKKO_")}
     env.update(
@@ -329,18 +341,22 @@ def eventually(check, timeout: float = 15.0, what: str = "condition", interval: 
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
-def new_user(base_url: str) -> tuple[dict[str, str], int]:
+def new_user(
+    base_url: str,
+    name: str | None = None,
+    password: str = "correct-horse",  # noqa: S107
+) -> tuple[dict[str, str], int]:
     """Register and log in a fresh user; returns (auth headers, user id)."""
-    name = f"d{secrets.token_hex(6)}"
+    name = name or f"d{secrets.token_hex(6)}"
     reg = httpx.post(
         f"{base_url}/api/v1/users/register",
-        json={"username": name, "email": f"{name}@example.com", "password": "correct-horse"},
+        json={"username": name, "email": f"{name}@example.com", "password": password},
         timeout=10,
     )
     assert reg.status_code == 201, reg.text
     login = httpx.post(
         f"{base_url}/api/v1/users/login",
-        json={"username": name, "password": "correct-horse"},
+        json={"username": name, "password": password},
         timeout=10,
     )
     assert login.status_code == 200, login.text

@@ -5,7 +5,7 @@ import signal
 import httpx
 import pytest
 
-from .conftest import LOOPBACK, eventually
+from .conftest import LOOPBACK, OPS, eventually
 
 
 def test_sigusr1_leaves_the_registry_stops_accepting_and_finishes_open_connections(stack):
@@ -15,7 +15,7 @@ def test_sigusr1_leaves_the_registry_stops_accepting_and_finishes_open_connectio
         eventually(lambda: httpx.get(f"{base}/health").status_code == 200, 30, "instance healthy")
 
         def registered() -> bool:
-            services = httpx.get(f"{stack.gateway}/services").json()["services"]
+            services = httpx.get(f"{stack.gateway}/services", headers=OPS).json()["services"]
             return any(i["instance_id"] == "md-drain" for i in services["market_data"])
 
         eventually(registered, 15, "instance registered in discovery")

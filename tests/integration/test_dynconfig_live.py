@@ -12,7 +12,7 @@ import time
 import httpx
 import redis
 
-from .conftest import LOOPBACK, eventually, new_user
+from .conftest import LOOPBACK, OPS, eventually, new_user
 
 CONFIG_KEY = "gekko:config"
 CHANNEL = "gekko:config:changed"
@@ -69,7 +69,7 @@ def test_rate_limits_flags_and_log_level_change_live_without_restart(stack, redi
         assert refused.status_code == 429
         assert refused.headers["content-type"] == "application/problem+json"
         assert f"{limit} requests per 60 s per user" in refused.json()["detail"]
-        view = httpx.get(f"{gw}/config", timeout=5).json()["settings"]
+        view = httpx.get(f"{gw}/config", headers=OPS, timeout=5).json()["settings"]
         assert view["ratelimit_user_per_window"] == {
             "value": limit,
             "source": "redis",
@@ -93,7 +93,7 @@ def test_rate_limits_flags_and_log_level_change_live_without_restart(stack, redi
         assert off.json()["detail"] == "posting is temporarily disabled"
         for _ in range(6):  # more than the breaker's 5 consecutive failures
             assert post().status_code == 503
-        breakers = httpx.get(f"{gw}/services", timeout=5).json()["circuit_breakers"]
+        breakers = httpx.get(f"{gw}/services", timeout=5, headers=OPS).json()["circuit_breakers"]
         assert breakers["social"]["state"] == "closed"
         _set(r, "feature.social_posts", "true")
         eventually(lambda: post().status_code == 201, 3, "posting enabled again")
@@ -104,7 +104,7 @@ def test_rate_limits_flags_and_log_level_change_live_without_restart(stack, redi
         _set(r, "log_level", "DEBUG")
 
         def debug_logged() -> bool:
-            httpx.get(f"{gw}/api/v1/social/feed?limit=1", timeout=5)
+            httpx.get(f"{gw}/api/v1/social/feed?limit=1", headers=OPS, timeout=5)
             return any(e.get("level") == "DEBUG" for e in _new_log_lines(social_log, offset))
 
         eventually(debug_logged, 3, "a DEBUG line in social.log", interval=0.1)
@@ -118,7 +118,7 @@ def test_rate_limits_flags_and_log_level_change_live_without_restart(stack, redi
             "the log level to revert to INFO",
         )
         offset = social_log.stat().st_size
-        httpx.get(f"{gw}/api/v1/social/feed?limit=1", timeout=5)
+        httpx.get(f"{gw}/api/v1/social/feed?limit=1", headers=OPS, timeout=5)
         time.sleep(0.2)
         assert not [e for e in _new_log_lines(social_log, offset) if e.get("level") == "DEBUG"]
 
@@ -131,7 +131,9 @@ def test_rate_limits_flags_and_log_level_change_live_without_restart(stack, redi
         eventually(
             lambda: all(
                 s["source"] == "env"
-                for s in httpx.get(f"{gw}/config", timeout=5).json()["settings"].values()
+                for s in httpx.get(f"{gw}/config", headers=OPS, timeout=5)
+                .json()["settings"]
+                .values()
             ),
             10,
             "the gateway back on its env defaults",

@@ -54,8 +54,12 @@ def read_kpis(url: str) -> dict:
 
 def _state(stack: Stack, auth: dict[str, str], user_id: int) -> dict:
     portfolio = httpx.get(f"{stack.gateway}/api/v1/portfolio", headers=auth).json()
-    profile = httpx.get(f"{stack.gateway}/api/v1/gamification/user/{user_id}/profile").json()
-    feed = httpx.get(f"{stack.gateway}/api/v1/social/feed", params={"limit": 200}).json()
+    profile = httpx.get(
+        f"{stack.gateway}/api/v1/gamification/user/{user_id}/profile", headers=auth
+    ).json()
+    feed = httpx.get(
+        f"{stack.gateway}/api/v1/social/feed", params={"limit": 200}, headers=auth
+    ).json()
     return {
         "portfolio": portfolio,
         "points": profile["points"],
@@ -64,9 +68,18 @@ def _state(stack: Stack, auth: dict[str, str], user_id: int) -> dict:
     }
 
 
+def share_trades(stack: Stack, auth: dict[str, str]) -> None:
+    """Fills reach the social feed only for a user who chose that."""
+    chosen = httpx.put(
+        f"{stack.gateway}/api/v1/social/sharing", json={"share_trades": True}, headers=auth
+    )
+    assert chosen.status_code == 200 and chosen.json()["share_trades"] is True, chosen.text
+
+
 def test_executed_order_reaches_every_consumer_and_the_kpis(stack, redis_server):
     before = read_kpis(redis_server.url)
     auth, user_id = new_user(stack.gateway)
+    share_trades(stack, auth)
     order = httpx.post(
         f"{stack.gateway}/api/v1/trading/execute",
         json={"symbol": "BTC-USD", "side": "buy", "quantity": "0.2"},
@@ -126,6 +139,7 @@ def _drained(client: redis_sync.Redis, stream: str, groups: tuple[str, ...], las
 
 def test_duplicate_delivery_changes_nothing(stack, redis_server):
     auth, user_id = new_user(stack.gateway)
+    share_trades(stack, auth)
     order = httpx.post(
         f"{stack.gateway}/api/v1/trading/execute",
         json={"symbol": "ETH-USD", "side": "buy", "quantity": 1},

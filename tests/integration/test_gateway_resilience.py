@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from .conftest import LOOPBACK, Stack, signing_key
+from .conftest import LOOPBACK, OPS, Stack, signing_key
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +103,7 @@ def test_failover_under_load_when_an_instance_is_killed(stack):
     extra_id = f"market_data-{stack.ports['md-2']}"
 
     def instances() -> dict[str, dict]:
-        listed = httpx.get(f"{gw}/services").json()["services"]["market_data"]
+        listed = httpx.get(f"{gw}/services", headers=OPS).json()["services"]["market_data"]
         return {i["instance_id"]: i for i in listed}
 
     deadline = time.monotonic() + 30
@@ -131,7 +131,9 @@ def test_failover_under_load_when_an_instance_is_killed(stack):
         killed_at.append(time.monotonic())
         async with httpx.AsyncClient(timeout=5) as client:
             while time.monotonic() < stop_at:
-                listed = (await client.get(f"{gw}/services")).json()["services"]["market_data"]
+                listed = (await client.get(f"{gw}/services", headers=OPS)).json()["services"][
+                    "market_data"
+                ]
                 view = {i["instance_id"]: i for i in listed}
                 dead = view.get(extra_id)
                 if dead is None or not dead["routable"]:

@@ -18,9 +18,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-PASSWORD_ENV = ("GEKKO_POSTGRES_PASSWORD", "GEKKO_REDIS_PASSWORD")
+PASSWORD_ENV = ("GEKKO_POSTGRES_PASSWORD", "GEKKO_REDIS_PASSWORD", "GEKKO_ADMIN_PASSWORD")
 SECRET_ENV = (*PASSWORD_ENV, "GEKKO_TOKEN_SIGNING_KEYS")
-VAULT_PASSWORDS = ("gekko_vault_postgres_password", "gekko_vault_redis_password")
+VAULT_PASSWORDS = (
+    "gekko_vault_postgres_password",
+    "gekko_vault_redis_password",
+    "gekko_vault_admin_password",
+)
 
 
 def validate(inventory, *args, env=None) -> subprocess.CompletedProcess:
@@ -135,17 +139,21 @@ def test_a_weak_secret_is_refused_without_showing_it():
 
 
 @pytest.mark.parametrize(
-    "keys",
+    ("keys", "message"),
     [
-        pytest.param("not a key at all", id="no-pem"),
-        pytest.param(pem(ec.generate_private_key(ec.SECP256R1())), id="ecdsa"),
+        pytest.param("not a key at all", "must be one or more unencrypted Ed25519", id="no-pem"),
+        pytest.param(
+            pem(ec.generate_private_key(ec.SECP256R1())),
+            "a token signing key is not an Ed25519 key",
+            id="ecdsa",
+        ),
     ],
 )
-def test_a_token_signing_key_that_is_not_ed25519_is_refused_before_anything_changes(keys):
+def test_a_token_signing_key_that_is_not_ed25519_is_refused_before_anything_changes(keys, message):
     values = staging_secrets(GEKKO_TOKEN_SIGNING_KEYS=keys)
     run = validate(REPO / "inventories/staging", env=values)
     assert run.returncode != 0
-    assert "must be one or more unencrypted Ed25519 private keys" in output(run)
+    assert message in output(run)
     assert "openssl genpkey -algorithm ed25519" in output(run)
     assert "PRIVATE KEY-----" not in output(run)
 

@@ -10,7 +10,7 @@ import uuid
 import httpx
 import pytest
 
-from .conftest import SERVICES, Stack, eventually, free_port, gekko_cmd
+from .conftest import OPS, SERVICES, Stack, eventually, free_port, gekko_cmd
 
 pytestmark = pytest.mark.integration
 
@@ -37,10 +37,13 @@ def test_migrate_applies_then_reports_up_to_date(migrate_runs):
     first, second = migrate_runs
     assert first.returncode == 0, first.stderr
     assert first.stdout.strip().splitlines()[-1] == (
-        "gekko-migrate: applied 3 revision(s), now at 0003_sessions"
+        "gekko-migrate: applied 4 revision(s), now at 0004_roles_and_sharing"
     )
     assert second.returncode == 0, second.stderr
-    assert second.stdout.strip().splitlines()[-1] == "gekko-migrate: up to date at 0003_sessions"
+    assert (
+        second.stdout.strip().splitlines()[-1]
+        == "gekko-migrate: up to date at 0004_roles_and_sharing"
+    )
 
 
 def test_migrate_fails_clearly_when_database_unreachable(stack):
@@ -81,7 +84,7 @@ def test_service_health_shape(stack):
 
 
 def test_services_lists_every_service_healthy(stack):
-    body = httpx.get(f"{stack.gateway}/services").json()
+    body = httpx.get(f"{stack.gateway}/services", headers=OPS).json()
     assert set(body["services"]) == set(SERVICES)
     for service in SERVICES:
         instances = body["services"][service]
@@ -210,18 +213,21 @@ def test_market_data_social_and_gamification(stack):
     assert missing.status_code == 404 and missing.headers["content-type"].startswith(PROBLEM)
 
     token, user_id = _user(stack)
+    auth = {"Authorization": f"Bearer {token}"}
     post = httpx.post(
-        f"{stack.gateway}/api/v1/social/posts",
-        json={"body": "hello gekko"},
-        headers={"Authorization": f"Bearer {token}"},
+        f"{stack.gateway}/api/v1/social/posts", json={"body": "hello gekko"}, headers=auth
     )
     assert post.status_code == 201, post.text
-    feed = httpx.get(f"{stack.gateway}/api/v1/social/feed").json()["items"]
+    # The feed is for signed-in users.
+    assert httpx.get(f"{stack.gateway}/api/v1/social/feed").status_code == 401
+    feed = httpx.get(f"{stack.gateway}/api/v1/social/feed", headers=auth).json()["items"]
     assert post.json()["id"] in [i["id"] for i in feed if i["kind"] == "post"]
 
     # Registration points arrive through the user.registered event.
     def profile() -> dict:
-        resp = httpx.get(f"{stack.gateway}/api/v1/gamification/user/{user_id}/profile")
+        resp = httpx.get(
+            f"{stack.gateway}/api/v1/gamification/user/{user_id}/profile", headers=auth
+        )
         assert resp.status_code == 200
         return resp.json()
 
@@ -308,7 +314,7 @@ def test_failover_when_a_trading_instance_dies(stack):
     extra = f"trading-{stack.ports['trading-2']}"
 
     def trading_instances() -> list[str]:
-        services = httpx.get(f"{stack.gateway}/services").json()["services"]
+        services = httpx.get(f"{stack.gateway}/services", headers=OPS).json()["services"]
         return [i["instance_id"] for i in services["trading"]]
 
     # Wait for this very instance: a count would also be met by one another test left listed.
@@ -340,7 +346,7 @@ def test_graceful_shutdown_deregisters(stack):
     stack.start("users-2", "users")
 
     def user_instances() -> list[str]:
-        services = httpx.get(f"{stack.gateway}/services").json()["services"]
+        services = httpx.get(f"{stack.gateway}/services", headers=OPS).json()["services"]
         return [i["instance_id"] for i in services["users"]]
 
     extra = f"users-{stack.ports['users-2']}"

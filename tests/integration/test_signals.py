@@ -6,7 +6,7 @@ import httpx
 
 from gekko.signals.features import WINDOW
 
-from .conftest import eventually, new_user
+from .conftest import OPS, eventually, new_user
 
 DOWNTREND = [500 * 0.995**i for i in range(WINDOW)]
 
@@ -39,7 +39,7 @@ def test_bad_window_through_the_gateway_is_a_422_problem(stack):
 
 
 def test_signals_is_registered_and_documented(stack):
-    instances = httpx.get(f"{stack.gateway}/services").json()["services"]["signals"]
+    instances = httpx.get(f"{stack.gateway}/services", headers=OPS).json()["services"]["signals"]
     assert instances and all(i["health"] == "ok" for i in instances)
     health = httpx.get(f"http://127.0.0.1:{stack.ports['signals']}/health").json()
     assert health["inference"]["device"] == "cpu" and health["inference"]["warmed_up"]

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .conftest import LOOPBACK, Stack, _wait_for, base_env, free_port, gekko_cmd
+from .conftest import LOOPBACK, OPS, Stack, _wait_for, base_env, free_port, gekko_cmd
 
 GATEWAY_PASSWORD = "gateway-" + "g" * 24
 SERVICES_PASSWORD = "services-" + "s" * 24
@@ -218,7 +218,7 @@ def test_gateway_reaches_the_service_over_verified_tls(tls_stack):
     quotes = httpx.get(f"{gateway}/api/v1/market-data/quotes/BTC-USD", timeout=5)
     assert quotes.status_code == 200, quotes.text
     # The service registered itself (over TLS to Redis) with its https address.
-    listed = httpx.get(f"{gateway}/services", timeout=5).json()
+    listed = httpx.get(f"{gateway}/services", timeout=5, headers=OPS).json()
     urls = {i["url"] for i in listed["services"]["market_data"] if i["source"] == "redis"}
     assert f"https://{LOOPBACK}:{tls_stack.service_port}" in urls
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import threading
 import time
 import uuid
@@ -135,6 +136,17 @@ def traffic(client: httpx.Client, result: Path, users: int, retries: int, limit:
     }
 
 
+def admin(client: httpx.Client) -> dict[str, str]:
+    """The first admin's headers: /services is for viewers, operators and admins. Its password
+    is the lab's GEKKO_ADMIN_PASSWORD, exported to every controller command."""
+    login = client.post(
+        "/api/v1/users/login",
+        json={"username": "admin", "password": os.environ["GEKKO_ADMIN_PASSWORD"]},
+    )
+    login.raise_for_status()
+    return {"Authorization": f"Bearer {login.json()['access_token']}"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("command", choices=["smoke", "services", "traffic"])
@@ -147,7 +159,7 @@ def main() -> None:
         if args.command == "smoke":
             print(json.dumps(smoke(client)))
         elif args.command == "services":
-            print(json.dumps(client.get("/services").json()))
+            print(json.dumps(client.get("/services", headers=admin(client)).json()))
         else:
             outcome = traffic(client, args.result, args.users, args.retries, args.max_seconds)
             args.result.write_text(json.dumps(outcome))

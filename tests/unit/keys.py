@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 
+from gekko.security.rbac import Role
 from gekko.security.tokens import SigningKey, VerifyKeys, generate_key_files
 
 SIGNING_KEY_FILE, VERIFY_KEYS_FILE = generate_key_files(tempfile.mkdtemp(prefix="gekko-keys-"))
@@ -14,3 +15,11 @@ TOKEN_ENV = {
 }
 signing_key = SigningKey(SIGNING_KEY_FILE)
 verify_keys = VerifyKeys(VERIFY_KEYS_FILE)
+
+
+def as_role(role: Role, user_id: int = 1) -> dict[str, str]:
+    """Bearer headers of a signed-in user with this role."""
+    return {"Authorization": "Bearer " + signing_key.issue(user_id, f"s-{role}", role=role)}
+
+
+OPERATOR = as_role(Role.OPERATOR)

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from gekko.chaos import ChaosMiddleware, effective_error_rate
 from gekko.config import ConfigError, load_settings
+from gekko.security.rbac import PUBLIC
 from gekko.services.base import build_service_app
 
 from .keys import TOKEN_ENV
@@ -34,7 +35,8 @@ def service(**env: str) -> TestClient:
 
     settings = load_settings("social", {**ENV, **env})
     # No lifespan (no database here): routes and middleware are what is under test.
-    return TestClient(build_service_app("social", settings, router))
+    access = {("GET", "/api/v1/social/ping"): PUBLIC, ("GET", "/status"): PUBLIC}
+    return TestClient(build_service_app("social", settings, [router], access))
 
 
 def five_xx(metrics: str, route: str) -> float:

@@ -7,7 +7,25 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from gekko import kpis
 from gekko.gateway import dashboard
+from gekko.gateway.app import GATEWAY_ACCESS
 from gekko.problems import install_problem_handlers
+from gekko.security.access import route_permissions
+from gekko.security.rbac import Role
+
+from .keys import as_role, verify_keys
+
+VIEWER = as_role(Role.VIEWER)
+
+
+def dashboard_app(registry: CollectorRegistry) -> FastAPI:
+    """The dashboard's routes alone, with the gateway's permissions for them."""
+    app = FastAPI()
+    install_problem_handlers(app)
+    dashboard.install_dashboard(app, registry)
+    app.state.verify_keys, app.state.revoked_sessions = verify_keys, None
+    app.state.permissions = route_permissions(app.routes, GATEWAY_ACCESS, owner="dashboard")
+    return app
+
 
 SAMPLE = kpis.compute(
     {"orders_executed": 12, "orders_submitted": 16, "notional_volume_cents": 1234567},
@@ -22,25 +40,43 @@ def client(monkeypatch):
         return dict(SAMPLE)
 
     monkeypatch.setattr(dashboard, "read_kpis", fake_read)
-    app = FastAPI()
-    install_problem_handlers(app)
     registry = CollectorRegistry()
-    dashboard.install_dashboard(app, registry)
+    app = dashboard_app(registry)
     app.state.redis = object()
     with TestClient(app) as c:
         c.registry = registry
         yield c
 
 
-def test_page_renders_every_kpi_with_a_stable_id_and_real_numbers(client):
+def test_the_page_is_a_public_shell_with_a_sign_in_form_and_no_figures(client):
     resp = client.get("/dashboard")
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/html")
     page = resp.text
     for name in kpis.KPI_NAMES:
-        assert f'id="kpi-{name}"' in page
-    assert re.search(r'id="kpi-orders_executed"[^>]*>12<', page)
-    assert re.search(r'id="kpi-notional_volume_usd"[^>]*>\$12,345.67<', page)
-    assert re.search(r'id="kpi-fill_rate"[^>]*>75.0%<', page)
+        assert re.search(f'id="kpi-{name}"[^>]*>–<', page)  # a card, but no figure
+    assert '<form id="signin"' in page and 'type="password"' in page
+    assert "/api/v1/users/login" in page and "/api/v1/users/token/refresh" in page
+    assert "12,345" not in page and "75.0%" not in page
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 401),
+        (as_role(Role.TRADER), 403),
+        (as_role(Role.VIEWER), 200),
+        (as_role(Role.OPERATOR), 200),
+        (as_role(Role.ADMIN), 200),
+        ({"Authorization": "Bearer forged"}, 401),
+    ],
+)
+def test_the_figures_need_a_viewer_operator_or_admin(client, headers, status):
+    resp = client.get("/dashboard/kpis", headers=headers)
+    assert resp.status_code == status, resp.text
+    if status == 403:
+        assert resp.json()["detail"] == (
+            "this needs the role admin or operator or viewer; you are signed in as trader"
+        )
 
 
 def test_page_is_self_contained_and_refreshes_within_5s(client):
@@ -52,7 +88,7 @@ def test_page_is_self_contained_and_refreshes_within_5s(client):
 
 
 def test_kpis_json_and_prometheus_export(client):
-    body = client.get("/dashboard/kpis").json()
+    body = client.get("/dashboard/kpis", headers=VIEWER).json()
     assert {k: body[k] for k in kpis.KPI_NAMES} == {k: SAMPLE[k] for k in kpis.KPI_NAMES}
     text = generate_latest(client.registry).decode()
     assert "gekko_kpi_orders_executed_total 12.0" in text
@@ -60,18 +96,9 @@ def test_kpis_json_and_prometheus_export(client):
 
 
 def test_kpis_unavailable_is_a_503_problem(monkeypatch):
-    app = FastAPI()
-    install_problem_handlers(app)
-    dashboard.install_dashboard(app, CollectorRegistry())
+    app = dashboard_app(CollectorRegistry())
     with TestClient(app) as c:
-        resp = c.get("/dashboard/kpis")
+        resp = c.get("/dashboard/kpis", headers=VIEWER)
         assert resp.status_code == 503
         assert resp.headers["content-type"].startswith("application/problem+json")
         assert c.get("/dashboard").status_code == 200  # the page itself still loads
-
-
-def test_format_value():
-    assert dashboard.format_value("usd", 1234.5) == "$1,234.50"
-    assert dashboard.format_value("pct", 0.5) == "50.0%"
-    assert dashboard.format_value("ms", 12.345) == "12.3 ms"
-    assert dashboard.format_value("int", 1234) == "1,234"

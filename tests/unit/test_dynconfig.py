@@ -26,7 +26,7 @@ from gekko.dynconfig import (
 from gekko.problems import ProblemError
 from gekko.ratelimit import Quota, RateLimiter
 
-from .keys import TOKEN_ENV
+from .keys import OPERATOR, TOKEN_ENV
 from .test_gateway_proxy import gateway
 
 ENV = {
@@ -302,7 +302,7 @@ def test_a_feature_disabled_503_does_not_open_the_breaker(marked, state):
         with gateway({"social": [upstream.url]}) as client:
             for _ in range(8):
                 client.post("/api/v1/social/posts", json={"body": "hi"})
-            breakers = client.get("/services").json()["circuit_breakers"]
+            breakers = client.get("/services", headers=OPERATOR).json()["circuit_breakers"]
             assert breakers["social"]["state"] == state
     finally:
         upstream.server.shutdown()
@@ -317,7 +317,7 @@ def test_gateway_applies_rate_limits_live_and_serves_get_config():
         after = client.get("/api/v1/trading/orders")
         assert after.headers["ratelimit-policy"] == "5;w=60, 1000;w=60"
 
-        view = client.get("/config").json()
+        view = client.get("/config", headers=OPERATOR).json()
         assert view["key"] == "gekko:config"
         assert view["channel"] == "gekko:config:changed"
         settings = view["settings"]
@@ -328,7 +328,7 @@ def test_gateway_applies_rate_limits_live_and_serves_get_config():
         }
         assert settings["feature.social_posts"]["value"] is True
         assert settings["feature.social_posts"]["source"] == "env"
-        assert "k" * 32 not in client.get("/config").text
+        assert "k" * 32 not in client.get("/config", headers=OPERATOR).text
 
         app.state.dynconfig.update({})  # fields deleted: env defaults again
         reverted = client.get("/api/v1/trading/orders")

@@ -12,7 +12,7 @@ from gekko.gateway.proxy import (
 )
 from gekko.metrics import default_route_label
 
-from .keys import TOKEN_ENV
+from .keys import OPERATOR, TOKEN_ENV
 
 
 def _request(headers: list[tuple[bytes, bytes]]) -> Request:
@@ -116,7 +116,7 @@ def test_gateway_without_instances_answers_problems_not_500():
             "static_instances": 0,
         }
 
-        services = client.get("/services").json()["services"]
+        services = client.get("/services", headers=OPERATOR).json()["services"]
         assert services["market_data"] == []
 
         metrics = client.get("/metrics").text

@@ -15,7 +15,7 @@ from gekko.config import load_settings
 from gekko.gateway.app import build_gateway_app
 from gekko.gateway.proxy import backoff_delay
 
-from .keys import TOKEN_ENV, signing_key
+from .keys import OPERATOR, TOKEN_ENV, signing_key
 
 
 class Upstream:
@@ -109,7 +109,7 @@ def test_connect_errors_retry_any_method_on_another_instance(pair):
     with gateway({"trading": [dead, good.url]}) as client:
         for _ in range(6):
             assert client.post("/api/v1/trading/execute", json={}).status_code == 200
-        services = client.get("/services").json()
+        services = client.get("/services", headers=OPERATOR).json()
         view = {i["url"]: i for i in services["services"]["trading"]}
         # 3 requests hit the dead one first (round robin) before failing over; 5 in a row ejects.
         assert view[dead]["consecutive_failures"] >= 1 or view[dead]["ejected"]
@@ -144,7 +144,7 @@ def test_breaker_opens_answers_503_with_retry_after_without_calling_upstream():
         assert 44 <= int(resp.headers["retry-after"]) <= 45
         assert "circuit breaker is open" in resp.json()["detail"]
         assert len(failing.hits) == hits  # upstream not called
-        services = client.get("/services").json()
+        services = client.get("/services", headers=OPERATOR).json()
         assert services["circuit_breakers"]["portfolio"]["state"] == "open"
         assert services["circuit_breakers"]["users"]["state"] == "closed"
         metrics = client.get("/metrics").text
@@ -165,7 +165,10 @@ def test_four_xx_never_opens_the_breaker():
     with gateway({"social": [missing.url]}) as client:
         for _ in range(12):
             assert client.get("/api/v1/social/feed").status_code == 404
-        assert client.get("/services").json()["circuit_breakers"]["social"]["state"] == "closed"
+        assert (
+            client.get("/services", headers=OPERATOR).json()["circuit_breakers"]["social"]["state"]
+            == "closed"
+        )
     missing.server.shutdown()
 
 

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
@@ -30,7 +30,9 @@ from gekko.health import dependency_checks
 from gekko.metrics import MetricsMiddleware, RequestMetrics, default_route_label
 from gekko.problems import install_problem_handlers
 from gekko.ratelimit import Quota, RateLimiter
+from gekko.security.access import authorize, route_permissions
 from gekko.security.body_limit import BodyLimitMiddleware
+from gekko.security.rbac import OPERATE_READ, PUBLIC, AccessTable
 from gekko.security.revocations import RevokedSessions
 from gekko.security.tokens import VerifyKeys
 from gekko.services.base import redis_client
@@ -50,6 +52,18 @@ def service_status(cache: ServiceRegistryCache, service: str) -> dict[str, Any]:
     else:
         status = "down"
     return {"status": status, "healthy_instances": healthy, "static_instances": static}
+
+
+# Who may call the gateway's own routes (gekko.security.rbac); /api/v1 is checked by the
+# services, each with its own table. A route missing here stops the gateway.
+GATEWAY_ACCESS: AccessTable = {
+    ("GET", "/health"): PUBLIC,
+    ("GET", "/metrics"): PUBLIC,
+    ("GET", "/dashboard"): PUBLIC,  # the page shell; it signs in for the figures
+    ("GET", "/dashboard/kpis"): OPERATE_READ,
+    ("GET", "/services"): OPERATE_READ,
+    ("GET", "/config"): OPERATE_READ,
+}
 
 
 def build_gateway_app(settings: Settings) -> FastAPI:
@@ -119,7 +133,7 @@ def build_gateway_app(settings: Settings) -> FastAPI:
             )
             apply_rate_limits(dynconfig.effective)  # overrides already read stay in force
         app.state.redis = redis_client(settings.redis_url)
-        upstreams.revoked = RevokedSessions(app.state.redis)
+        app.state.revoked_sessions = upstreams.revoked = RevokedSessions(app.state.redis)
         app.state.pool = await create_pool(settings.database_url, max_size=2)
         watcher = await start_watcher(app.state.redis, dynconfig, settings.dynconfig_poll_s)
         discovery = RedisDiscovery(app.state.redis, cache, tuning.discovery_interval_s)
@@ -170,6 +184,9 @@ def build_gateway_app(settings: Settings) -> FastAPI:
     app.state.upstreams = upstreams
     app.state.metrics_registry = registry
     app.state.dynconfig = dynconfig
+    # The gateway's own routes answer to GATEWAY_ACCESS, with the keys the proxy verifies with.
+    app.state.verify_keys = upstreams.verify_keys
+    app.state.revoked_sessions = None  # set once Redis is connected (lifespan)
     # Middleware, innermost first: /api/v1 is proxied before FastAPI routing; errors become
     # problems; then metrics, the request's SERVER span, and the correlation id outermost.
     app.add_middleware(ApiProxy, upstreams=upstreams)
@@ -198,7 +215,7 @@ def build_gateway_app(settings: Settings) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
 
-    @app.get("/health", tags=["ops"])
+    @app.get("/health", tags=["ops"], dependencies=[Depends(authorize)])
     async def health() -> JSONResponse:
         checks: dict[str, Any] = await dependency_checks(app.state.pool, app.state.redis)
         services = {s: service_status(cache, s) for s in DOMAIN_SERVICES}
@@ -220,7 +237,7 @@ def build_gateway_app(settings: Settings) -> FastAPI:
         }
         return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
-    @app.get("/services", tags=["ops"])
+    @app.get("/services", tags=["ops"], dependencies=[Depends(authorize)])
     async def services() -> dict[str, Any]:
         """Every instance with the gateway's view of it, and each service's circuit breaker."""
         return {
@@ -229,15 +246,16 @@ def build_gateway_app(settings: Settings) -> FastAPI:
             "registry": "redis" if cache.redis_ok else "static",
         }
 
-    @app.get("/config", tags=["ops"])
+    @app.get("/config", tags=["ops"], dependencies=[Depends(authorize)])
     async def config_view() -> dict[str, Any]:
         """The dynamic configuration in force: each setting's value and whether Redis or the
         environment set it (Redis hash `gekko:config`, see gekko.dynconfig). Read-only."""
         return dynconfig.snapshot()
 
-    @app.get("/metrics", tags=["ops"], response_class=Response)
+    @app.get("/metrics", tags=["ops"], response_class=Response, dependencies=[Depends(authorize)])
     async def metrics_endpoint() -> Response:
         """Prometheus exposition: requests, upstreams, breakers, ejections, rate limits."""
         return metrics.render()
 
+    app.state.permissions = route_permissions(app.routes, GATEWAY_ACCESS, owner="gateway")
     return app

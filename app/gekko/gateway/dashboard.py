@@ -1,7 +1,9 @@
 """GET /dashboard (live HTML page of the eight KPIs) and GET /dashboard/kpis (their JSON).
 
-The page is self-contained (inline CSS and JS, no CDN) and renders the current numbers on the
-server, then refreshes them from /dashboard/kpis every REFRESH_S seconds. KPI state lives in
+The page is self-contained (inline CSS and JS, no CDN) and public, but the numbers are not: it
+shows a sign-in form, signs in through /api/v1/users/login, then reads /dashboard/kpis with the
+access token every REFRESH_S seconds (viewer, operator or admin; refreshing the token when it
+expires). The token stays in the page's memory only. KPI state lives in
 Redis (gekko.kpis), so every gateway process shows the same numbers. A background task keeps
 the Prometheus collector's snapshot fresh, because prometheus_client collects synchronously.
 """
@@ -16,13 +18,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 
 from gekko.kpis import KPI_NAMES, KpiCollector, read_kpis
 from gekko.problems import ProblemError
+from gekko.security.access import authorize
 
 log = logging.getLogger("gekko.dashboard")
 
@@ -42,16 +45,6 @@ LABELS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def format_value(kind: str, value: float) -> str:
-    if kind == "usd":
-        return f"${value:,.2f}"
-    if kind == "pct":
-        return f"{value * 100:.1f}%"
-    if kind == "ms":
-        return f"{value:,.1f} ms"
-    return f"{int(value):,}"
-
-
 async def _read(request: Request, collector: KpiCollector) -> dict[str, Any]:
     redis = getattr(request.app.state, "redis", None)
     if redis is None:
@@ -66,14 +59,14 @@ async def _read(request: Request, collector: KpiCollector) -> dict[str, Any]:
     return kpis
 
 
-def render_page(kpis: dict[str, Any] | None) -> str:
+def render_page() -> str:
+    """The page shell: every card with a stable id, no figure until a signed-in read."""
     cards = []
     for name in KPI_NAMES:
         label, unit, kind = LABELS[name]
-        shown = format_value(kind, kpis[name]) if kpis else "–"
         cards.append(
             f'<section class="card"><h2>{html.escape(label)}</h2>'
-            f'<p class="value" id="kpi-{name}" data-kind="{kind}">{html.escape(shown)}</p>'
+            f'<p class="value" id="kpi-{name}" data-kind="{kind}">–</p>'
             f'<p class="unit">{html.escape(unit)}</p></section>'
         )
     return _PAGE.replace("{{CARDS}}", "\n".join(cards)).replace(
@@ -87,18 +80,17 @@ def install_dashboard(app: FastAPI, registry: CollectorRegistry) -> None:
     registry.register(collector)
     app.state.kpi_collector = collector
 
-    @app.get("/dashboard/kpis", tags=["ops"])
+    @app.get("/dashboard/kpis", tags=["ops"], dependencies=[Depends(authorize)])
     async def dashboard_kpis(request: Request) -> JSONResponse:
         kpis = await _read(request, collector)
         return JSONResponse(kpis, headers={"Cache-Control": "no-store"})
 
-    @app.get("/dashboard", tags=["ops"], response_class=HTMLResponse)
-    async def dashboard(request: Request) -> HTMLResponse:
-        try:
-            kpis: dict[str, Any] | None = await _read(request, collector)
-        except ProblemError:
-            kpis = None  # the page still loads and its script retries
-        return HTMLResponse(render_page(kpis), headers={"Cache-Control": "no-store"})
+    @app.get(
+        "/dashboard", tags=["ops"], response_class=HTMLResponse, dependencies=[Depends(authorize)]
+    )
+    async def dashboard() -> HTMLResponse:
+        # The shell only: the figures need a signed-in viewer, operator or admin.
+        return HTMLResponse(render_page(), headers={"Cache-Control": "no-store"})
 
     # Keep the collector's snapshot fresh for /metrics scrapes (wraps the app's lifespan).
     inner = app.router.lifespan_context
@@ -152,6 +144,10 @@ _PAGE = """<!doctype html>
   .value { font-size: 30px; font-weight: 700; margin: 0; font-variant-numeric: tabular-nums; }
   .value.changed { color: var(--accent); }
   .unit { color: var(--muted); font-size: 12px; margin: 4px 0 0; min-height: 1em; }
+  #signin { display: flex; gap: 8px; padding: 8px 28px; align-items: center; }
+  #signin[hidden] { display: none; }
+  #signin input, #signin button { font: inherit; padding: 6px 10px; border-radius: 6px;
+                                   border: 1px solid var(--muted); }
 </style>
 </head>
 <body>
@@ -159,6 +155,12 @@ _PAGE = """<!doctype html>
   <h1>Gekko business KPIs</h1>
   <span id="status">live · refreshes every {{REFRESH_MS}} ms</span>
 </header>
+<form id="signin" autocomplete="on">
+  <input id="username" name="username" placeholder="user name" required>
+  <input id="password" name="password" type="password" placeholder="password" required>
+  <button id="signin-submit" type="submit">Sign in</button>
+  <span id="signin-error" role="alert"></span>
+</form>
 <main id="kpis">
 {{CARDS}}
 </main>
@@ -189,9 +191,49 @@ _PAGE = """<!doctype html>
       }
     });
   }
+  var form = document.getElementById("signin");
+  var formError = document.getElementById("signin-error");
+  var tokens = null;  // in memory only
+  var timer = null;
+  function post(path, body) {
+    return fetch(path, {method: "POST", headers: {"Content-Type": "application/json"},
+                        body: JSON.stringify(body)})
+      .then(function (r) {
+        return r.json().catch(function () { return {}; }).then(function (b) {
+          if (!r.ok) throw new Error(b.detail || ("HTTP " + r.status));
+          return b;
+        });
+      });
+  }
+  function signedOut(message) {
+    tokens = null;
+    form.hidden = false;
+    formError.textContent = message || "";
+    status.className = "stale";
+    status.textContent = "sign in as a viewer, operator or admin to see the figures";
+  }
+  function kpis() {
+    return fetch("/dashboard/kpis", {cache: "no-store", headers: {
+      "Accept": "application/json", "Authorization": "Bearer " + tokens.access_token}});
+  }
   function tick() {
-    fetch("/dashboard/kpis", {cache: "no-store", headers: {"Accept": "application/json"}})
-      .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
+    timer = null;
+    if (!tokens) return;
+    kpis()
+      .then(function (r) {
+        if (r.status !== 401) return r;
+        // The access token expired or its session ended: one refresh, then sign in again.
+        return post("/api/v1/users/token/refresh", {refresh_token: tokens.refresh_token})
+          .then(function (t) { tokens = t; return kpis(); });
+      })
+      .then(function (r) {
+        if (r.status === 401) throw {signIn: "your session has ended"};
+        if (r.status === 403) {
+          throw {signIn: "this account cannot see the figures (viewer, operator or admin)"};
+        }
+        if (!r.ok) throw new Error("HTTP " + r.status);
+        return r.json();
+      })
       .then(function (k) {
         render(k);
         status.className = "";
@@ -199,12 +241,26 @@ _PAGE = """<!doctype html>
         document.body.dataset.updated = String(Date.now());
       })
       .catch(function (e) {
+        if (e && e.signIn) { signedOut(e.signIn); return; }
         status.className = "stale";
         status.textContent = "stale · " + e.message + " · retrying";
       })
-      .finally(function () { setTimeout(tick, REFRESH_MS); });
+      .finally(function () { if (tokens && timer === null) timer = setTimeout(tick, REFRESH_MS); });
   }
-  tick();
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    post("/api/v1/users/login", {username: document.getElementById("username").value,
+                                 password: document.getElementById("password").value})
+      .then(function (t) {
+        tokens = t;
+        form.hidden = true;
+        formError.textContent = "";
+        document.getElementById("password").value = "";
+        tick();
+      })
+      .catch(function (e) { signedOut(e.message); });
+  });
+  signedOut();
 })();
 </script>
 </body>

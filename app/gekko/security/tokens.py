@@ -26,6 +26,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from gekko.security.rbac import DEFAULT_ROLE, Role, parse_role
+
 JWT_ALGORITHM = "EdDSA"
 JWT_ISSUER = "gekko"
 JWT_AUDIENCE = "gekko-api"
@@ -50,6 +52,7 @@ class TokenClaims:
     user_id: int
     session_id: str
     expires_at: int
+    role: Role = DEFAULT_ROLE
 
 
 def _b64url(data: bytes) -> str:
@@ -181,6 +184,7 @@ class SigningKey:
         user_id: int,
         session_id: str,
         *,
+        role: Role = DEFAULT_ROLE,
         ttl_s: int = ACCESS_TOKEN_TTL_S,
         now: float | None = None,
     ) -> str:
@@ -191,6 +195,7 @@ class SigningKey:
             "aud": JWT_AUDIENCE,
             "sub": str(user_id),
             "sid": session_id,
+            "role": str(role),
             "iat": issued,
             "exp": issued + ttl_s,
             "jti": uuid.uuid4().hex,
@@ -215,7 +220,7 @@ def decode_token(token: str, keys: VerifyKeys, *, leeway_s: int = 5) -> TokenCla
             issuer=JWT_ISSUER,
             audience=JWT_AUDIENCE,
             leeway=leeway_s,
-            options={"require": ["sub", "sid", "exp", "iat"]},
+            options={"require": ["sub", "sid", "role", "exp", "iat"]},
         )
     except jwt.ExpiredSignatureError:
         raise TokenError("token has expired") from None
@@ -223,10 +228,11 @@ def decode_token(token: str, keys: VerifyKeys, *, leeway_s: int = 5) -> TokenCla
         raise TokenError(f"invalid token: {exc}") from None
     try:
         user_id = int(claims["sub"])
-    except (TypeError, ValueError):
-        raise TokenError("invalid token: sub is not a user id") from None
+        role = parse_role(claims["role"])
+    except (TypeError, ValueError) as exc:
+        raise TokenError(f"invalid token: {exc}") from None
     return TokenClaims(
-        user_id=user_id, session_id=str(claims["sid"]), expires_at=int(claims["exp"])
+        user_id=user_id, session_id=str(claims["sid"]), expires_at=int(claims["exp"]), role=role
     )
 
 

@@ -1,4 +1,4 @@
-"""Wires a domain router into a FastAPI app with the shared runtime pieces.
+"""Wires a service's routers into a FastAPI app with the shared runtime pieces.
 
 Lifespan owns the asyncpg pool, the Redis client and the registry heartbeat; the middleware
 stack adds correlation ids, metrics and problem+json errors. Routers stay pure domain code.
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
@@ -27,7 +27,9 @@ from gekko.health import dependency_checks, overall_status
 from gekko.metrics import MetricsMiddleware, RequestMetrics, default_route_label
 from gekko.problems import install_problem_handlers
 from gekko.registry import RegistryHeartbeat
+from gekko.security.access import authorize, route_permissions
 from gekko.security.body_limit import BodyLimitMiddleware
+from gekko.security.rbac import AccessTable
 from gekko.security.revocations import RevokedSessions
 from gekko.security.tokens import VerifyKeys
 from gekko.tracing import FASTAPI_TELEMETRY_OFF, TracingMiddleware, setup_tracing
@@ -56,7 +58,8 @@ HealthDetails = Callable[[FastAPI], dict[str, Any]]
 def build_service_app(
     service: str,
     settings: Settings,
-    router: APIRouter,
+    routers: Sequence[APIRouter],
+    access: AccessTable,
     start: Hook | None = None,
     stop: Hook | None = None,
     health_details: HealthDetails | None = None,
@@ -121,6 +124,7 @@ def build_service_app(
     app.state.drain_hooks = []
     # Access tokens are verified with the published keys (re-read when a rotation replaces them).
     app.state.verify_keys = VerifyKeys(settings.jwt_verify_keys_file)
+    app.state.revoked_sessions = None  # the lifespan connects Redis and sets it
     app.state.dynconfig = dynconfig = build_dynamic_config(settings)
     setup_tracing(service)
     metrics = RequestMetrics(CollectorRegistry(), service)
@@ -156,5 +160,9 @@ def build_service_app(
     async def metrics_endpoint() -> Any:
         return metrics.render()
 
-    app.include_router(router)
+    # Every API route answers to its permission in the service's ACCESS table.
+    routes = [route for router in routers for route in router.routes]
+    app.state.permissions = route_permissions(routes, access, owner=service)
+    for router in routers:
+        app.include_router(router, dependencies=[Depends(authorize)])
     return app

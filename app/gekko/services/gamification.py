@@ -20,10 +20,16 @@ from gekko import events as ev
 from gekko import kpis
 from gekko.domain.gamification import Award, award_for_registration, award_for_trade, level_for
 from gekko.outbox import add_event
+from gekko.security.rbac import SIGNED_IN, AccessTable
 from gekko.services.deps import Pool
 from gekko.services.wiring import start_consumer, start_relay, stop_all
 
-router = APIRouter(prefix="/api/v1/gamification", tags=["gamification"])
+PREFIX = "/api/v1/gamification"
+router = APIRouter(prefix=PREFIX, tags=["gamification"])
+# Who may call each route (gekko.security.rbac); a route missing here stops the service.
+ACCESS: AccessTable = {
+    ("GET", PREFIX + "/user/{user_id}/profile"): SIGNED_IN,
+}
 
 CONSUMER = "gamification"
 KPI_GROUP = "kpis"

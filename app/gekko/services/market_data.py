@@ -15,8 +15,16 @@ from pydantic import BaseModel
 from gekko.domain.candles import INTERVALS, MAX_CANDLES, UnknownIntervalError, candles
 from gekko.domain.prices import SUPPORTED_SYMBOLS, UnknownSymbolError, quote
 from gekko.problems import ProblemError
+from gekko.security.rbac import PUBLIC, AccessTable
 
-router = APIRouter(prefix="/api/v1/market-data", tags=["market_data"])
+PREFIX = "/api/v1/market-data"
+router = APIRouter(prefix=PREFIX, tags=["market_data"])
+# Who may call each route (gekko.security.rbac); a route missing here stops the service.
+ACCESS: AccessTable = {
+    ("GET", PREFIX + "/symbols"): PUBLIC,
+    ("GET", PREFIX + "/quotes/{symbol}"): PUBLIC,
+    ("GET", PREFIX + "/candles/{symbol}"): PUBLIC,
+}
 
 
 class QuoteOut(BaseModel):

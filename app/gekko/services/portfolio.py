@@ -18,10 +18,16 @@ from gekko import events as ev
 from gekko.domain.exchange import INITIAL_CASH, Fill, to_decimal
 from gekko.domain.pnl import Holding, apply_fill, value
 from gekko.domain.prices import quote
+from gekko.security.rbac import SIGNED_IN, AccessTable
 from gekko.services.deps import Pool, UserId
 from gekko.services.wiring import start_consumer, stop_all
 
-router = APIRouter(prefix="/api/v1/portfolio", tags=["portfolio"])
+PREFIX = "/api/v1/portfolio"
+router = APIRouter(prefix=PREFIX, tags=["portfolio"])
+# Who may call each route (gekko.security.rbac); a route missing here stops the service.
+ACCESS: AccessTable = {
+    ("GET", PREFIX): SIGNED_IN,
+}
 
 CONSUMER = "portfolio"
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from gekko.config import ConfigError
 from gekko.problems import ProblemError
+from gekko.security.rbac import SIGNED_IN, TRADE, AccessTable
 from gekko.services.deps import UserId
 from gekko.signals import model as model_file
 from gekko.signals.batching import MicroBatcher
@@ -38,7 +39,14 @@ if TYPE_CHECKING:  # torch itself is imported by gekko.signals, after its warnin
 
 log = logging.getLogger("gekko.signals")
 
-router = APIRouter(prefix="/api/v1/signals", tags=["signals"])
+PREFIX = "/api/v1/signals"
+router = APIRouter(prefix=PREFIX, tags=["signals"])
+# Who may call each route (gekko.security.rbac); a route missing here stops the service.
+ACCESS: AccessTable = {
+    ("POST", PREFIX + "/predict"): TRADE,
+    ("POST", PREFIX + "/predict/batch"): TRADE,
+    ("GET", PREFIX + "/model"): SIGNED_IN,
+}
 
 MAX_BATCH_ITEMS = 64
 # NaN/Infinity are refused here (JSON parsers accept them); positivity is checked with the

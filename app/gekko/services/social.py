@@ -22,10 +22,22 @@ from gekko import events as ev
 from gekko.dynconfig import FEATURE_DISABLED_HEADER, flags
 from gekko.outbox import add_event
 from gekko.problems import ProblemError
-from gekko.services.deps import Pool, UserId, current_user_id
+from gekko.security.rbac import SIGNED_IN, TRADE, AccessTable
+from gekko.services.deps import Claims, Pool, UserId
 from gekko.services.wiring import start_consumer, start_relay, stop_all, wake_relay
 
-router = APIRouter(prefix="/api/v1/social", tags=["social"])
+PREFIX = "/api/v1/social"
+router = APIRouter(prefix=PREFIX, tags=["social"])
+# Who may call each route (gekko.security.rbac); a route missing here stops the service.
+ACCESS: AccessTable = {
+    ("GET", PREFIX + "/feed"): SIGNED_IN,
+    ("POST", PREFIX + "/posts"): TRADE,
+    ("POST", PREFIX + "/follow/{target_id}"): TRADE,
+    ("DELETE", PREFIX + "/follow/{target_id}"): TRADE,
+    ("GET", PREFIX + "/users/{target_id}/follows"): SIGNED_IN,
+    ("GET", PREFIX + "/sharing"): SIGNED_IN,
+    ("PUT", PREFIX + "/sharing"): SIGNED_IN,
+}
 
 CONSUMER = "social"
 TargetUserId = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -76,7 +88,13 @@ def trade_share_text(trade: dict[str, Any]) -> str:
 
 
 async def share_trade(conn: asyncpg.Connection, event: ev.Event) -> None:
+    """A fill becomes a post only for a user who chose to share trades (PUT /sharing)."""
     p = event.payload
+    shares = await conn.fetchval(
+        "SELECT share_trades FROM social.preferences WHERE user_id = $1", int(p["user_id"])
+    )
+    if not shares:
+        return
     trade = {k: p[k] for k in ("order_id", "symbol", "side", "quantity", "price", "notional")}
     post_id = await conn.fetchval(
         "INSERT INTO social.posts (user_id, body, kind, order_id, trade) "
@@ -147,14 +165,14 @@ LIMIT $1
 @router.get("/feed")
 async def feed(
     pool: Pool,
-    request: Request,
+    claims: Claims,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     scope: Annotated[
         Literal["all", "following"],
-        Query(description="'following' (needs a bearer token): you and the users you follow"),
+        Query(description="'following': you and the users you follow"),
     ] = "all",
 ) -> dict[str, list[FeedItem]]:
-    viewer = current_user_id(request) if scope == "following" else None
+    viewer = claims.user_id if scope == "following" else None
     rows = await pool.fetch(_FEED, limit, viewer)
     items = [
         FeedItem(
@@ -170,6 +188,38 @@ async def feed(
         for r in rows
     ]
     return {"items": items}
+
+
+class SharingIn(BaseModel):
+    share_trades: bool = Field(description="post each of your fills to the social feed")
+
+
+class SharingOut(SharingIn):
+    updated_at: datetime | None = None
+
+
+@router.get("/sharing", response_model=SharingOut)
+async def get_sharing(user_id: UserId, pool: Pool) -> SharingOut:
+    row = await pool.fetchrow(
+        "SELECT share_trades, updated_at FROM social.preferences WHERE user_id = $1", user_id
+    )
+    return SharingOut(**dict(row)) if row else SharingOut(share_trades=False)
+
+
+@router.put("/sharing", response_model=SharingOut)
+async def set_sharing(body: SharingIn, user_id: UserId, pool: Pool) -> SharingOut:
+    """Whether your fills appear in the feed from now on (off until you turn it on)."""
+    row = await pool.fetchrow(
+        """
+        INSERT INTO social.preferences (user_id, share_trades) VALUES ($1, $2)
+        ON CONFLICT (user_id) DO UPDATE
+            SET share_trades = EXCLUDED.share_trades, updated_at = now()
+        RETURNING share_trades, updated_at
+        """,
+        user_id,
+        body.share_trades,
+    )
+    return SharingOut(**dict(row))
 
 
 def posting_enabled() -> None:

@@ -42,10 +42,20 @@ from gekko.domain.exchange import (
 from gekko.domain.prices import UnknownSymbolError, normalize_symbol, quote
 from gekko.outbox import add_event
 from gekko.problems import ProblemError
+from gekko.security.rbac import SIGNED_IN, TRADE, AccessTable
 from gekko.services.deps import Pool, UserId
 from gekko.services.wiring import start_relay, stop_all, wake_relay
 
-router = APIRouter(prefix="/api/v1/trading", tags=["trading"])
+PREFIX = "/api/v1/trading"
+router = APIRouter(prefix=PREFIX, tags=["trading"])
+# Who may call each route (gekko.security.rbac); a route missing here stops the service.
+ACCESS: AccessTable = {
+    ("POST", PREFIX + "/execute"): TRADE,
+    ("GET", PREFIX + "/orders/{order_id}"): SIGNED_IN,
+    ("DELETE", PREFIX + "/orders/{order_id}"): TRADE,
+    ("GET", PREFIX + "/orders"): SIGNED_IN,
+    ("GET", PREFIX + "/account"): SIGNED_IN,
+}
 log = logging.getLogger("gekko.trading")
 
 MATCH_INTERVAL_S = 1.0

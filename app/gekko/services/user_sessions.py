@@ -18,14 +18,17 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from gekko.problems import ProblemError
+from gekko.security.access import unauthorized
 from gekko.security.events import SecurityEvents
+from gekko.security.rbac import parse_role
 from gekko.security.revocations import revoke_sessions
 from gekko.security.sessions import SessionPolicy, new_refresh_token, refresh_token_hash
 from gekko.security.tokens import ACCESS_TOKEN_TTL_S, SigningKey
 from gekko.services.deps import Claims, Pool
 
-# Included by the users router, under its /api/v1/users prefix.
-router = APIRouter(tags=["users"])
+PREFIX = "/api/v1/users"
+# Served by the users service beside gekko.services.users' own router (see its ROUTERS).
+router = APIRouter(prefix=PREFIX, tags=["users"])
 log = logging.getLogger("gekko.users")
 
 # Verifiers allow this much clock skew past `exp`, so a revocation must outlast it.
@@ -58,10 +61,12 @@ def _policy(request: Request) -> SessionPolicy:
     return request.app.state.settings.sessions
 
 
-def _token_answer(request: Request, user_id: int, session_id: str, refresh: str) -> JSONResponse:
+def _token_answer(
+    request: Request, user_id: int, role: str, session_id: str, refresh: str
+) -> JSONResponse:
     signing_key: SigningKey = request.app.state.signing_key
     out = TokenOut(
-        access_token=signing_key.issue(user_id, session_id),
+        access_token=signing_key.issue(user_id, session_id, role=parse_role(role)),
         expires_in=ACCESS_TOKEN_TTL_S,
         refresh_token=refresh,
         refresh_expires_in=_policy(request).refresh_ttl_s,
@@ -85,7 +90,7 @@ async def _add_refresh_token(conn: asyncpg.Connection, session_id: uuid.UUID, tt
 
 
 async def start_session(
-    request: Request, pool: asyncpg.Pool, user_id: int, source_address: str
+    request: Request, pool: asyncpg.Pool, user_id: int, role: str, source_address: str
 ) -> JSONResponse:
     """A new session for a user who just proved who they are: its first token pair."""
     policy = _policy(request)
@@ -103,10 +108,10 @@ async def start_session(
             source_address,
         )
         refresh = await _add_refresh_token(conn, session_id, policy.refresh_ttl_s)
-    return _token_answer(request, user_id, str(session_id), refresh)
+    return _token_answer(request, user_id, role, str(session_id), refresh)
 
 
-async def _end_sessions(
+async def end_sessions(
     request: Request, conn: asyncpg.Connection, session_ids: list[uuid.UUID], reason: str
 ) -> None:
     await conn.execute(
@@ -145,10 +150,11 @@ async def refresh(body: RefreshRequest, pool: Pool, request: Request) -> JSONRes
                 FROM presented p
                 WHERE t.token_hash = p.token_hash AND p.used_at IS NULL
             )
-            SELECT p.session_id, p.used_at IS NOT NULL AS reused, s.user_id,
+            SELECT p.session_id, p.used_at IS NOT NULL AS reused, s.user_id, a.role,
                    s.ended_at IS NOT NULL AS ended,
                    p.expires_at < now() OR s.expires_at < now() AS expired
             FROM presented p JOIN users.sessions s ON s.id = p.session_id
+            JOIN users.accounts a ON a.id = s.user_id
             """,
             refresh_token_hash(body.refresh_token),
         )
@@ -158,7 +164,7 @@ async def refresh(body: RefreshRequest, pool: Pool, request: Request) -> JSONRes
             refused = "the session has ended; sign in again"
         elif row["reused"]:
             refused = "refresh token was already used; the session has ended"
-            await _end_sessions(request, conn, [row["session_id"]], "refresh-token-reuse")
+            await end_sessions(request, conn, [row["session_id"]], "refresh-token-reuse")
         elif row["expired"]:
             refused = "refresh token has expired; sign in again"
         else:
@@ -173,14 +179,18 @@ async def refresh(body: RefreshRequest, pool: Pool, request: Request) -> JSONRes
                 "refresh-token-reuse", user_id=row["user_id"], session=row["session_id"]
             )
         raise ProblemError(401, refused, title="Unauthorized", slug="invalid-refresh-token")
-    return _token_answer(request, row["user_id"], str(row["session_id"]), new_token)
+    return _token_answer(request, row["user_id"], row["role"], str(row["session_id"]), new_token)
 
 
 @router.post("/logout", status_code=204)
 async def logout(claims: Claims, pool: Pool, request: Request) -> Response:
     """Ends the caller's session: its refresh token and access tokens stop working."""
+    try:
+        session_id = uuid.UUID(claims.session_id)
+    except ValueError:
+        raise unauthorized("the token's session was not issued by this service") from None
     async with pool.acquire() as conn, conn.transaction():
-        await _end_sessions(request, conn, [uuid.UUID(claims.session_id)], "logout")
+        await end_sessions(request, conn, [session_id], "logout")
     _events(request).record("logout", user_id=claims.user_id)
     return Response(status_code=204)
 
@@ -215,7 +225,7 @@ async def end_session(
         )
         if owner != claims.user_id:
             raise ProblemError(404, "no such open session", slug="session-not-found")
-        await _end_sessions(request, conn, [session_id], "ended-by-user")
+        await end_sessions(request, conn, [session_id], "ended-by-user")
     _events(request).record("session-ended", user_id=claims.user_id)
     return Response(status_code=204)
 

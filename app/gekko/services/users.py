@@ -10,10 +10,10 @@ import logging
 import re
 from collections.abc import Awaitable
 from datetime import datetime
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 import asyncpg
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, field_validator
 from redis.exceptions import RedisError
@@ -24,14 +24,29 @@ from gekko.problems import ProblemError
 from gekko.security.events import SecurityEvents
 from gekko.security.lockout import Lock, LoginGuard
 from gekko.security.passwords import hash_password, verify_password
+from gekko.security.rbac import ADMINISTER, PUBLIC, SIGNED_IN, AccessTable, Role
 from gekko.security.tokens import SigningKey
 from gekko.services import user_sessions
-from gekko.services.deps import Pool, UserId
-from gekko.services.user_sessions import TokenOut, start_session
+from gekko.services.deps import Claims, Pool, UserId
+from gekko.services.user_sessions import TokenOut, end_sessions, start_session
 from gekko.services.wiring import start_relay, stop_all, wake_relay
 
-router = APIRouter(prefix="/api/v1/users", tags=["users"])
-router.include_router(user_sessions.router)
+PREFIX = user_sessions.PREFIX
+router = APIRouter(prefix=PREFIX, tags=["users"])
+# Both routers make up the service; each route's permission is in ACCESS.
+ROUTERS = (router, user_sessions.router)
+# Who may call each route (gekko.security.rbac); a route missing here stops the service.
+ACCESS: AccessTable = {
+    ("POST", PREFIX + "/register"): PUBLIC,
+    ("POST", PREFIX + "/login"): PUBLIC,
+    ("POST", PREFIX + "/token/refresh"): PUBLIC,
+    ("GET", PREFIX + "/.well-known/jwks.json"): PUBLIC,
+    ("GET", PREFIX + "/me"): SIGNED_IN,
+    ("POST", PREFIX + "/logout"): SIGNED_IN,
+    ("GET", PREFIX + "/sessions"): SIGNED_IN,
+    ("DELETE", PREFIX + "/sessions/{session_id}"): SIGNED_IN,
+    ("PUT", PREFIX + "/{user_id}/role"): ADMINISTER,
+}
 log = logging.getLogger("gekko.users")
 T = TypeVar("T")
 
@@ -62,7 +77,18 @@ class UserOut(BaseModel):
 
 
 class ProfileOut(UserOut):
+    role: Role
     created_at: datetime
+
+
+class RoleIn(BaseModel):
+    role: Role
+
+
+class RoleOut(BaseModel):
+    id: int
+    username: str
+    role: Role
 
 
 class LoginRequest(BaseModel):
@@ -165,7 +191,7 @@ async def login(body: LoginRequest, pool: Pool, request: Request) -> JSONRespons
         raise _refused(lock)
     row = await pool.fetchrow(
         """
-        SELECT id, password_hash FROM users.accounts
+        SELECT id, password_hash, role FROM users.accounts
         WHERE lower(username) = lower($1) OR email = lower($1)
         """,
         body.username,
@@ -187,14 +213,44 @@ async def login(body: LoginRequest, pool: Pool, request: Request) -> JSONRespons
             slug="invalid-credentials",
         )
     await _unless_redis_is_down(guard.succeeded(body.username), None)
-    return await start_session(request, pool, row["id"], source)
+    return await start_session(request, pool, row["id"], row["role"], source)
 
 
 @router.get("/me", response_model=ProfileOut)
 async def me(user_id: UserId, pool: Pool) -> ProfileOut:
     row = await pool.fetchrow(
-        "SELECT id, username, email, created_at FROM users.accounts WHERE id = $1", user_id
+        "SELECT id, username, email, role, created_at FROM users.accounts WHERE id = $1", user_id
     )
     if row is None:
         raise ProblemError(404, "user not found", slug="user-not-found")
     return ProfileOut(**dict(row))
+
+
+@router.put("/{user_id}/role", response_model=RoleOut)
+async def set_role(
+    user_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    body: RoleIn,
+    claims: Claims,
+    pool: Pool,
+    request: Request,
+) -> RoleOut:
+    """An admin gives a user another role. The user's sessions end, so the new role (a
+    demotion above all) applies at once: they sign in again."""
+    if user_id == claims.user_id:
+        raise ProblemError(
+            409, "you cannot change your own role; ask another admin", slug="own-role"
+        )
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "UPDATE users.accounts SET role = $2 WHERE id = $1 RETURNING id, username, role",
+            user_id,
+            str(body.role),
+        )
+        if row is None:
+            raise ProblemError(404, "user not found", slug="user-not-found")
+        sessions = await conn.fetch(
+            "SELECT id FROM users.sessions WHERE user_id = $1 AND ended_at IS NULL", user_id
+        )
+        await end_sessions(request, conn, [r["id"] for r in sessions], "role-changed")
+    _security_event(request, "role-changed", user_id=user_id, role=body.role, by=claims.user_id)
+    return RoleOut(**dict(row))

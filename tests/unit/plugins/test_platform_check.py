@@ -16,6 +16,7 @@ from ansible_collections.gekko.platform.plugins.module_utils._platform_check imp
 from ansible_collections.gekko.platform.plugins.modules.platform_check import http_client
 
 JWKS = "/api/v1/users/.well-known/jwks.json"
+OPS = {"username": "admin", "password": "admin-pw"}
 USER = {"username": "gekko-smoke", "email": "smoke@gekko.example.com", "password": "pw"}
 
 
@@ -50,6 +51,8 @@ class FakeGateway:
             order = dict(body, id=f"o-{len(self.orders)}", price=1.0, status="filled")
             self.orders.append(order)
             return self.routes.get(("POST", "/api/v1/trading/execute"), ok(order, 201))
+        if (method, path) == ("GET", "/services") and not (headers or {}).get("Authorization"):
+            return ok({"detail": "sign in"}, 401)  # viewers, operators and admins only
         if (method, path) == ("GET", "/api/v1/trading/orders"):
             return self.routes.get((method, path), ok({"orders": self.orders}))
         if (method, path) == ("POST", "/api/v1/signals/predict"):
@@ -83,7 +86,10 @@ def test_a_healthy_platform_passes_every_step_and_the_smoke_order_is_read_back()
     gateway = FakeGateway()
     check = checker(gateway)
     assert check.health() == {"status": "ok"}
-    assert check.services(["users"]) == {"users": 1}
+    assert check.services(["users"], OPS) == {"users": 1}
+    listing = [c for c in gateway.calls if c[1] == "/services"]
+    assert listing[0][3] == {"Authorization": "Bearer t"}  # read as the signed-in admin
+    assert [c[1] for c in gateway.calls][-1] == "/api/v1/users/logout"  # and signed out again
     check.metrics()
     check.refuses_anonymous_orders("BTC-USD")
     auth, order = check.smoke_trade(USER, "BTC-USD", "deploy-smoke-1")
@@ -180,7 +186,12 @@ def test_a_service_with_only_a_static_or_unhealthy_instance_is_named():
         }
     )
     with pytest.raises(CheckFailed, match=r"registered and healthy within 10s: trading, signals "):
-        checker(gateway).services(["users", "trading", "signals"])
+        checker(gateway).services(["users", "trading", "signals"], OPS)
+
+
+def test_without_an_ops_user_the_listing_is_refused_and_said_so():
+    with pytest.raises(CheckFailed, match="HTTP 401"):
+        checker(FakeGateway(), timeout=1).services(["users"])
 
 
 def test_metrics_must_be_prometheus_text():
@@ -202,7 +213,9 @@ def test_an_existing_smoke_user_is_fine_but_a_wrong_password_says_what_to_do():
     gateway.routes[("POST", "/api/v1/users/register")] = ok({"detail": "exists"}, 409)
     checker(gateway).smoke_trade(USER, "BTC-USD", "k")
     gateway.routes[("POST", "/api/v1/users/login")] = ok({"detail": "bad credentials"}, 401)
-    with pytest.raises(CheckFailed, match="cannot log in: HTTP 401.*remove the user 'gekko-smoke'"):
+    with pytest.raises(
+        CheckFailed, match="user 'gekko-smoke' cannot log in: HTTP 401.*smoke_password"
+    ):
         checker(gateway).smoke_trade(USER, "BTC-USD", "k")
 
 

@@ -1,0 +1,105 @@
+"""Authentication and route permissions as FastAPI dependencies, for the services and the
+gateway's own routes. An app using them sets `state.verify_keys`, `state.revoked_sessions` and
+`state.permissions` (from its ACCESS table with `route_permissions`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import Request
+from fastapi.routing import APIRoute
+from starlette.routing import Mount
+
+from gekko.config import ConfigError
+from gekko.problems import ProblemError
+from gekko.security.rbac import AccessTable, Permission
+from gekko.security.tokens import TokenClaims, TokenError, bearer_token, decode_token
+
+
+def unauthorized(detail: str) -> ProblemError:
+    return ProblemError(
+        401,
+        detail,
+        title="Unauthorized",
+        slug="unauthorized",
+        headers={"WWW-Authenticate": 'Bearer realm="gekko"'},
+    )
+
+
+async def current_claims(request: Request) -> TokenClaims:
+    """The caller's verified access token; 401 if it is missing, invalid, expired or its
+    session has ended. Verified once per request."""
+    cached = getattr(request.state, "claims", None)
+    if cached is not None:
+        return cached
+    try:
+        token = bearer_token(request.headers.get("authorization"))
+        claims = decode_token(token, request.app.state.verify_keys)
+    except TokenError as exc:
+        raise unauthorized(str(exc)) from None
+    revoked = request.app.state.revoked_sessions
+    if revoked is not None and await revoked.contains(claims.session_id):
+        raise unauthorized("the session of this token has ended; sign in again")
+    request.state.claims = claims
+    return claims
+
+
+async def check_permission(request: Request, permission: Permission) -> None:
+    """401 without a valid token where one is needed; 403 for a role the route does not allow."""
+    if permission.anonymous:
+        return
+    claims = await current_claims(request)
+    if not permission.allows(claims.role):
+        raise ProblemError(
+            403,
+            f"this needs the role {' or '.join(sorted(permission.roles))}; "
+            f"you are signed in as {claims.role}",
+            title="Forbidden",
+            slug="forbidden",
+        )
+
+
+async def authorize(request: Request) -> None:
+    """Route dependency: the permission the app's ACCESS table declares for this route."""
+    method = "GET" if request.method == "HEAD" else request.method
+    # By handler, not path: a route of an included router is matched as its own router's
+    # route, whose path lacks the prefix. Every route has one (route_permissions).
+    endpoint = request.scope["route"].endpoint
+    await check_permission(request, request.app.state.permissions[(method, endpoint)])
+
+
+Handler = Callable[..., Any]
+
+
+def route_permissions(
+    routes: list, table: AccessTable, *, owner: str
+) -> dict[tuple[str, Handler], Permission]:
+    """(method, handler) -> permission for every API route, from the ACCESS table keyed by
+    (method, path). A route missing from the table, or one handler serving routes with
+    different permissions, is a ConfigError: the component does not start."""
+    found: dict[tuple[str, Handler], Permission] = {}
+    missing = []
+    for route in routes:
+        if isinstance(route, Mount) or type(route).__name__ == "_IncludedRouter":
+            # Its routes would be matched under paths this table cannot see: refuse.
+            raise ConfigError(
+                f"{owner}: a nested router or mount cannot be checked against ACCESS; "
+                "include each router in the app itself"
+            )
+        if not isinstance(route, APIRoute):
+            continue
+        for method in sorted(route.methods - {"HEAD"}):
+            permission = table.get((method, route.path))
+            if permission is None:
+                missing.append(f"{method} {route.path}")
+                continue
+            key = (method, route.endpoint)
+            if found.setdefault(key, permission) != permission:
+                raise ConfigError(
+                    f"{owner}: {route.endpoint.__name__} serves routes with different "
+                    "permissions; give each route its own handler"
+                )
+    if missing:
+        raise ConfigError(f"{owner}: no permission declared in ACCESS for {', '.join(missing)}")
+    return found

@@ -1,0 +1,58 @@
+"""Roles and permissions: who may call what.
+
+Every API route declares one Permission in its module's ACCESS table, next to the routes (a
+route without one stops the service from starting). A permission is a set of roles, or
+anonymous access. A signed-in user has exactly one role, carried in the access token's `role`
+claim and changed only by an admin (which ends the user's sessions, so the new role applies at
+once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    TRADER = "trader"
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+
+ALL_ROLES = frozenset(Role)
+DEFAULT_ROLE = Role.TRADER
+
+
+@dataclass(frozen=True)
+class Permission:
+    name: str
+    roles: frozenset[Role]
+    anonymous: bool = False
+
+    def allows(self, role: Role | None) -> bool:
+        return self.anonymous or (role is not None and role in self.roles)
+
+
+# Anyone, signed in or not: health, docs, sign-in and registration, market data.
+PUBLIC = Permission("public", ALL_ROLES, anonymous=True)
+# Any signed-in user, about their own account: profile, sessions, logout, own orders and
+# portfolio, the social feed.
+SIGNED_IN = Permission("signed-in", ALL_ROLES)
+# Placing and cancelling orders, posting, following, asking for signals: traders (and admins).
+TRADE = Permission("trade", frozenset({Role.TRADER, Role.ADMIN}))
+# The platform's state (services, configuration, KPIs): the people who watch and run it.
+OPERATE_READ = Permission("operate-read", frozenset({Role.VIEWER, Role.OPERATOR, Role.ADMIN}))
+# Changing roles or settings.
+ADMINISTER = Permission("administer", frozenset({Role.ADMIN}))
+
+# (method, route path template) -> Permission, as each module declares it.
+AccessTable = Mapping[tuple[str, str], Permission]
+
+
+def parse_role(value: object) -> Role:
+    try:
+        return Role(str(value))
+    except ValueError:
+        raise ValueError(f"unknown role {value!r}; one of {', '.join(Role)}") from None
