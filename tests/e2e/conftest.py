@@ -80,10 +80,11 @@ def secret():
     return read
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def admin(gateway, secret):
     """Bearer headers of the first admin, which the deploy created (its password is the
-    controller's admin_password secret). It may read the platform's state and change roles."""
+    controller's admin_password secret). It may read the platform's state and change roles.
+    Signed in per test: a key rotation (test_key_rotation) retires the key of older tokens."""
     login = gateway.post(
         "/api/v1/users/login", json={"username": "admin", "password": secret("admin_password")}
     )

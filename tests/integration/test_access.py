@@ -174,6 +174,20 @@ def test_migrate_makes_the_first_admin_once_and_never_promotes_a_taken_name(stac
     assert f"the user name '{taken}' belongs to a trader, not an admin" in refused.stderr
     rows = stack.postgres.fetch("SELECT role FROM users.accounts WHERE username = $1", taken)
     assert [r["role"] for r in rows] == ["trader"]
+    # So does an e-mail address someone registered: a clear error, not a traceback.
+    clash = subprocess.run(
+        gekko_cmd("migrate"),
+        env=dict(
+            env,
+            GEKKO_BOOTSTRAP_ADMIN_USERNAME=f"new{secrets.token_hex(4)}",
+            GEKKO_BOOTSTRAP_ADMIN_EMAIL=f"{taken}@example.com",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert clash.returncode == 1
+    assert f"the e-mail address '{taken}@example.com' belongs to another account" in clash.stderr
 
 
 def test_the_dashboard_shell_is_public_and_its_figures_are_not(stack):

@@ -90,6 +90,11 @@ def test_page_is_self_contained_and_refreshes_within_5s(client):
 def test_kpis_json_and_prometheus_export(client):
     body = client.get("/dashboard/kpis", headers=VIEWER).json()
     assert {k: body[k] for k in kpis.KPI_NAMES} == {k: SAMPLE[k] for k in kpis.KPI_NAMES}
+    # The series are served behind the same sign-in, not on the public /metrics.
+    assert client.get("/dashboard/metrics").status_code == 401
+    assert client.get("/dashboard/metrics", headers=as_role(Role.TRADER)).status_code == 403
+    served = client.get("/dashboard/metrics", headers=VIEWER)
+    assert served.status_code == 200 and "gekko_kpi_orders_executed_total" in served.text
     text = generate_latest(client.registry).decode()
     assert "gekko_kpi_orders_executed_total 12.0" in text
     assert "gekko_kpi_fill_rate 0.75" in text

@@ -122,5 +122,6 @@ def test_gateway_without_instances_answers_problems_not_500():
         metrics = client.get("/metrics").text
         assert 'route="trading",status_class="5xx"' in metrics
         assert 'gekko_service_instances{health="ok",service="users"} 0.0' in metrics
+        assert "gekko_kpi_" not in metrics  # business figures are for signed-in viewers only
 
         assert client.get("/openapi.json").status_code == 200

@@ -61,6 +61,7 @@ GATEWAY_ACCESS: AccessTable = {
     ("GET", "/metrics"): PUBLIC,
     ("GET", "/dashboard"): PUBLIC,  # the page shell; it signs in for the figures
     ("GET", "/dashboard/kpis"): OPERATE_READ,
+    ("GET", "/dashboard/metrics"): OPERATE_READ,
     ("GET", "/services"): OPERATE_READ,
     ("GET", "/config"): OPERATE_READ,
 }
@@ -197,8 +198,8 @@ def build_gateway_app(settings: Settings) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(TracingMiddleware, route_label=default_route_label)
     app.add_middleware(CorrelationIdMiddleware)
-    # /dashboard and /dashboard/kpis, and the gekko_kpi_* metrics on this registry.
-    install_dashboard(app, registry)
+    # The KPI series get a registry of their own: /dashboard/metrics, not the public /metrics.
+    install_dashboard(app, CollectorRegistry())
 
     def own_openapi() -> dict[str, Any]:
         return get_openapi(

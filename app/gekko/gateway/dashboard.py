@@ -19,8 +19,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
-from prometheus_client import CollectorRegistry
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from redis.exceptions import RedisError
 
 from gekko.kpis import KPI_NAMES, KpiCollector, read_kpis
@@ -75,7 +75,9 @@ def render_page() -> str:
 
 
 def install_dashboard(app: FastAPI, registry: CollectorRegistry) -> None:
-    """Add /dashboard and /dashboard/kpis to `app` and export gekko_kpi_* on `registry`."""
+    """Add /dashboard, /dashboard/kpis and /dashboard/metrics to `app`; the gekko_kpi_* series
+    go on `registry`, served by /dashboard/metrics only: the figures are not public, so they
+    must not be on the public /metrics."""
     collector = KpiCollector()
     registry.register(collector)
     app.state.kpi_collector = collector
@@ -84,6 +86,16 @@ def install_dashboard(app: FastAPI, registry: CollectorRegistry) -> None:
     async def dashboard_kpis(request: Request) -> JSONResponse:
         kpis = await _read(request, collector)
         return JSONResponse(kpis, headers={"Cache-Control": "no-store"})
+
+    @app.get(
+        "/dashboard/metrics",
+        tags=["ops"],
+        response_class=Response,
+        dependencies=[Depends(authorize)],
+    )
+    async def dashboard_metrics() -> Response:
+        """The KPIs in Prometheus text (gekko_kpi_*), for a scraper with a viewer's token."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get(
         "/dashboard", tags=["ops"], response_class=HTMLResponse, dependencies=[Depends(authorize)]
@@ -224,7 +236,8 @@ _PAGE = """<!doctype html>
         if (r.status !== 401) return r;
         // The access token expired or its session ended: one refresh, then sign in again.
         return post("/api/v1/users/token/refresh", {refresh_token: tokens.refresh_token})
-          .then(function (t) { tokens = t; return kpis(); });
+          .then(function (t) { tokens = t; return kpis(); },
+                function (e) { throw {signIn: "please sign in again (" + e.message + ")"}; });
       })
       .then(function (r) {
         if (r.status === 401) throw {signIn: "your session has ended"};

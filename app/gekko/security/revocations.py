@@ -53,10 +53,11 @@ class RevokedSessions:
         return session_id in self._ids
 
     async def _refresh(self) -> None:
+        if self._lock.locked() and self._fetched_at != float("-inf"):
+            return  # a fetch is under way: answer from the copy rather than queue behind it
         async with self._lock:
             if time.monotonic() - self._fetched_at < self._refresh_s:
                 return  # another request refreshed it meanwhile
-            self._fetched_at = time.monotonic()
             try:
                 members = await self._redis.zrangebyscore(REVOKED_SESSIONS_KEY, time.time(), "+inf")
             except RedisError as exc:
@@ -66,5 +67,10 @@ class RevokedSessions:
                     )
                 self._failing = True
                 return
-            self._failing = False
-            self._ids = frozenset(m.decode() if isinstance(m, bytes) else m for m in members)
+            else:
+                self._failing = False
+                self._ids = frozenset(m.decode() if isinstance(m, bytes) else m for m in members)
+            finally:
+                # Stamped when the attempt ends: requests queued behind a slow Redis use the
+                # copy instead of each waiting for a fetch of its own.
+                self._fetched_at = time.monotonic()

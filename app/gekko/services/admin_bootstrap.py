@@ -45,15 +45,21 @@ async def ensure_admin(database_url: str, admin: BootstrapAdmin) -> bool:
                     f"the user name {admin.username!r} belongs to a {role}, not an admin; "
                     "rename that account or choose another admin name (gekko_admin_username)"
                 )
-            user_id = await conn.fetchval(
-                """
-                INSERT INTO users.accounts (username, email, password_hash, role)
-                VALUES ($1, $2, $3, 'admin') RETURNING id
-                """,
-                admin.username,
-                admin.email.lower(),
-                hash_password(admin.password),
-            )
+            try:
+                user_id = await conn.fetchval(
+                    """
+                    INSERT INTO users.accounts (username, email, password_hash, role)
+                    VALUES ($1, $2, $3, 'admin') RETURNING id
+                    """,
+                    admin.username,
+                    admin.email.lower(),
+                    hash_password(admin.password),
+                )
+            except asyncpg.UniqueViolationError:
+                raise BootstrapError(
+                    f"the e-mail address {admin.email!r} belongs to another account; choose "
+                    "another for the admin (gekko_admin_email)"
+                ) from None
             await add_event(
                 conn, "users", USER_REGISTERED, {"user_id": user_id, "username": admin.username}
             )

@@ -16,6 +16,7 @@ import asyncpg
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from redis.exceptions import RedisError
 
 from gekko.problems import ProblemError
 from gekko.security.access import unauthorized
@@ -90,12 +91,17 @@ async def _add_refresh_token(conn: asyncpg.Connection, session_id: uuid.UUID, tt
 
 
 async def start_session(
-    request: Request, pool: asyncpg.Pool, user_id: int, role: str, source_address: str
+    request: Request, pool: asyncpg.Pool, user_id: int, source_address: str
 ) -> JSONResponse:
     """A new session for a user who just proved who they are: its first token pair."""
     policy = _policy(request)
     session_id = uuid.uuid4()
     async with pool.acquire() as conn, conn.transaction():
+        # Read under a share lock: a role change in flight commits first, and then ends this
+        # session too, or waits for it; either way no token carries a role already taken away.
+        role = await conn.fetchval(
+            "SELECT role FROM users.accounts WHERE id = $1 FOR SHARE", user_id
+        )
         await conn.execute(
             """
             INSERT INTO users.sessions (id, user_id, expires_at, user_agent, source_address)
@@ -122,9 +128,15 @@ async def end_sessions(
         session_ids,
         reason,
     )
-    # Their access tokens are refused everywhere until the last one issued has expired.
+    # Their access tokens are refused everywhere until the last one issued has expired. With
+    # Redis down the sessions still end (no refresh, no new token), and the access tokens
+    # already out stay valid until they expire: logged and counted, never a failed logout.
     until = time.time() + ACCESS_TOKEN_TTL_S + _EXPIRY_LEEWAY_S
-    await revoke_sessions(request.app.state.redis, [str(s) for s in session_ids], until)
+    try:
+        await revoke_sessions(request.app.state.redis, [str(s) for s in session_ids], until)
+    except RedisError as exc:
+        log.error("ended sessions not published to Redis (%s): %s", exc, reason)
+        _events(request).record("revocation-not-published", reason=reason)
 
 
 def _events(request: Request) -> SecurityEvents:

@@ -191,7 +191,7 @@ async def login(body: LoginRequest, pool: Pool, request: Request) -> JSONRespons
         raise _refused(lock)
     row = await pool.fetchrow(
         """
-        SELECT id, password_hash, role FROM users.accounts
+        SELECT id, password_hash FROM users.accounts
         WHERE lower(username) = lower($1) OR email = lower($1)
         """,
         body.username,
@@ -213,7 +213,7 @@ async def login(body: LoginRequest, pool: Pool, request: Request) -> JSONRespons
             slug="invalid-credentials",
         )
     await _unless_redis_is_down(guard.succeeded(body.username), None)
-    return await start_session(request, pool, row["id"], row["role"], source)
+    return await start_session(request, pool, row["id"], source)
 
 
 @router.get("/me", response_model=ProfileOut)
