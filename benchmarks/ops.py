@@ -5,13 +5,19 @@ worthless anywhere else."""
 from __future__ import annotations
 
 import tempfile
+import time
 
+from gekko.security.crypto import generate_data_keys_file
 from gekko.security.rbac import Role
 from gekko.security.tokens import SigningKey, generate_key_files
 
-SIGNING_KEY_FILE, VERIFY_KEYS_FILE = generate_key_files(tempfile.mkdtemp(prefix="gekko-bench-"))
+_KEYS_DIR = tempfile.mkdtemp(prefix="gekko-bench-")
+SIGNING_KEY_FILE, VERIFY_KEYS_FILE = generate_key_files(_KEYS_DIR)
+DATA_KEYS_FILE = generate_data_keys_file(_KEYS_DIR)
 
 
 def headers() -> dict[str, str]:
-    token = SigningKey(SIGNING_KEY_FILE).issue(1, "bench-operator", role=Role.OPERATOR)
+    token = SigningKey(SIGNING_KEY_FILE).issue(
+        1, "bench-operator", role=Role.OPERATOR, mfa_at=int(time.time())
+    )
     return {"Authorization": f"Bearer {token}"}

@@ -40,6 +40,7 @@ class Datastores:
             "GEKKO_REDIS_URL": self.redis_url,
             "GEKKO_JWT_VERIFY_KEYS_FILE": ops.VERIFY_KEYS_FILE,
             "GEKKO_JWT_SIGNING_KEY_FILE": ops.SIGNING_KEY_FILE,
+            "GEKKO_DATA_KEYS_FILE": ops.DATA_KEYS_FILE,
             "GEKKO_BIND_HOST": "127.0.0.1",
             "GEKKO_ENVIRONMENT": "bench",
             "GEKKO_LOG_LEVEL": "INFO",

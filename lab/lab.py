@@ -18,6 +18,7 @@ and the lab reaches nothing. Everything made is recorded in STATE and removed by
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import pwd
@@ -226,8 +227,15 @@ def lab_secrets() -> dict[str, str]:
     env)."""
     path = ROOT / "secrets.json"
     if not path.exists():
-        names = ["GEKKO_POSTGRES_PASSWORD", "GEKKO_REDIS_PASSWORD", "GEKKO_ADMIN_PASSWORD"]
+        names = [
+            "GEKKO_POSTGRES_PASSWORD",
+            "GEKKO_REDIS_PASSWORD",
+            "GEKKO_ADMIN_PASSWORD",
+            "GEKKO_MONITOR_PASSWORD",
+            "GEKKO_DATA_KEYS",
+        ]
         values = {name: secrets.token_urlsafe(36) for name in names}
+        values["GEKKO_ADMIN_TOTP_SECRET"] = base64.b32encode(secrets.token_bytes(20)).decode()
         # The access-token signing key, as an operator makes one (PEM, Ed25519).
         values["GEKKO_TOKEN_SIGNING_KEYS"] = subprocess.run(
             ["openssl", "genpkey", "-algorithm", "ed25519"],

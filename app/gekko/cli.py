@@ -179,36 +179,49 @@ def _migrate() -> int:
         print(f"gekko-migrate: error: migration failed: {exc}", file=sys.stderr)
         return 1
     print(format_result(result), flush=True)
-    return _bootstrap_admin(database_url)
+    return _bootstrap_accounts(database_url)
 
 
-def _bootstrap_admin(database_url: str) -> int:
-    """After the migrations: the first admin, when the deploy passes its password."""
-    password = os.environ.get("GEKKO_BOOTSTRAP_ADMIN_PASSWORD", "")
-    if not password:
+def _bootstrap_accounts(database_url: str) -> int:
+    """After the migrations: the deployment's own accounts, when the deploy passes their
+    passwords (gekko.services.admin_bootstrap)."""
+    env = os.environ
+    admin_password = env.get("GEKKO_BOOTSTRAP_ADMIN_PASSWORD", "")
+    monitor_password = env.get("GEKKO_BOOTSTRAP_MONITOR_PASSWORD", "")
+    if not admin_password and not monitor_password:
         return 0
     import asyncio
 
-    from gekko.services.admin_bootstrap import (
-        DEFAULT_ADMIN_EMAIL,
-        DEFAULT_ADMIN_USERNAME,
-        BootstrapAdmin,
-        BootstrapError,
-        ensure_admin,
-    )
+    from gekko.security.crypto import DataKeys
+    from gekko.security.keyfiles import KeyFileError
+    from gekko.security.rbac import Role
+    from gekko.services import admin_bootstrap as boot
 
-    admin = BootstrapAdmin(
-        username=os.environ.get("GEKKO_BOOTSTRAP_ADMIN_USERNAME", "") or DEFAULT_ADMIN_USERNAME,
-        email=os.environ.get("GEKKO_BOOTSTRAP_ADMIN_EMAIL", "") or DEFAULT_ADMIN_EMAIL,
-        password=password,
-    )
+    admin = monitor = keys = None
+    if admin_password:
+        admin = boot.BootstrapAccount(
+            username=env.get("GEKKO_BOOTSTRAP_ADMIN_USERNAME", "") or boot.DEFAULT_ADMIN_USERNAME,
+            email=env.get("GEKKO_BOOTSTRAP_ADMIN_EMAIL", "") or boot.DEFAULT_ADMIN_EMAIL,
+            password=admin_password,
+            totp_secret=env.get("GEKKO_BOOTSTRAP_ADMIN_TOTP_SECRET", "").strip().upper(),
+        )
+    if monitor_password:
+        monitor = boot.BootstrapAccount(
+            username=env.get("GEKKO_BOOTSTRAP_MONITOR_USERNAME", "")
+            or boot.DEFAULT_MONITOR_USERNAME,
+            email=env.get("GEKKO_BOOTSTRAP_MONITOR_EMAIL", "") or boot.DEFAULT_MONITOR_EMAIL,
+            password=monitor_password,
+            role=Role.VIEWER,
+        )
     try:
-        created = asyncio.run(ensure_admin(database_url, admin))
-    except BootstrapError as exc:
+        if env.get("GEKKO_DATA_KEYS", "").strip():
+            keys = DataKeys(text=env["GEKKO_DATA_KEYS"])
+        lines = asyncio.run(boot.ensure_accounts(database_url, admin, monitor, keys))
+    except (boot.BootstrapError, KeyFileError) as exc:
         print(f"gekko-migrate: error: {exc}", file=sys.stderr)
         return 1
-    state = "created" if created else "already there"
-    print(f"gekko-migrate: admin {admin.username!r} {state}", flush=True)
+    for line in lines:
+        print(f"gekko-migrate: {line}", flush=True)
     return 0
 
 

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from gekko.security.crypto import DataKeys
+from gekko.security.keyfiles import KeyFileError
 from gekko.security.lockout import LockoutPolicy
 from gekko.security.sessions import SessionPolicy
-from gekko.security.tokens import KeyFileError, SigningKey, VerifyKeys
+from gekko.security.tokens import SigningKey, VerifyKeys
 
 # Request bodies over this many bytes are refused (gekko.security.body_limit).
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
@@ -142,6 +144,8 @@ class Settings:
     # GEKKO_JWT_SIGNING_KEY_FILE: the private key, for the users service only.
     jwt_verify_keys_file: str
     jwt_signing_key_file: str = ""
+    # GEKKO_DATA_KEYS_FILE: the data keys secrets at rest are encrypted with (users service).
+    data_keys_file: str = ""
     bind_host: str = "127.0.0.1"
     port: int = 8000
     instance_id: str = ""
@@ -218,6 +222,25 @@ def token_key_files(component: str, env: Mapping[str, str]) -> tuple[str, str]:
     except KeyFileError as exc:
         raise ConfigError(f"token keys: {exc}") from None
     return verify, signing
+
+
+def data_keys_file(component: str, env: Mapping[str, str]) -> str:
+    """The data keys' file, for the components that store secrets (the users service keeps
+    the TOTP seeds), checked now so a bad file stops the start with a clear message."""
+    if component != TOKEN_ISSUER_COMPONENT:
+        return ""
+    path = env.get("GEKKO_DATA_KEYS_FILE", "").strip()
+    if not path:
+        raise ConfigError(
+            "GEKKO_DATA_KEYS_FILE is required for the users service: the file of data keys "
+            "(one random secret of 32+ characters per line, the newest last) that TOTP seeds "
+            "are encrypted with"
+        )
+    try:
+        DataKeys(path=path)
+    except KeyFileError as exc:
+        raise ConfigError(f"data keys: {exc}") from None
+    return path
 
 
 def parse_static_services(raw: str) -> dict[str, list[str]]:
@@ -327,6 +350,7 @@ def load_settings(component: str, env: Mapping[str, str] | None = None) -> Setti
         raise ConfigError(f"unknown component {component!r}; choose one of {', '.join(COMPONENTS)}")
 
     verify_keys_file, signing_key_file = token_key_files(component, env)
+    keys_file = data_keys_file(component, env)
     database_url = database_url_from_env(env)
     # The gateway connects as its own Redis user where the deployment gives it one.
     redis_var = "GEKKO_REDIS_URL"
@@ -363,6 +387,7 @@ def load_settings(component: str, env: Mapping[str, str] | None = None) -> Setti
         redis_url=redis_url,
         jwt_verify_keys_file=verify_keys_file,
         jwt_signing_key_file=signing_key_file,
+        data_keys_file=keys_file,
         bind_host=bind_host,
         port=port,
         instance_id=env.get("GEKKO_INSTANCE_ID", "").strip() or f"{component}-{port}",

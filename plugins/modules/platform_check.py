@@ -75,8 +75,9 @@ options:
     default: true
   ops_user:
     description:
-      - A viewer, operator or admin who signs in to read C(/services) (the deploy passes the
-        first admin). Without it the services step sees C(401).
+      - A viewer who signs in to read C(/services) (the deploy passes its monitor account;
+        an operator or admin would need a second factor). Without it the services step sees
+        C(401).
     type: dict
     suboptions:
       username:

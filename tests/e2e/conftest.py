@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pyotp
 import pytest
 
 from gekko.config import DOMAIN_SERVICES
@@ -81,15 +82,50 @@ def secret():
 
 
 @pytest.fixture
-def admin(gateway, secret):
-    """Bearer headers of the first admin, which the deploy created (its password is the
-    controller's admin_password secret). It may read the platform's state and change roles.
+def monitor(gateway, secret):
+    """Bearer headers of the deploy's viewer account (its password is the controller's
+    monitor_password secret): it reads the platform's state (/services, KPIs), like verify.
     Signed in per test: a key rotation (test_key_rotation) retires the key of older tokens."""
     login = gateway.post(
-        "/api/v1/users/login", json={"username": "admin", "password": secret("admin_password")}
+        "/api/v1/users/login",
+        json={"username": "monitor", "password": secret("monitor_password")},
     )
     assert login.status_code == 200, login.text
     return {"Authorization": f"Bearer {login.json()['access_token']}"}
+
+
+_last_totp_step = [0]
+
+
+def totp_code(seed: str) -> str:
+    """A code the admin's authenticator would show, never one used before: the server accepts
+    each time step once, and one step ahead of its clock, so a second sign-in in the same 30 s
+    uses the next step's code (waiting if that one was used too)."""
+    totp = pyotp.TOTP(seed)
+    while True:
+        now = time.time()
+        step = max(totp.timecode(now), _last_totp_step[0] + 1)
+        if step <= totp.timecode(now) + 1:
+            _last_totp_step[0] = step
+            return totp.generate_otp(step)
+        time.sleep(1)
+
+
+@pytest.fixture
+def admin(gateway, secret):
+    """Bearer headers of the first admin, which the deploy created with the controller's
+    admin_password and admin_totp_secret: the password step, then the TOTP step. It may change
+    roles (with the second factor fresh)."""
+    first = gateway.post(
+        "/api/v1/users/login", json={"username": "admin", "password": secret("admin_password")}
+    )
+    assert first.status_code == 200 and first.json().get("mfa_required"), first.text
+    code = totp_code(secret("admin_totp_secret"))
+    second = gateway.post(
+        "/api/v1/users/login/mfa", json={"mfa_token": first.json()["mfa_token"], "code": code}
+    )
+    assert second.status_code == 200, second.text
+    return {"Authorization": f"Bearer {second.json()['access_token']}"}
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ def test_health_reports_every_dependency_healthy(gateway):
     assert all(s["status"] == "ok" for s in checks["services"].values()), checks["services"]
 
 
-def test_services_lists_every_service_registered_and_healthy(gateway, admin):
-    services = gateway.get("/services", headers=admin).json()["services"]
+def test_services_lists_every_service_registered_and_healthy(gateway, monitor):
+    services = gateway.get("/services", headers=monitor).json()["services"]
     for name in SERVICES:
         instances = services[name]
         assert instances, f"{name} has no registered instance"
@@ -79,7 +79,7 @@ def test_unauthenticated_trade_is_refused_with_a_problem(gateway):
     assert response.json()["status"] == 401
 
 
-def test_every_response_carries_a_correlation_id(gateway, admin):
+def test_every_response_carries_a_correlation_id(gateway, monitor):
     echoed = gateway.get("/health", headers={"X-Correlation-ID": "e2e-corr-1"})
     assert echoed.headers["x-correlation-id"] == "e2e-corr-1"
-    assert gateway.get("/services", headers=admin).headers.get("x-correlation-id")
+    assert gateway.get("/services", headers=monitor).headers.get("x-correlation-id")

@@ -13,9 +13,9 @@ DOWNTREND = list(reversed(UPTREND))
 PREDICT = "/api/v1/signals/predict"
 
 
-def signals_instances(gateway: httpx.Client, admin: dict[str, str]) -> list[dict]:
+def signals_instances(gateway: httpx.Client, monitor: dict[str, str]) -> list[dict]:
     """The instances that registered themselves (the static backend lists the same URLs)."""
-    listed = gateway.get("/services", headers=admin).json()["services"]["signals"]
+    listed = gateway.get("/services", headers=monitor).json()["services"]["signals"]
     return [instance for instance in listed if instance["source"] == "redis"]
 
 
@@ -23,8 +23,8 @@ def metric_sum(text: str, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
-def test_signals_is_registered_warmed_up_and_reports_its_device(gateway, admin):
-    instances = signals_instances(gateway, admin)
+def test_signals_is_registered_warmed_up_and_reports_its_device(gateway, monitor):
+    instances = signals_instances(gateway, monitor)
     assert instances and all(i["health"] == "ok" for i in instances)
     for instance in instances:
         inference = httpx.get(f"{instance['url']}/health", timeout=5).json()["inference"]
@@ -74,8 +74,8 @@ def test_predictions_need_a_token(gateway):
     assert resp.status_code == 401
 
 
-def test_concurrent_predictions_are_all_served_through_the_batcher(gateway, trader, admin):
-    urls = [i["url"] for i in signals_instances(gateway, admin)]
+def test_concurrent_predictions_are_all_served_through_the_batcher(gateway, trader, monitor):
+    urls = [i["url"] for i in signals_instances(gateway, monitor)]
 
     def batched_requests() -> float:
         return sum(

@@ -136,9 +136,9 @@ def not_trading() -> dict[str, tuple]:
     }
 
 
-def test_scale_playbook_adds_and_removes_instances(gateway, users, admin):
+def test_scale_playbook_adds_and_removes_instances(gateway, users, monitor):
     def healthy_trading() -> int:
-        listed = gateway.get("/services", headers=admin).json()["services"]["trading"]
+        listed = gateway.get("/services", headers=monitor).json()["services"]["trading"]
         return sum(1 for i in listed if i["source"] == "redis" and i["health"] == "ok")
 
     others = not_trading()

@@ -5,8 +5,8 @@ import uuid
 from .conftest import wait_until
 
 
-def test_executed_order_reaches_portfolio_gamification_social_and_kpis(gateway, trader, admin):
-    before = gateway.get("/dashboard/kpis", headers=admin).json()
+def test_executed_order_reaches_portfolio_gamification_social_and_kpis(gateway, trader, monitor):
+    before = gateway.get("/dashboard/kpis", headers=monitor).json()
     sharing = gateway.put(
         "/api/v1/social/sharing", json={"share_trades": True}, headers=trader["headers"]
     )
@@ -42,7 +42,7 @@ def test_executed_order_reaches_portfolio_gamification_social_and_kpis(gateway, 
     wait_until(shared, "the trade share in the social feed")
 
     def kpis_moved():
-        now = gateway.get("/dashboard/kpis", headers=admin).json()
+        now = gateway.get("/dashboard/kpis", headers=monitor).json()
         return now["orders_executed"] > before["orders_executed"] and now
 
     after = wait_until(kpis_moved, "the KPIs to count the order", timeout=10)
@@ -92,8 +92,8 @@ def test_bad_input_is_a_problem_not_a_500(gateway, trader):
     assert garbage.headers["content-type"].startswith("application/problem+json")
 
 
-def test_services_show_breakers_and_instance_health(gateway, admin):
+def test_services_show_breakers_and_instance_health(gateway, monitor):
     assert gateway.get("/services").status_code == 401  # the platform's state is not public
-    body = gateway.get("/services", headers=admin).json()
+    body = gateway.get("/services", headers=monitor).json()
     assert set(body["circuit_breakers"]) >= {"trading", "users"}
     assert all(b["state"] == "closed" for b in body["circuit_breakers"].values())

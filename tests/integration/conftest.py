@@ -28,6 +28,7 @@ import httpx
 import pytest
 
 from gekko.config import DOMAIN_SERVICES
+from gekko.security.crypto import generate_data_keys_file
 from gekko.security.rbac import Role
 from gekko.security.tokens import SigningKey, generate_key_files
 
@@ -209,13 +210,18 @@ def redis_server() -> Iterator[RedisServer]:
 
 # One access-token key pair for the run: every component verifies with the public key, the users
 # service (and tests that need a token for a made-up user) sign with the private one.
-SIGNING_KEY_FILE, VERIFY_KEYS_FILE = generate_key_files(tempfile.mkdtemp(prefix="gekko-keys-"))
+_KEYS_DIR = tempfile.mkdtemp(prefix="gekko-keys-")
+SIGNING_KEY_FILE, VERIFY_KEYS_FILE = generate_key_files(_KEYS_DIR)
 signing_key = SigningKey(SIGNING_KEY_FILE)
+# The data keys the users service encrypts TOTP seeds with.
+DATA_KEYS_FILE = generate_data_keys_file(_KEYS_DIR)
 
 
-def as_role(role: Role, user_id: int = 1) -> dict[str, str]:
-    """Bearer headers of a signed-in user with this role (a made-up user and session)."""
-    token = signing_key.issue(user_id, str(uuid.uuid4()), role=role)
+def as_role(role: Role, user_id: int = 1, *, mfa: bool = True) -> dict[str, str]:
+    """Bearer headers of a signed-in user with this role (a made-up user and session, with a
+    second factor proved just now unless `mfa` is False)."""
+    mfa_at = int(time.time()) if mfa else None
+    token = signing_key.issue(user_id, str(uuid.uuid4()), role=role, mfa_at=mfa_at)
     return {"Authorization": f"Bearer {token}"}
 
 
@@ -230,6 +236,7 @@ def base_env(pg: Postgres, redis: RedisServer) -> dict[str, str]:
         GEKKO_REDIS_URL=redis.url,
         GEKKO_JWT_VERIFY_KEYS_FILE=VERIFY_KEYS_FILE,
         GEKKO_JWT_SIGNING_KEY_FILE=SIGNING_KEY_FILE,
+        GEKKO_DATA_KEYS_FILE=DATA_KEYS_FILE,
         GEKKO_BIND_HOST=LOOPBACK,
         GEKKO_ENVIRONMENT="test",
         GEKKO_LOG_LEVEL="INFO",
@@ -323,6 +330,15 @@ def stack(postgres: Postgres, redis_server: RedisServer, migrate_runs: list) -> 
 
 
 # --- domain / event-bus helpers (shared by the domain, events, trace and dashboard tests) ---
+
+
+@pytest.fixture
+def step(stack) -> int:
+    """The current TOTP time step, with at least 15 s of it left, so the codes a test derives
+    from it (one step back, this one, one ahead) stay valid while it runs."""
+    while time.time() % 30 > 15:
+        time.sleep(0.5)
+    return int(time.time() // 30)
 
 
 def eventually(check, timeout: float = 15.0, what: str = "condition", interval: float = 0.2):

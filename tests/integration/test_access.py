@@ -8,15 +8,17 @@ import importlib
 import secrets
 import subprocess
 import uuid
+from pathlib import Path
 
 import httpx
+import pyotp
 import pytest
 
 from gekko.config import DOMAIN_SERVICES
 from gekko.gateway.app import GATEWAY_ACCESS
 from gekko.security.rbac import Permission, Role
 
-from .conftest import as_role, eventually, gekko_cmd, new_user
+from .conftest import DATA_KEYS_FILE, as_role, eventually, gekko_cmd, new_user
 from .test_sessions import bearer, sign_in
 
 pytestmark = pytest.mark.integration
@@ -149,23 +151,36 @@ def test_fills_reach_the_feed_only_for_users_who_share_them(stack):
 
 def test_migrate_makes_the_first_admin_once_and_never_promotes_a_taken_name(stack):
     name = f"adm{secrets.token_hex(4)}"
+    seed = pyotp.random_base32(32)
     env = dict(
         stack.env,
         GEKKO_BOOTSTRAP_ADMIN_USERNAME=name,
         GEKKO_BOOTSTRAP_ADMIN_PASSWORD="first-admin-" + secrets.token_hex(8),
+        GEKKO_BOOTSTRAP_ADMIN_TOTP_SECRET=seed,
+        GEKKO_DATA_KEYS=Path(DATA_KEYS_FILE).read_text(),
     )
     runs = [
         subprocess.run(gekko_cmd("migrate"), env=env, capture_output=True, text=True, timeout=60)
         for _ in range(2)
     ]
     assert [r.stdout.strip().splitlines()[-1] for r in runs] == [
-        f"gekko-migrate: admin '{name}' created",
+        f"gekko-migrate: admin '{name}' created with MFA",
         f"gekko-migrate: admin '{name}' already there",
     ]
-    admin = bearer(sign_in(stack, name, env["GEKKO_BOOTSTRAP_ADMIN_PASSWORD"]))
-    assert httpx.get(f"{stack.gateway}/services", headers=admin).status_code == 200
+    # The admin signs in with the password and a code from the seed the deploy holds.
+    first = httpx.post(
+        f"{stack.gateway}/api/v1/users/login",
+        json={"username": name, "password": env["GEKKO_BOOTSTRAP_ADMIN_PASSWORD"]},
+    ).json()
+    admin = httpx.post(
+        f"{stack.gateway}/api/v1/users/login/mfa",
+        json={"mfa_token": first["mfa_token"], "code": pyotp.TOTP(seed).now()},
+    )
+    assert admin.status_code == 200, admin.text
+    assert httpx.get(f"{stack.gateway}/services", headers=bearer(admin.json())).status_code == 200
     for run in runs:
-        assert env["GEKKO_BOOTSTRAP_ADMIN_PASSWORD"] not in run.stdout + run.stderr
+        for value in (env["GEKKO_BOOTSTRAP_ADMIN_PASSWORD"], seed, env["GEKKO_DATA_KEYS"].strip()):
+            assert value not in run.stdout + run.stderr
 
     # A name someone registered first stays theirs, as a trader: the deploy stops instead.
     taken = f"taken{secrets.token_hex(4)}"
@@ -195,6 +210,34 @@ def test_migrate_makes_the_first_admin_once_and_never_promotes_a_taken_name(stac
     )
     assert clash.returncode == 1
     assert f"the e-mail address '{taken}@example.com' belongs to another account" in clash.stderr
+
+
+def test_migrate_keeps_the_monitor_a_viewer_with_the_password_it_is_given(stack):
+    name = f"mon{secrets.token_hex(4)}"
+    env = dict(
+        stack.env,
+        GEKKO_BOOTSTRAP_MONITOR_USERNAME=name,
+        GEKKO_BOOTSTRAP_MONITOR_PASSWORD="monitor-" + secrets.token_hex(8),
+    )
+
+    def migrate(**extra: str) -> str:
+        run = subprocess.run(
+            gekko_cmd("migrate"), env=dict(env, **extra), capture_output=True, text=True, timeout=60
+        )
+        assert run.returncode == 0, run.stderr
+        return run.stdout.strip().splitlines()[-1]
+
+    assert migrate() == f"gekko-migrate: viewer '{name}' created"
+    assert migrate() == f"gekko-migrate: viewer '{name}' already there"
+    rotated = "monitor-" + secrets.token_hex(8)
+    assert migrate(GEKKO_BOOTSTRAP_MONITOR_PASSWORD=rotated) == (
+        f"gekko-migrate: viewer '{name}' password updated"
+    )
+    monitor = bearer(sign_in(stack, name, rotated))
+    assert httpx.get(f"{stack.gateway}/services", headers=monitor).status_code == 200
+    order = {"symbol": "BTC-USD", "side": "buy", "quantity": 0.001}
+    placed = httpx.post(f"{stack.gateway}/api/v1/trading/execute", json=order, headers=monitor)
+    assert placed.status_code == 403
 
 
 def test_the_dashboard_shell_is_public_and_its_figures_are_not(stack):

@@ -2,6 +2,7 @@
 (`playbooks/validate.yml --tags schema`: every role's argument spec, the catalogue and the
 secrets policy). It runs on the controller only, so the example hosts are never contacted."""
 
+import base64
 import json
 import os
 import secrets
@@ -18,12 +19,23 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-PASSWORD_ENV = ("GEKKO_POSTGRES_PASSWORD", "GEKKO_REDIS_PASSWORD", "GEKKO_ADMIN_PASSWORD")
-SECRET_ENV = (*PASSWORD_ENV, "GEKKO_TOKEN_SIGNING_KEYS")
+PASSWORD_ENV = (
+    "GEKKO_POSTGRES_PASSWORD",
+    "GEKKO_REDIS_PASSWORD",
+    "GEKKO_ADMIN_PASSWORD",
+    "GEKKO_MONITOR_PASSWORD",
+)
+SECRET_ENV = (
+    *PASSWORD_ENV,
+    "GEKKO_ADMIN_TOTP_SECRET",
+    "GEKKO_TOKEN_SIGNING_KEYS",
+    "GEKKO_DATA_KEYS",
+)
 VAULT_PASSWORDS = (
     "gekko_vault_postgres_password",
     "gekko_vault_redis_password",
     "gekko_vault_admin_password",
+    "gekko_vault_monitor_password",
 )
 
 
@@ -75,15 +87,24 @@ def signing_key() -> str:
 
 
 def staging_secrets(**overrides: str) -> dict[str, str]:
-    """Everything staging reads from the environment: passwords and two signing keys."""
+    """Everything staging reads from the environment: passwords, the admin's TOTP seed, two
+    signing keys and two data keys."""
     values = {name: strong() for name in PASSWORD_ENV}
+    values["GEKKO_ADMIN_TOTP_SECRET"] = totp_seed()
     values["GEKKO_TOKEN_SIGNING_KEYS"] = signing_key() + signing_key()
+    values["GEKKO_DATA_KEYS"] = f"{strong()} {strong()}"
     return values | overrides
+
+
+def totp_seed() -> str:
+    return base64.b32encode(secrets.token_bytes(20)).decode()
 
 
 def vault_secrets() -> dict:
     return {name: strong() for name in VAULT_PASSWORDS} | {
-        "gekko_vault_token_signing_keys": [signing_key()]
+        "gekko_vault_admin_totp_secret": totp_seed(),
+        "gekko_vault_token_signing_keys": [signing_key()],
+        "gekko_vault_data_keys": [strong()],
     }
 
 
@@ -173,8 +194,9 @@ def test_prod_refuses_plaintext_secrets(prod):
     assert run.returncode != 0
     assert f"Secrets in plaintext in {path}" in output(run)
     assert "ansible-vault encrypt" in output(run)
-    for value in [*values.values()][:-1] + values["gekko_vault_token_signing_keys"]:
-        assert value not in output(run)
+    for value in values.values():
+        for secret in value if isinstance(value, list) else [value]:
+            assert secret not in output(run)
 
 
 def test_prod_refuses_generated_secrets_and_missing_vault_values(prod):

@@ -136,12 +136,13 @@ def traffic(client: httpx.Client, result: Path, users: int, retries: int, limit:
     }
 
 
-def admin(client: httpx.Client) -> dict[str, str]:
-    """The first admin's headers: /services is for viewers, operators and admins. Its password
-    is the lab's GEKKO_ADMIN_PASSWORD, exported to every controller command."""
+def monitor(client: httpx.Client) -> dict[str, str]:
+    """The deploy's viewer account: /services is for viewers, operators and admins (the last
+    two need a second factor). Its password is the lab's GEKKO_MONITOR_PASSWORD, exported to
+    every controller command."""
     login = client.post(
         "/api/v1/users/login",
-        json={"username": "admin", "password": os.environ["GEKKO_ADMIN_PASSWORD"]},
+        json={"username": "monitor", "password": os.environ["GEKKO_MONITOR_PASSWORD"]},
     )
     login.raise_for_status()
     return {"Authorization": f"Bearer {login.json()['access_token']}"}
@@ -159,7 +160,7 @@ def main() -> None:
         if args.command == "smoke":
             print(json.dumps(smoke(client)))
         elif args.command == "services":
-            print(json.dumps(client.get("/services", headers=admin(client)).json()))
+            print(json.dumps(client.get("/services", headers=monitor(client)).json()))
         else:
             outcome = traffic(client, args.result, args.users, args.retries, args.max_seconds)
             args.result.write_text(json.dumps(outcome))

@@ -31,6 +31,17 @@ def test_only_the_users_service_holds_the_signing_key():
     assert load_settings("users", ENV).jwt_signing_key_file == ENV["GEKKO_JWT_SIGNING_KEY_FILE"]
 
 
+def test_only_the_users_service_holds_the_data_keys_and_they_must_be_strong(tmp_path):
+    env = {k: v for k, v in ENV.items() if k != "GEKKO_DATA_KEYS_FILE"}
+    with pytest.raises(ConfigError, match="GEKKO_DATA_KEYS_FILE is required for the users"):
+        load_settings("users", env)
+    assert load_settings("trading", ENV).data_keys_file == ""
+    weak = tmp_path / "data-keys"
+    weak.write_text("short\n")
+    with pytest.raises(ConfigError, match="data keys: .*at least 32"):
+        load_settings("users", {**ENV, "GEKKO_DATA_KEYS_FILE": str(weak)})
+
+
 def test_unreadable_or_wrong_key_files_are_clear_errors(tmp_path):
     missing = str(tmp_path / "nope.pem")
     with pytest.raises(ConfigError, match="nope.pem cannot be read"):

@@ -1,5 +1,7 @@
 """Route permissions in a service app: declared for every route, enforced per role."""
 
+import time
+
 import pytest
 from fastapi import APIRouter
 from fastapi.testclient import TestClient
@@ -112,3 +114,47 @@ def test_roles_are_parsed_strictly():
     assert parse_role("viewer") is Role.VIEWER
     with pytest.raises(ValueError, match="unknown role 'root'"):
         parse_role("root")
+
+
+# Without a second factor in the session: operators and admins keep only what every signed-in
+# user may do; traders and viewers are unaffected.
+EXPECTED_WITHOUT_MFA = {
+    # route: trader, viewer, operator, admin
+    ("GET", "/api/v1/social/open"): (200, 200, 200, 200),
+    ("GET", "/api/v1/social/mine"): (200, 200, 200, 200),
+    ("POST", "/api/v1/social/trade"): (200, 403, 403, 403),
+    ("PUT", "/api/v1/social/admin"): (403, 403, 403, 403),
+}
+
+
+@pytest.mark.parametrize(("route", "statuses"), EXPECTED_WITHOUT_MFA.items(), ids=str)
+def test_operators_and_admins_need_the_second_factor(client, route, statuses):
+    method, path = route
+    got = tuple(
+        client.request(method, path, headers=as_role(role, mfa=False)).status_code for role in Role
+    )
+    assert got == statuses
+    answer = client.request(method, path, headers=as_role(Role.ADMIN, mfa=False))
+    if answer.status_code == 403:
+        assert answer.json()["type"].endswith("/mfa-required")
+
+
+def test_a_step_up_permission_wants_a_recent_second_factor():
+    from gekko.security.rbac import ADMINISTER_STEP_UP, STEP_UP_MAX_AGE_S
+
+    from .keys import signing_key
+
+    table = {**ACCESS, ("PUT", "/api/v1/social/admin"): ADMINISTER_STEP_UP}
+    app = build_service_app("social", load_settings("social", ENV), [router()], table)
+    app.state.revoked_sessions = None
+    client = TestClient(app)
+    now = int(time.time())
+
+    def put(mfa_at: int) -> int:
+        token = signing_key.issue(1, "s", role=Role.ADMIN, mfa_at=mfa_at)
+        headers = {"Authorization": f"Bearer {token}"}
+        answer = client.put("/api/v1/social/admin", headers=headers)
+        return answer.status_code if answer.status_code == 200 else answer.json()["type"]
+
+    assert put(now - 10) == 200
+    assert put(now - STEP_UP_MAX_AGE_S - 5).endswith("/step-up-required")

@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gekko.security import tokens
+from gekko.security import keyfiles
 from gekko.security.passwords import hash_password, verify_password
 from gekko.security.sessions import new_refresh_token, refresh_token_hash
 from gekko.security.tokens import (
@@ -132,7 +132,7 @@ def test_kid_is_the_rfc7638_thumbprint():
 def test_a_rotation_is_picked_up_without_a_restart(keys, monkeypatch):
     """Publish the new key beside the old, then sign with it: old tokens keep working, new
     ones carry the new kid, and both verify without reloading anything by hand."""
-    monkeypatch.setattr(tokens, "KEY_FILE_CHECK_S", 0.0)
+    monkeypatch.setattr(keyfiles, "KEY_FILE_CHECK_S", 0.0)
     signer, verifier, signing_path, verify_path = keys
     old_token, old_kid = signer.issue(1, "s"), signer.kid
     new_key = Ed25519PrivateKey.generate()
@@ -154,7 +154,7 @@ def test_a_rotation_is_picked_up_without_a_restart(keys, monkeypatch):
 
 
 def test_a_broken_replacement_keeps_the_last_good_keys(keys, monkeypatch):
-    monkeypatch.setattr(tokens, "KEY_FILE_CHECK_S", 0.0)
+    monkeypatch.setattr(keyfiles, "KEY_FILE_CHECK_S", 0.0)
     signer, verifier, _, verify_path = keys
     token = signer.issue(3, "s")
     _replace(verify_path, b"garbage")

@@ -4,6 +4,7 @@ gateway's own routes. An app using them sets `state.verify_keys`, `state.revoked
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -46,7 +47,8 @@ async def current_claims(request: Request) -> TokenClaims:
 
 
 async def check_permission(request: Request, permission: Permission) -> None:
-    """401 without a valid token where one is needed; 403 for a role the route does not allow."""
+    """401 without a valid token where one is needed; 403 for a role the route does not allow,
+    or for a session without the second factor (or a recent enough one) the route needs."""
     if permission.anonymous:
         return
     claims = await current_claims(request)
@@ -57,6 +59,24 @@ async def check_permission(request: Request, permission: Permission) -> None:
             f"you are signed in as {claims.role}",
             title="Forbidden",
             slug="forbidden",
+        )
+    if not permission.needs_mfa(claims.role):
+        return
+    if claims.mfa_at is None:
+        raise ProblemError(
+            403,
+            f"the {claims.role} role needs a second factor: enrol with POST "
+            "/api/v1/users/mfa/enroll and /mfa/confirm (or sign in with your code)",
+            title="Forbidden",
+            slug="mfa-required",
+        )
+    if permission.fresh_mfa_s and time.time() - claims.mfa_at > permission.fresh_mfa_s:
+        raise ProblemError(
+            403,
+            "this needs your second factor again: POST /api/v1/users/mfa/step-up with a code, "
+            "then retry with the access token it returns",
+            title="Forbidden",
+            slug="step-up-required",
         )
 
 

@@ -15,36 +15,32 @@ import hashlib
 import json
 import os
 import re
-import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from gekko.security.keyfiles import KeyFileError, WatchedFile
 from gekko.security.rbac import DEFAULT_ROLE, Role, parse_role
 
 JWT_ALGORITHM = "EdDSA"
 JWT_ISSUER = "gekko"
 JWT_AUDIENCE = "gekko-api"
 ACCESS_TOKEN_TTL_S = 3600
-# How often a key file's metadata is looked at for a change, at most.
-KEY_FILE_CHECK_S = 1.0
+# The token a password sign-in gets when the account has MFA: good only for
+# POST /api/v1/users/login/mfa, for a few minutes.
+MFA_CHALLENGE_AUDIENCE = "gekko-mfa"
+MFA_CHALLENGE_TTL_S = 300
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z ]+)-----.+?-----END \1-----", re.DOTALL)
-T = TypeVar("T")
 
 
 class TokenError(Exception):
     """The bearer token is missing, malformed, expired or not signed by a published key."""
-
-
-class KeyFileError(Exception):
-    """A key file is missing, unreadable or does not hold the Ed25519 key(s) it should."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +49,15 @@ class TokenClaims:
     session_id: str
     expires_at: int
     role: Role = DEFAULT_ROLE
+    # When this session last proved a second factor (epoch seconds); None without MFA.
+    mfa_at: int | None = None
+
+
+@dataclass(frozen=True)
+class MfaChallenge:
+    user_id: int
+    challenge_id: str
+    expires_at: int
 
 
 def _b64url(data: bytes) -> str:
@@ -100,60 +105,11 @@ def parse_private_key(pem: bytes) -> Ed25519PrivateKey:
     return key
 
 
-class _WatchedFile(Generic[T]):
-    """A file parsed once and again whenever it is replaced (new inode, size or mtime)."""
-
-    def __init__(self, path: str, parse: Callable[[bytes], T]) -> None:
-        self.path = path
-        self._parse = parse
-        self._lock = threading.Lock()
-        self._checked_at = 0.0
-        self._stamp: tuple[int, int, int] | None = None
-        self._value: T = self._load()  # a bad file at start is a configuration error
-
-    def _read(self) -> tuple[tuple[int, int, int], bytes]:
-        try:
-            with open(self.path, "rb") as handle:
-                st = os.fstat(handle.fileno())
-                return (st.st_ino, st.st_size, st.st_mtime_ns), handle.read()
-        except OSError as exc:
-            raise KeyFileError(f"{self.path} cannot be read: {exc.strerror}") from None
-
-    def _load(self) -> T:
-        stamp, data = self._read()
-        try:
-            value = self._parse(data)
-        except KeyFileError as exc:
-            raise KeyFileError(f"{self.path}: {exc}") from None
-        self._stamp = stamp
-        self._checked_at = time.monotonic()
-        return value
-
-    def get(self) -> T:
-        """The parsed file, re-read if it was replaced (looked at once a second at most, so a
-        flood of tokens with unknown key ids costs nothing). A replacement that does not parse
-        is ignored: the last good keys stay in force."""
-        now = time.monotonic()
-        if now - self._checked_at < KEY_FILE_CHECK_S:
-            return self._value
-        with self._lock:
-            if now - self._checked_at < KEY_FILE_CHECK_S:
-                return self._value
-            self._checked_at = now
-            try:
-                st = os.stat(self.path)
-                if (st.st_ino, st.st_size, st.st_mtime_ns) != self._stamp:
-                    self._value = self._load()
-            except (OSError, KeyFileError):
-                pass
-            return self._value
-
-
 class VerifyKeys:
     """The published public keys (GEKKO_JWT_VERIFY_KEYS_FILE)."""
 
     def __init__(self, path: str) -> None:
-        self._file = _WatchedFile(path, parse_public_keys)
+        self._file = WatchedFile(path, parse_public_keys)
 
     def key(self, kid: str) -> Ed25519PublicKey:
         key = self._file.get().get(kid)
@@ -173,7 +129,7 @@ class SigningKey:
     """The users service's private key (GEKKO_JWT_SIGNING_KEY_FILE)."""
 
     def __init__(self, path: str) -> None:
-        self._file = _WatchedFile(path, parse_private_key)
+        self._file = WatchedFile(path, parse_private_key)
 
     @property
     def kid(self) -> str:
@@ -187,10 +143,10 @@ class SigningKey:
         role: Role = DEFAULT_ROLE,
         ttl_s: int = ACCESS_TOKEN_TTL_S,
         now: float | None = None,
+        mfa_at: int | None = None,
     ) -> str:
-        key = self._file.get()
         issued = int(time.time() if now is None else now)
-        payload = {
+        payload: dict[str, Any] = {
             "iss": JWT_ISSUER,
             "aud": JWT_AUDIENCE,
             "sub": str(user_id),
@@ -199,13 +155,37 @@ class SigningKey:
             "iat": issued,
             "exp": issued + ttl_s,
             "jti": uuid.uuid4().hex,
+            # RFC 8176 authentication methods; mfa_at dates the second factor for step-up.
+            "amr": ["pwd", "otp"] if mfa_at is not None else ["pwd"],
         }
+        if mfa_at is not None:
+            payload["mfa_at"] = int(mfa_at)
+        return self._sign(payload)
+
+    def issue_mfa_challenge(self, user_id: int, *, now: float | None = None) -> str:
+        """Proof that this user's password was right, to be completed with a second factor."""
+        issued = int(time.time() if now is None else now)
+        return self._sign(
+            {
+                "iss": JWT_ISSUER,
+                "aud": MFA_CHALLENGE_AUDIENCE,
+                "sub": str(user_id),
+                "iat": issued,
+                "exp": issued + MFA_CHALLENGE_TTL_S,
+                "jti": uuid.uuid4().hex,
+            }
+        )
+
+    def _sign(self, payload: dict[str, Any]) -> str:
+        key = self._file.get()
         return jwt.encode(
             payload, key, algorithm=JWT_ALGORITHM, headers={"kid": key_id(key.public_key())}
         )
 
 
-def decode_token(token: str, keys: VerifyKeys, *, leeway_s: int = 5) -> TokenClaims:
+def _verified(
+    token: str, keys: VerifyKeys, audience: str, required: list[str], leeway_s: int
+) -> dict[str, Any]:
     try:
         kid = jwt.get_unverified_header(token).get("kid")
     except jwt.InvalidTokenError as exc:
@@ -213,27 +193,44 @@ def decode_token(token: str, keys: VerifyKeys, *, leeway_s: int = 5) -> TokenCla
     if not isinstance(kid, str):
         raise TokenError("invalid token: no key id (kid) in its header")
     try:
-        claims = jwt.decode(
+        return jwt.decode(
             token,
             keys.key(kid),
             algorithms=[JWT_ALGORITHM],  # pinned: never trust the token's own alg header
             issuer=JWT_ISSUER,
-            audience=JWT_AUDIENCE,
+            audience=audience,
             leeway=leeway_s,
-            options={"require": ["sub", "sid", "role", "exp", "iat"]},
+            options={"require": required},
         )
     except jwt.ExpiredSignatureError:
         raise TokenError("token has expired") from None
     except jwt.InvalidTokenError as exc:
         raise TokenError(f"invalid token: {exc}") from None
+
+
+def decode_token(token: str, keys: VerifyKeys, *, leeway_s: int = 5) -> TokenClaims:
+    claims = _verified(token, keys, JWT_AUDIENCE, ["sub", "sid", "role", "exp", "iat"], leeway_s)
     try:
         user_id = int(claims["sub"])
         role = parse_role(claims["role"])
+        mfa_at = int(claims["mfa_at"]) if claims.get("mfa_at") is not None else None
     except (TypeError, ValueError) as exc:
         raise TokenError(f"invalid token: {exc}") from None
     return TokenClaims(
-        user_id=user_id, session_id=str(claims["sid"]), expires_at=int(claims["exp"]), role=role
+        user_id=user_id,
+        session_id=str(claims["sid"]),
+        expires_at=int(claims["exp"]),
+        role=role,
+        mfa_at=mfa_at,
     )
+
+
+def decode_mfa_challenge(token: str, keys: VerifyKeys) -> MfaChallenge:
+    claims = _verified(token, keys, MFA_CHALLENGE_AUDIENCE, ["sub", "exp", "iat", "jti"], 0)
+    try:
+        return MfaChallenge(int(claims["sub"]), str(claims["jti"]), int(claims["exp"]))
+    except (TypeError, ValueError) as exc:
+        raise TokenError(f"invalid token: {exc}") from None
 
 
 def bearer_token(authorization: str | None) -> str:

@@ -63,11 +63,19 @@ def _policy(request: Request) -> SessionPolicy:
 
 
 def _token_answer(
-    request: Request, user_id: int, role: str, session_id: str, refresh: str
+    request: Request,
+    user_id: int,
+    role: str,
+    session_id: str,
+    refresh: str,
+    mfa_at: datetime | None,
 ) -> JSONResponse:
     signing_key: SigningKey = request.app.state.signing_key
+    mfa_epoch = int(mfa_at.timestamp()) if mfa_at is not None else None
     out = TokenOut(
-        access_token=signing_key.issue(user_id, session_id, role=parse_role(role)),
+        access_token=signing_key.issue(
+            user_id, session_id, role=parse_role(role), mfa_at=mfa_epoch
+        ),
         expires_in=ACCESS_TOKEN_TTL_S,
         refresh_token=refresh,
         refresh_expires_in=_policy(request).refresh_ttl_s,
@@ -91,9 +99,14 @@ async def _add_refresh_token(conn: asyncpg.Connection, session_id: uuid.UUID, tt
 
 
 async def start_session(
-    request: Request, pool: asyncpg.Pool, user_id: int, source_address: str
+    request: Request,
+    pool: asyncpg.Pool,
+    user_id: int,
+    source_address: str,
+    mfa_at: float | None = None,
 ) -> JSONResponse:
-    """A new session for a user who just proved who they are: its first token pair."""
+    """A new session for a user who just proved who they are (`mfa_at`: with a second factor,
+    at that time): its first token pair."""
     policy = _policy(request)
     session_id = uuid.uuid4()
     async with pool.acquire() as conn, conn.transaction():
@@ -102,19 +115,22 @@ async def start_session(
         role = await conn.fetchval(
             "SELECT role FROM users.accounts WHERE id = $1 FOR SHARE", user_id
         )
-        await conn.execute(
+        proved = await conn.fetchval(
             """
-            INSERT INTO users.sessions (id, user_id, expires_at, user_agent, source_address)
-            VALUES ($1, $2, now() + make_interval(secs => $3), $4, $5)
+            INSERT INTO users.sessions
+                (id, user_id, expires_at, user_agent, source_address, mfa_at)
+            VALUES ($1, $2, now() + make_interval(secs => $3), $4, $5, to_timestamp($6))
+            RETURNING mfa_at
             """,
             session_id,
             user_id,
             policy.max_lifetime_s,
             request.headers.get("user-agent", "")[:256],
             source_address,
+            mfa_at,
         )
         refresh = await _add_refresh_token(conn, session_id, policy.refresh_ttl_s)
-    return _token_answer(request, user_id, role, str(session_id), refresh)
+    return _token_answer(request, user_id, role, str(session_id), refresh, proved)
 
 
 async def end_sessions(
@@ -136,10 +152,10 @@ async def end_sessions(
         await revoke_sessions(request.app.state.redis, [str(s) for s in session_ids], until)
     except RedisError as exc:
         log.error("ended sessions not published to Redis (%s): %s", exc, reason)
-        _events(request).record("revocation-not-published", reason=reason)
+        events(request).record("revocation-not-published", reason=reason)
 
 
-def _events(request: Request) -> SecurityEvents:
+def events(request: Request) -> SecurityEvents:
     return request.app.state.security_events
 
 
@@ -162,7 +178,7 @@ async def refresh(body: RefreshRequest, pool: Pool, request: Request) -> JSONRes
                 FROM presented p
                 WHERE t.token_hash = p.token_hash AND p.used_at IS NULL
             )
-            SELECT p.session_id, p.used_at IS NOT NULL AS reused, s.user_id, a.role,
+            SELECT p.session_id, p.used_at IS NOT NULL AS reused, s.user_id, a.role, s.mfa_at,
                    s.ended_at IS NOT NULL AS ended,
                    p.expires_at < now() OR s.expires_at < now() AS expired
             FROM presented p JOIN users.sessions s ON s.id = p.session_id
@@ -187,11 +203,13 @@ async def refresh(body: RefreshRequest, pool: Pool, request: Request) -> JSONRes
     # Refused after the commit, so a session ended for reuse stays ended.
     if refused is not None:
         if row is not None and row["reused"] and not row["ended"]:
-            _events(request).record(
+            events(request).record(
                 "refresh-token-reuse", user_id=row["user_id"], session=row["session_id"]
             )
         raise ProblemError(401, refused, title="Unauthorized", slug="invalid-refresh-token")
-    return _token_answer(request, row["user_id"], row["role"], str(row["session_id"]), new_token)
+    return _token_answer(
+        request, row["user_id"], row["role"], str(row["session_id"]), new_token, row["mfa_at"]
+    )
 
 
 @router.post("/logout", status_code=204)
@@ -203,7 +221,7 @@ async def logout(claims: Claims, pool: Pool, request: Request) -> Response:
         raise unauthorized("the token's session was not issued by this service") from None
     async with pool.acquire() as conn, conn.transaction():
         await end_sessions(request, conn, [session_id], "logout")
-    _events(request).record("logout", user_id=claims.user_id)
+    events(request).record("logout", user_id=claims.user_id)
     return Response(status_code=204)
 
 
@@ -238,7 +256,7 @@ async def end_session(
         if owner != claims.user_id:
             raise ProblemError(404, "no such open session", slug="session-not-found")
         await end_sessions(request, conn, [session_id], "ended-by-user")
-    _events(request).record("session-ended", user_id=claims.user_id)
+    events(request).record("session-ended", user_id=claims.user_id)
     return Response(status_code=204)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable
 from datetime import datetime
 from typing import Annotated, TypeVar
 
@@ -16,36 +15,51 @@ import asyncpg
 from fastapi import APIRouter, FastAPI, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, field_validator
-from redis.exceptions import RedisError
 
 from gekko.events import USER_REGISTERED
 from gekko.outbox import add_event
 from gekko.problems import ProblemError
+from gekko.security.crypto import DataKeys
 from gekko.security.events import SecurityEvents
-from gekko.security.lockout import Lock, LoginGuard
+from gekko.security.lockout import LoginGuard
 from gekko.security.passwords import hash_password, verify_password
-from gekko.security.rbac import ADMINISTER, PUBLIC, SIGNED_IN, AccessTable, Role
+from gekko.security.rbac import (
+    ADMINISTER_STEP_UP,
+    PUBLIC,
+    SIGNED_IN,
+    SIGNED_IN_STEP_UP,
+    AccessTable,
+    Role,
+)
 from gekko.security.tokens import SigningKey
-from gekko.services import user_sessions
+from gekko.services import user_mfa, user_sessions
 from gekko.services.deps import Claims, Pool, UserId
+from gekko.services.sign_in_guard import refused, source_address, unless_redis_is_down
+from gekko.services.user_mfa import MfaChallengeOut
 from gekko.services.user_sessions import TokenOut, end_sessions, start_session
 from gekko.services.wiring import start_relay, stop_all, wake_relay
 
 PREFIX = user_sessions.PREFIX
 router = APIRouter(prefix=PREFIX, tags=["users"])
-# Both routers make up the service; each route's permission is in ACCESS.
-ROUTERS = (router, user_sessions.router)
+# The routers make up the service; each route's permission is in ACCESS.
+ROUTERS = (router, user_sessions.router, user_mfa.router)
 # Who may call each route (gekko.security.rbac); a route missing here stops the service.
 ACCESS: AccessTable = {
     ("POST", PREFIX + "/register"): PUBLIC,
     ("POST", PREFIX + "/login"): PUBLIC,
+    ("POST", PREFIX + "/login/mfa"): PUBLIC,
     ("POST", PREFIX + "/token/refresh"): PUBLIC,
     ("GET", PREFIX + "/.well-known/jwks.json"): PUBLIC,
     ("GET", PREFIX + "/me"): SIGNED_IN,
     ("POST", PREFIX + "/logout"): SIGNED_IN,
     ("GET", PREFIX + "/sessions"): SIGNED_IN,
     ("DELETE", PREFIX + "/sessions/{session_id}"): SIGNED_IN,
-    ("PUT", PREFIX + "/{user_id}/role"): ADMINISTER,
+    ("GET", PREFIX + "/mfa"): SIGNED_IN,
+    ("POST", PREFIX + "/mfa/enroll"): SIGNED_IN,
+    ("POST", PREFIX + "/mfa/confirm"): SIGNED_IN,
+    ("POST", PREFIX + "/mfa/step-up"): SIGNED_IN,
+    ("DELETE", PREFIX + "/mfa"): SIGNED_IN_STEP_UP,
+    ("PUT", PREFIX + "/{user_id}/role"): ADMINISTER_STEP_UP,
 }
 log = logging.getLogger("gekko.users")
 T = TypeVar("T")
@@ -104,6 +118,8 @@ async def start(app: FastAPI) -> None:
 def configure(app: FastAPI) -> None:
     # The only component with the private key (re-read when a rotation replaces it).
     app.state.signing_key = SigningKey(app.state.settings.jwt_signing_key_file)
+    # The keys the TOTP seeds are encrypted with (re-read when a rotation replaces the file).
+    app.state.data_keys = DataKeys(path=app.state.settings.data_keys_file)
     app.state.security_events = SecurityEvents(app.state.metrics_registry)
 
 
@@ -139,56 +155,19 @@ async def register(body: RegisterRequest, pool: Pool, request: Request) -> UserO
     return UserOut(**dict(row))
 
 
-def _source_address(request: Request) -> str:
-    """The caller's address as the gateway saw it: the last X-Forwarded-For entry is the one the
-    gateway appended (the entries before it are whatever the client sent)."""
-    forwarded = request.headers.get("x-forwarded-for", "")
-    last = forwarded.rsplit(",", 1)[-1].strip()
-    if last:
-        return last
-    return request.client.host if request.client else "unknown"
-
-
-# Lock scope -> (status, title, problem slug, who is locked).
-_LOCK_ANSWERS = {
-    "account": (423, "Locked", "account-locked", "this account"),
-    "source": (429, "Too Many Requests", "source-locked", "this address"),
-}
-
-
-def _refused(lock: Lock) -> ProblemError:
-    status, title, slug, whom = _LOCK_ANSWERS[lock.scope]
-    return ProblemError(
-        status,
-        f"too many failed logins for {whom}; try again later",
-        title=title,
-        slug=slug,
-        headers={"Retry-After": str(lock.retry_after_s)},
-    )
-
-
-async def _unless_redis_is_down(step: Awaitable[T], fallback: T) -> T:
-    """Logins keep working through a Redis outage, without lockouts meanwhile (logged)."""
-    try:
-        return await step
-    except RedisError as exc:
-        log.warning("login lockouts are not enforced: Redis is unavailable (%s)", exc)
-        return fallback
-
-
 def _security_event(request: Request, event: str, **fields: object) -> None:
     request.app.state.security_events.record(event, **fields)
 
 
-@router.post("/login", response_model=TokenOut)
+@router.post("/login", response_model=TokenOut | MfaChallengeOut)
 async def login(body: LoginRequest, pool: Pool, request: Request) -> JSONResponse:
     guard: LoginGuard = request.app.state.login_guard
-    source = _source_address(request)
+    source = source_address(request)
     # Refused before the password is checked, the right one included: guessing on gains nothing.
-    lock = await _unless_redis_is_down(guard.lock(body.username, source), None)
+    lock = await unless_redis_is_down(guard.lock(body.username, source), None)
     if lock is not None:
         _security_event(request, "login-refused-locked", scope=lock.scope, source=source)
-        raise _refused(lock)
+        raise refused(lock)
     row = await pool.fetchrow(
         """
         SELECT id, password_hash FROM users.accounts
@@ -200,19 +179,24 @@ async def login(body: LoginRequest, pool: Pool, request: Request) -> JSONRespons
     ok = await asyncio.to_thread(verify_password, stored_hash, body.password)
     if row is None or not ok:
         _security_event(request, "login-failure", source=source)
-        lock = await _unless_redis_is_down(guard.failed(body.username, source), None)
+        lock = await unless_redis_is_down(guard.failed(body.username, source), None)
         if lock is not None:
             _security_event(
                 request, "lockout", scope=lock.scope, source=source, seconds=lock.retry_after_s
             )
-            raise _refused(lock)
+            raise refused(lock)
         raise ProblemError(
             401,
             "invalid username or password",
             title="Unauthorized",
             slug="invalid-credentials",
         )
-    await _unless_redis_is_down(guard.succeeded(body.username), None)
+    if await user_mfa.has_mfa(pool, row["id"]):
+        # The failure count stays until the second factor is right too, so the password alone
+        # never buys more code guesses.
+        _security_event(request, "login-password-accepted", user_id=row["id"])
+        return user_mfa.challenge(request, row["id"])
+    await unless_redis_is_down(guard.succeeded(body.username), None)
     return await start_session(request, pool, row["id"], source)
 
 
