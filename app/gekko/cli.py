@@ -225,6 +225,40 @@ def _bootstrap_accounts(database_url: str) -> int:
     return 0
 
 
+def _reencrypt(check: bool) -> int:
+    """`gekko reencrypt`: every value encrypted at rest moved to the newest data key
+    (GEKKO_DATA_KEYS, or the file in GEKKO_DATA_KEYS_FILE); exit 1 if anything is left behind."""
+    import asyncio
+
+    from gekko.reencrypt import reencrypt
+    from gekko.security.crypto import DataKeys
+    from gekko.security.keyfiles import KeyFileError
+
+    try:
+        database_url = database_url_from_env()
+        text, path = os.environ.get("GEKKO_DATA_KEYS", ""), os.environ.get("GEKKO_DATA_KEYS_FILE")
+        keys = DataKeys(text=text) if text.strip() or not path else DataKeys(path=path)
+    except (ConfigError, KeyFileError) as exc:
+        print(f"gekko-reencrypt: configuration error: {exc}", file=sys.stderr)
+        return 2
+    moved = 0 if check else asyncio.run(reencrypt(database_url, keys)).moved
+    left = asyncio.run(reencrypt(database_url, keys, check=True))
+    print(
+        f"gekko-reencrypt: moved {moved} value(s) to data key {keys.current_id}; "
+        f"{left.left} left on older keys; {left.unreadable} unreadable",
+        flush=True,
+    )
+    if left.unreadable:
+        print(
+            f"gekko-reencrypt: {left.unreadable} value(s) cannot be decrypted with these keys: "
+            "put back the key they were encrypted with (or they were altered)",
+            file=sys.stderr,
+        )
+    if left.left:
+        print(f"gekko-reencrypt: {left.left} value(s) still on an older data key", flush=True)
+    return 1 if left.left or left.unreadable else 0
+
+
 def healthcheck(url: str, timeout_s: float = 2.0) -> int:
     if not url.startswith(("http://", "https://")):
         print(f"gekko healthcheck: not an http(s) URL: {url}", file=sys.stderr)
@@ -243,6 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run one component (uvicorn, single worker)")
     serve.add_argument("component", choices=COMPONENTS)
     sub.add_parser("migrate", help="apply database migrations (alembic upgrade head)")
+    reencrypt = sub.add_parser(
+        "reencrypt", help="move every value encrypted at rest to the newest data key"
+    )
+    reencrypt.add_argument(
+        "--check", action="store_true", help="only count the values left on older keys"
+    )
     check = sub.add_parser(
         "healthcheck",
         help="exit 0 if GET /health answers 200; without --url, only this container's "
@@ -262,6 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args.component)
+    if args.command == "reencrypt":
+        return _reencrypt(args.check)
     if args.command == "migrate":
         return _migrate()
     if args.command == "train-signal-model":

@@ -1,7 +1,10 @@
-"""Rotating the access-token signing key on the deployed stack (playbooks/rotate-secrets.yml):
-under steady traffic with orders, nobody is signed out, nothing restarts, and new tokens carry
-the new key. Runs with the redeploying modules (it changes the keyring); the containers it finds
-are the ones it leaves."""
+"""Rotating the access-token signing key and the data key on the deployed stack
+(playbooks/rotate-secrets.yml): under steady traffic with orders, nobody is signed out, nothing
+restarts, new tokens carry the new key, and the stored TOTP seeds move to the new data key. Runs
+with the redeploying modules (it changes the keyring); the containers it finds are the ones it
+leaves."""
+
+from pathlib import Path
 
 import jwt
 import pytest
@@ -10,6 +13,8 @@ from .conftest import SECRETS, ansible_playbook, register_users, wait_until
 from .rollout import SteadyTraffic, orders_kept, running_containers
 
 KEYRING = SECRETS / "token-signing-keys"
+DATA_KEYS = SECRETS / "data-keys"
+HOST_DATA_KEYS = Path("/etc/gekko/data-keys/data-keys")
 
 
 def kid(headers: dict) -> str:
@@ -26,7 +31,11 @@ def published(gateway) -> list[str]:
 def rotated(gateway):
     """Two rotations, the second retiring the first key at once: what each one left."""
     users = register_users(gateway, 3, "rotate")
-    before = {"kid": kid(users[0]["headers"]), "containers": running_containers()}
+    before = {
+        "kid": kid(users[0]["headers"]),
+        "containers": running_containers(),
+        "data_keys": sorted(DATA_KEYS.glob("*.key")),
+    }
     # A fresh deploy has one key, which any rotation may follow; on a stack rotated before (a
     # re-run) the key it retires signed none of these users' tokens, so the wait is skipped.
     again = len(list(KEYRING.glob("*.pem"))) > 1
@@ -58,12 +67,27 @@ def test_a_rotation_publishes_a_new_key_and_signs_with_it_without_a_restart(gate
         assert gateway.get("/api/v1/portfolio", headers=user["headers"]).status_code == 200
 
 
+def test_a_rotation_moves_the_stored_secrets_to_a_new_data_key(gateway, rotated, admin):
+    _, before, _, run = rotated
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "gekko-reencrypt: moved" in run.stdout and "0 left on older keys" in run.stdout
+    # One key is left, a new one, on the controller and on the host.
+    keys = sorted(DATA_KEYS.glob("*.key"))
+    assert len(keys) == 1 and keys[0] not in before["data_keys"]
+    assert HOST_DATA_KEYS.read_text().split() == keys[0].read_text().split()[:1]
+    # The admin's seed was re-encrypted: the second factor still works with the old key gone
+    # (the admin fixture signed in with password and TOTP after the rotation).
+    status = gateway.get("/api/v1/users/mfa", headers=admin)
+    assert status.status_code == 200 and status.json()["enabled"] is True
+
+
 def test_a_second_rotation_is_refused_until_the_old_key_has_retired(gateway, rotated):
     users, before, _, _ = rotated
     early = ansible_playbook("rotate-secrets.yml")
     assert early.returncode != 0
     assert "may still sign live access tokens" in early.stdout
     assert len(sorted(KEYRING.glob("*.pem"))) == 2
+    assert len(sorted(DATA_KEYS.glob("*.key"))) == 1  # refused before any key was made
 
     # Forced: the first key leaves the keyring; its tokens are refused and its sessions refresh.
     forced = ansible_playbook("rotate-secrets.yml", "-e", "gekko_token_key_overlap_seconds=0")

@@ -27,7 +27,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .conftest import LOOPBACK, OPS, Stack, _wait_for, base_env, free_port, gekko_cmd
+from .conftest import (
+    LOOPBACK,
+    OPS,
+    Stack,
+    _wait_for,
+    base_env,
+    eventually,
+    free_port,
+    gekko_cmd,
+)
 
 GATEWAY_PASSWORD = "gateway-" + "g" * 24
 SERVICES_PASSWORD = "services-" + "s" * 24
@@ -217,10 +226,18 @@ def test_gateway_reaches_the_service_over_verified_tls(tls_stack):
     gateway = f"http://{LOOPBACK}:{tls_stack.stack.ports['gateway']}"
     quotes = httpx.get(f"{gateway}/api/v1/market-data/quotes/BTC-USD", timeout=5)
     assert quotes.status_code == 200, quotes.text
-    # The service registered itself (over TLS to Redis) with its https address.
-    listed = httpx.get(f"{gateway}/services", timeout=5, headers=OPS).json()
-    urls = {i["url"] for i in listed["services"]["market_data"] if i["source"] == "redis"}
-    assert f"https://{LOOPBACK}:{tls_stack.service_port}" in urls
+
+    # The service registered itself (over TLS to Redis) with its https address. The gateway
+    # routed through its static entry already; the registration shows at its next registry read.
+    def registered() -> set[str]:
+        listed = httpx.get(f"{gateway}/services", timeout=5, headers=OPS).json()
+        return {i["url"] for i in listed["services"]["market_data"] if i["source"] == "redis"}
+
+    eventually(
+        lambda: f"https://{LOOPBACK}:{tls_stack.service_port}" in registered(),
+        10,
+        "the TLS service's own registration",
+    )
 
 
 def test_service_speaks_tls13_only(tls_stack):
