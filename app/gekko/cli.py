@@ -259,6 +259,80 @@ def _reencrypt(check: bool) -> int:
     return 1 if left.left or left.unreadable else 0
 
 
+def _audit_record(event: str, operator: str, component: str, details: list[str]) -> int:
+    """`gekko audit record`: one row for an operation outside the services (a deploy, a
+    rollback, a rotation), with who ran it."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    import asyncpg
+
+    from gekko.correlation import correlation_id_var
+    from gekko.security.audit import AuditEntry, append
+
+    try:
+        database_url = database_url_from_env()
+        pairs = dict(item.split("=", 1) for item in details)
+    except ConfigError as exc:
+        print(f"gekko-audit: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError:
+        print("gekko-audit: each --detail is name=value", file=sys.stderr)
+        return 2
+    entry = AuditEntry(
+        event=event,
+        component=component,
+        at=datetime.now(UTC),
+        correlation_id=correlation_id_var.get() or "",
+        details={"operator": operator, **pairs},
+    )
+
+    async def write() -> None:
+        conn = await asyncpg.connect(database_url, timeout=10)
+        try:
+            await append(conn, [entry])
+        finally:
+            await conn.close()
+
+    asyncio.run(write())
+    print(f"gekko-audit: recorded {event} by {operator}", flush=True)
+    return 0
+
+
+def _audit_verify() -> int:
+    """`gekko audit verify`: walks the audit log's hash chain; exit 1 at the first row that
+    does not fit (changed, removed or reordered)."""
+    import asyncio
+
+    import asyncpg
+
+    from gekko.security.audit import ChainReport, verify_stored_chain
+
+    try:
+        database_url = database_url_from_env()
+    except ConfigError as exc:
+        print(f"gekko-audit: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+    async def verify() -> ChainReport:
+        conn = await asyncpg.connect(database_url, timeout=10)
+        try:
+            return await verify_stored_chain(conn)
+        finally:
+            await conn.close()
+
+    report = asyncio.run(verify())
+    if report.broken_at is not None:
+        print(
+            f"gekko-audit: the chain breaks at row {report.broken_at}: {report.reason} "
+            f"({report.rows} row(s) before it are intact)",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"gekko-audit: {report.rows} row(s), chain intact, head {report.head.hex()}", flush=True)
+    return 0
+
+
 def healthcheck(url: str, timeout_s: float = 2.0) -> int:
     if not url.startswith(("http://", "https://")):
         print(f"gekko healthcheck: not an http(s) URL: {url}", file=sys.stderr)
@@ -277,6 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run one component (uvicorn, single worker)")
     serve.add_argument("component", choices=COMPONENTS)
     sub.add_parser("migrate", help="apply database migrations (alembic upgrade head)")
+    audit = sub.add_parser("audit", help="the audit log")
+    audit_actions = audit.add_subparsers(dest="action", required=True)
+    audit_actions.add_parser("verify", help="check the hash chain from the first row")
+    record = audit_actions.add_parser("record", help="append a row (deploys, rollbacks)")
+    record.add_argument("event", help="for example deploy-succeeded")
+    record.add_argument("--operator", required=True, help="who ran it")
+    record.add_argument("--component", default="deploy")
+    record.add_argument("--detail", action="append", default=[], metavar="NAME=VALUE")
     reencrypt = sub.add_parser(
         "reencrypt", help="move every value encrypted at rest to the newest data key"
     )
@@ -302,6 +384,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args.component)
+    if args.command == "audit" and args.action == "record":
+        return _audit_record(args.event, args.operator, args.component, args.detail)
+    if args.command == "audit":
+        return _audit_verify()
     if args.command == "reencrypt":
         return _reencrypt(args.check)
     if args.command == "migrate":

@@ -149,9 +149,27 @@ def trader(gateway):
     }
 
 
+OPERATOR = "e2e-tests"
+
+
+def audit_log(gateway, admin, event: str, limit: int = 1) -> list[dict]:
+    """The newest rows of the audit log for one event (an admin's call)."""
+    answer = gateway.get(
+        "/api/v1/users/audit", params={"event": event, "limit": limit}, headers=admin
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.json()["events"]
+
+
 def ansible_playbook(playbook: str, *args: str) -> subprocess.CompletedProcess:
     """Run one of the collection's playbooks on the local inventory, as `make deploy` does."""
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    # GEKKO_OPERATOR: who ran it, as the audit log records it.
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+        ANSIBLE_NOCOLOR="1",
+        GEKKO_OPERATOR=OPERATOR,
+    )
     return subprocess.run(
         [
             str(REPO / ".venv/bin/ansible-playbook"),

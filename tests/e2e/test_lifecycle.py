@@ -10,7 +10,7 @@ import time
 
 import docker
 
-from .conftest import ansible_playbook, wait_for_health
+from .conftest import OPERATOR, ansible_playbook, audit_log, wait_for_health
 
 RECAP = re.compile(
     r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M
@@ -52,3 +52,11 @@ def test_second_deploy_reports_no_changes():
     assert hosts and all(h["changed"] == 0 and h["failed"] == 0 for h in hosts.values()), hosts
     assert "GEKKO DEPLOYMENT SUMMARY" in run.stdout
     print(f"no-op redeploy took {elapsed:.1f}s")
+
+
+def test_each_deploy_is_in_the_audit_log_with_who_ran_it(gateway, admin):
+    latest = audit_log(gateway, admin, "deploy-succeeded")[0]
+    assert latest["component"] == "deploy"
+    assert latest["details"]["operator"] == OPERATOR
+    assert latest["details"]["release"].startswith("r-")
+    assert latest["details"]["environment"] == "local"

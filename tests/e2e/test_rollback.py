@@ -16,7 +16,7 @@ import docker
 import pytest
 import yaml
 
-from .conftest import REPO, ansible_playbook, wait_for_health
+from .conftest import OPERATOR, REPO, ansible_playbook, audit_log, wait_for_health
 from .rollout import APP_ENV, assert_runs_release, releases, running_containers
 
 CATALOGUE = yaml.safe_load((REPO / "roles/common/defaults/main.yml").read_text())["gekko_services"]
@@ -86,7 +86,7 @@ def test_image_that_does_not_start(tmp_path, gateway, last_good):
     assert_rolled_back(run, gateway, last_good, "an image that does not start")
 
 
-def test_failing_health_check(tmp_path, gateway, last_good):
+def test_failing_health_check(tmp_path, gateway, last_good, admin):
     run = deploy_with(
         tmp_path,
         {
@@ -103,6 +103,10 @@ def test_failing_health_check(tmp_path, gateway, last_good):
         },
     )
     assert_rolled_back(run, gateway, last_good, "a failing health check")
+    # The audit log says who ran the failed deploy, where it failed and that it was undone.
+    latest = audit_log(gateway, admin, "deploy-rolled-back")[0]
+    assert latest["details"]["operator"] == OPERATOR
+    assert latest["details"]["phase"] == "activate" and latest["details"]["host"] == "localhost"
 
 
 def test_invalid_configuration_at_runtime(tmp_path, gateway, last_good):

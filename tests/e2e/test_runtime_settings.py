@@ -7,7 +7,7 @@ import json
 
 import docker
 
-from .conftest import ansible_playbook, wait_until
+from .conftest import OPERATOR, ansible_playbook, audit_log, wait_until
 from .test_lifecycle import recap
 
 
@@ -19,7 +19,7 @@ def started_at() -> dict[str, str]:
     }
 
 
-def test_rate_limit_and_feature_flag_change_live_and_revert(tmp_path, gateway, trader):
+def test_rate_limit_and_feature_flag_change_live_and_revert(tmp_path, gateway, trader, admin):
     before = started_at()
     extra = tmp_path / "runtime.json"
     extra.write_text(
@@ -35,6 +35,12 @@ def test_rate_limit_and_feature_flag_change_live_and_revert(tmp_path, gateway, t
     try:
         run = ansible_playbook("runtime.yml", "-e", f"@{extra}")
         assert run.returncode == 0, run.stdout[-3000:]
+        change = audit_log(gateway, admin, "settings-changed")[0]["details"]
+        assert change == {
+            "operator": OPERATOR,
+            "ratelimit_user_per_window": "150",
+            "feature.social_posts": "False",
+        }
 
         def policy():
             headers = gateway.get("/api/v1/portfolio", headers=trader["headers"]).headers

@@ -136,14 +136,21 @@ def traffic(client: httpx.Client, result: Path, users: int, retries: int, limit:
     }
 
 
-def monitor(client: httpx.Client) -> dict[str, str]:
+def monitor(client: httpx.Client, tries: int = 4) -> dict[str, str]:
     """The deploy's viewer account: /services is for viewers, operators and admins (the last
     two need a second factor). Its password is the lab's GEKKO_MONITOR_PASSWORD, exported to
-    every controller command."""
-    login = client.post(
-        "/api/v1/users/login",
-        json={"username": "monitor", "password": os.environ["GEKKO_MONITOR_PASSWORD"]},
-    )
+    every controller command. A sign-in is safe to repeat, so one that meets a host just cut
+    off (the gateway answers 5xx until it takes that host out of rotation) is tried again."""
+    body = {"username": "monitor", "password": os.environ["GEKKO_MONITOR_PASSWORD"]}
+    for attempt in range(tries):
+        try:
+            login = client.post("/api/v1/users/login", json=body)
+            if login.status_code < 500 or attempt == tries - 1:
+                break
+        except httpx.TransportError:
+            if attempt == tries - 1:
+                raise
+        time.sleep(1)
     login.raise_for_status()
     return {"Authorization": f"Bearer {login.json()['access_token']}"}
 

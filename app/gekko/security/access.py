@@ -28,6 +28,33 @@ def unauthorized(detail: str) -> ProblemError:
     )
 
 
+def source_address(request: Request) -> str:
+    """The caller's address as the gateway saw it: the last X-Forwarded-For entry is the one the
+    gateway appended (the entries before it are whatever the client sent)."""
+    forwarded = request.headers.get("x-forwarded-for", "")
+    last = forwarded.rsplit(",", 1)[-1].strip()
+    if last:
+        return last
+    return request.client.host if request.client else "unknown"
+
+
+def _denied(request: Request, problem: ProblemError, user_id: int | None = None) -> ProblemError:
+    """Counts and audits a refused call (where the app records security events), then gives
+    the problem back to raise."""
+    events = getattr(request.app.state, "security_events", None)
+    if events is not None:
+        events.record(
+            "access-denied",
+            user_id=user_id,
+            source=source_address(request),
+            status=problem.status,
+            reason=(problem.type_ or "").rsplit("/", 1)[-1],
+            method=request.method,
+            path=request.url.path,
+        )
+    return problem
+
+
 async def current_claims(request: Request) -> TokenClaims:
     """The caller's verified access token; 401 if it is missing, invalid, expired or its
     session has ended. Verified once per request."""
@@ -38,10 +65,14 @@ async def current_claims(request: Request) -> TokenClaims:
         token = bearer_token(request.headers.get("authorization"))
         claims = decode_token(token, request.app.state.verify_keys)
     except TokenError as exc:
-        raise unauthorized(str(exc)) from None
+        raise _denied(request, unauthorized(str(exc))) from None
     revoked = request.app.state.revoked_sessions
     if revoked is not None and await revoked.contains(claims.session_id):
-        raise unauthorized("the session of this token has ended; sign in again")
+        raise _denied(
+            request,
+            unauthorized("the session of this token has ended; sign in again"),
+            claims.user_id,
+        )
     request.state.claims = claims
     return claims
 
@@ -53,30 +84,42 @@ async def check_permission(request: Request, permission: Permission) -> None:
         return
     claims = await current_claims(request)
     if not permission.allows(claims.role):
-        raise ProblemError(
-            403,
-            f"this needs the role {' or '.join(sorted(permission.roles))}; "
-            f"you are signed in as {claims.role}",
-            title="Forbidden",
-            slug="forbidden",
+        raise _denied(
+            request,
+            ProblemError(
+                403,
+                f"this needs the role {' or '.join(sorted(permission.roles))}; "
+                f"you are signed in as {claims.role}",
+                title="Forbidden",
+                slug="forbidden",
+            ),
+            claims.user_id,
         )
     if not permission.needs_mfa(claims.role):
         return
     if claims.mfa_at is None:
-        raise ProblemError(
-            403,
-            f"the {claims.role} role needs a second factor: enrol with POST "
-            "/api/v1/users/mfa/enroll and /mfa/confirm (or sign in with your code)",
-            title="Forbidden",
-            slug="mfa-required",
+        raise _denied(
+            request,
+            ProblemError(
+                403,
+                f"the {claims.role} role needs a second factor: enrol with POST "
+                "/api/v1/users/mfa/enroll and /mfa/confirm (or sign in with your code)",
+                title="Forbidden",
+                slug="mfa-required",
+            ),
+            claims.user_id,
         )
     if permission.fresh_mfa_s and time.time() - claims.mfa_at > permission.fresh_mfa_s:
-        raise ProblemError(
-            403,
-            "this needs your second factor again: POST /api/v1/users/mfa/step-up with a code, "
-            "then retry with the access token it returns",
-            title="Forbidden",
-            slug="step-up-required",
+        raise _denied(
+            request,
+            ProblemError(
+                403,
+                "this needs your second factor again: POST /api/v1/users/mfa/step-up with a code, "
+                "then retry with the access token it returns",
+                title="Forbidden",
+                slug="step-up-required",
+            ),
+            claims.user_id,
         )
 
 

@@ -28,7 +28,9 @@ from gekko.metrics import MetricsMiddleware, RequestMetrics, default_route_label
 from gekko.problems import install_problem_handlers
 from gekko.registry import RegistryHeartbeat
 from gekko.security.access import authorize, route_permissions
+from gekko.security.audit import AuditLog
 from gekko.security.body_limit import BodyLimitMiddleware
+from gekko.security.events import SecurityEvents
 from gekko.security.rbac import AccessTable
 from gekko.security.revocations import RevokedSessions
 from gekko.security.tokens import VerifyKeys
@@ -67,6 +69,10 @@ def build_service_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = await create_pool(settings.database_url)
+        # Security events reach the audit log from here on.
+        app.state.audit = AuditLog(app.state.pool, service, app.state.metrics_registry)
+        app.state.audit.start()
+        app.state.security_events.audit = app.state.audit
         app.state.redis = redis_client(settings.redis_url)
         app.state.revoked_sessions = RevokedSessions(app.state.redis)
         # Log level and feature flags from Redis, applied live (gekko.dynconfig).
@@ -108,6 +114,7 @@ def build_service_app(
             await heartbeat.stop()
             await watcher.stop()
             await app.state.redis.aclose()
+            await app.state.audit.stop()
             await app.state.pool.close()
             log.info("service %s stopped", service)
 
@@ -129,6 +136,7 @@ def build_service_app(
     setup_tracing(service)
     metrics = RequestMetrics(CollectorRegistry(), service)
     app.state.metrics_registry = metrics.registry  # services add their own collectors to it
+    app.state.security_events = SecurityEvents(metrics.registry)
     install_problem_handlers(app)
     chaos_rate = effective_error_rate(settings)
     if chaos_rate > 0:

@@ -7,7 +7,6 @@ import logging
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from fastapi import Request
 from redis.exceptions import RedisError
 
 from gekko.problems import ProblemError
@@ -15,16 +14,6 @@ from gekko.security.lockout import Lock
 
 log = logging.getLogger("gekko.users")
 T = TypeVar("T")
-
-
-def source_address(request: Request) -> str:
-    """The caller's address as the gateway saw it: the last X-Forwarded-For entry is the one the
-    gateway appended (the entries before it are whatever the client sent)."""
-    forwarded = request.headers.get("x-forwarded-for", "")
-    last = forwarded.rsplit(",", 1)[-1].strip()
-    if last:
-        return last
-    return request.client.host if request.client else "unknown"
 
 
 # Lock scope -> (status, title, problem slug, who is locked).

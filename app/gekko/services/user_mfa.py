@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from gekko.problems import ProblemError
-from gekko.security.access import unauthorized
+from gekko.security.access import source_address, unauthorized
 from gekko.security.crypto import DataKeys
 from gekko.security.lockout import LoginGuard
 from gekko.security.mfa import (
@@ -37,7 +37,7 @@ from gekko.security.tokens import (
     decode_mfa_challenge,
 )
 from gekko.services.deps import Claims, Pool
-from gekko.services.sign_in_guard import refused, source_address, unless_redis_is_down
+from gekko.services.sign_in_guard import refused, unless_redis_is_down
 from gekko.services.user_sessions import PREFIX, events, start_session
 
 router = APIRouter(prefix=PREFIX, tags=["users"])
@@ -190,7 +190,7 @@ async def _checked_code(
         raise refused(lock)
     kind = await _accept_code(conn, _keys(request), user_id, code)
     if kind is None:
-        events(request).record("mfa-failure", user_id=user_id, source=source)
+        events(request).record("mfa-failure", subject=user_id, source=source)
         lock = await unless_redis_is_down(guard.failed(username, source), None)
         if lock is not None:
             events(request).record(

@@ -130,6 +130,13 @@ async def start_session(
             mfa_at,
         )
         refresh = await _add_refresh_token(conn, session_id, policy.refresh_ttl_s)
+    events(request).record(
+        "login-success",
+        user_id=user_id,
+        source=source_address,
+        session=session_id,
+        second_factor=proved is not None,
+    )
     return _token_answer(request, user_id, role, str(session_id), refresh, proved)
 
 
@@ -207,6 +214,7 @@ async def refresh(body: RefreshRequest, pool: Pool, request: Request) -> JSONRes
                 "refresh-token-reuse", user_id=row["user_id"], session=row["session_id"]
             )
         raise ProblemError(401, refused, title="Unauthorized", slug="invalid-refresh-token")
+    events(request).record("token-refreshed", user_id=row["user_id"], session=row["session_id"])
     return _token_answer(
         request, row["user_id"], row["role"], str(row["session_id"]), new_token, row["mfa_at"]
     )

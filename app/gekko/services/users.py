@@ -19,11 +19,12 @@ from pydantic import BaseModel, Field, field_validator
 from gekko.events import USER_REGISTERED
 from gekko.outbox import add_event
 from gekko.problems import ProblemError
+from gekko.security.access import source_address
 from gekko.security.crypto import DataKeys
-from gekko.security.events import SecurityEvents
 from gekko.security.lockout import LoginGuard
 from gekko.security.passwords import hash_password, verify_password
 from gekko.security.rbac import (
+    ADMINISTER,
     ADMINISTER_STEP_UP,
     PUBLIC,
     SIGNED_IN,
@@ -32,9 +33,9 @@ from gekko.security.rbac import (
     Role,
 )
 from gekko.security.tokens import SigningKey
-from gekko.services import user_mfa, user_sessions
+from gekko.services import user_audit, user_mfa, user_sessions
 from gekko.services.deps import Claims, Pool, UserId
-from gekko.services.sign_in_guard import refused, source_address, unless_redis_is_down
+from gekko.services.sign_in_guard import refused, unless_redis_is_down
 from gekko.services.user_mfa import MfaChallengeOut
 from gekko.services.user_sessions import TokenOut, end_sessions, start_session
 from gekko.services.wiring import start_relay, stop_all, wake_relay
@@ -42,7 +43,7 @@ from gekko.services.wiring import start_relay, stop_all, wake_relay
 PREFIX = user_sessions.PREFIX
 router = APIRouter(prefix=PREFIX, tags=["users"])
 # The routers make up the service; each route's permission is in ACCESS.
-ROUTERS = (router, user_sessions.router, user_mfa.router)
+ROUTERS = (router, user_sessions.router, user_mfa.router, user_audit.router)
 # Who may call each route (gekko.security.rbac); a route missing here stops the service.
 ACCESS: AccessTable = {
     ("POST", PREFIX + "/register"): PUBLIC,
@@ -60,6 +61,7 @@ ACCESS: AccessTable = {
     ("POST", PREFIX + "/mfa/step-up"): SIGNED_IN,
     ("DELETE", PREFIX + "/mfa"): SIGNED_IN_STEP_UP,
     ("PUT", PREFIX + "/{user_id}/role"): ADMINISTER_STEP_UP,
+    ("GET", PREFIX + "/audit"): ADMINISTER,
 }
 log = logging.getLogger("gekko.users")
 T = TypeVar("T")
@@ -120,7 +122,6 @@ def configure(app: FastAPI) -> None:
     app.state.signing_key = SigningKey(app.state.settings.jwt_signing_key_file)
     # The keys the TOTP seeds are encrypted with (re-read when a rotation replaces the file).
     app.state.data_keys = DataKeys(path=app.state.settings.data_keys_file)
-    app.state.security_events = SecurityEvents(app.state.metrics_registry)
 
 
 async def stop(app: FastAPI) -> None:
@@ -178,7 +179,9 @@ async def login(body: LoginRequest, pool: Pool, request: Request) -> JSONRespons
     stored_hash = row["password_hash"] if row else _DUMMY_HASH
     ok = await asyncio.to_thread(verify_password, stored_hash, body.password)
     if row is None or not ok:
-        _security_event(request, "login-failure", source=source)
+        # The account it was aimed at, where one exists (never what was typed: people type
+        # passwords into the name field).
+        _security_event(request, "login-failure", source=source, subject=row and row["id"])
         lock = await unless_redis_is_down(guard.failed(body.username, source), None)
         if lock is not None:
             _security_event(

@@ -1,0 +1,257 @@
+"""The audit log: every security event as a row of the append-only table audit.events.
+
+Rows are hash-chained: each row's hash is SHA-256 over the previous row's hash and the row's own
+canonical JSON, so changing, removing or reordering a row breaks the chain from that row on
+(`gekko audit verify` finds where). The database refuses UPDATE, DELETE and TRUNCATE on the
+table (revoked privileges and a trigger), and rows carry the request's correlation id, which
+ties them to its log lines and trace.
+
+Recording never waits for the database: events go to a bounded in-memory queue that a background
+task writes in batches. The chain is kept in order across instances by a transaction-scoped
+advisory lock around each batch. A full queue drops events rather than slowing requests; drops
+are counted in `gekko_audit_dropped_total` and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from prometheus_client import CollectorRegistry, Counter
+
+from gekko.correlation import correlation_id_var
+
+log = logging.getLogger("gekko.audit")
+
+GENESIS = bytes(32)
+# pg_advisory_xact_lock key of the chain's writers ("gekko-audit" as a number).
+_CHAIN_LOCK = 0x67656B6B6F617564
+_QUEUE_SIZE = 10_000
+_BATCH = 200
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    event: str
+    component: str
+    at: datetime
+    actor_user_id: int | None = None
+    subject_user_id: int | None = None
+    source_address: str = ""
+    correlation_id: str = ""
+    details: Mapping[str, str] = field(default_factory=dict)
+
+    def canonical(self, seq: int) -> bytes:
+        """What the hash covers: every field, in a form that reads back the same from the
+        database (details as strings, the time in UTC with microseconds)."""
+        document = {
+            "seq": seq,
+            "at": self.at.astimezone(UTC).isoformat(timespec="microseconds"),
+            "event": self.event,
+            "component": self.component,
+            "actor_user_id": self.actor_user_id,
+            "subject_user_id": self.subject_user_id,
+            "source_address": self.source_address,
+            "correlation_id": self.correlation_id,
+            "details": dict(self.details),
+        }
+        return json.dumps(document, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def chain_hash(prev_hash: bytes, entry: AuditEntry, seq: int) -> bytes:
+    return hashlib.sha256(prev_hash + entry.canonical(seq)).digest()
+
+
+def entry_from_row(row: Mapping[str, Any]) -> AuditEntry:
+    details = row["details"]
+    if isinstance(details, str):
+        details = json.loads(details)
+    return AuditEntry(
+        event=row["event"],
+        component=row["component"],
+        at=row["at"],
+        actor_user_id=row["actor_user_id"],
+        subject_user_id=row["subject_user_id"],
+        source_address=row["source_address"],
+        correlation_id=row["correlation_id"],
+        details=details,
+    )
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    rows: int
+    head: bytes
+    broken_at: int | None = None  # the first seq whose row does not fit the chain
+    reason: str = ""
+
+
+class ChainWalker:
+    """Checks rows in seq order from the first: each must follow the one before. Fed a page at
+    a time, so a log of any length is verified in constant memory."""
+
+    def __init__(self) -> None:
+        self.prev, self.rows = GENESIS, 0
+        self.broken: ChainReport | None = None
+
+    def add(self, row: Mapping[str, Any]) -> bool:
+        """False once the chain is broken (at this row or before)."""
+        if self.broken is not None:
+            return False
+        seq, expected = row["seq"], self.rows + 1
+        reason = ""
+        if seq != expected:
+            reason = f"expected row {expected}, found {seq}"
+        elif bytes(row["prev_hash"]) != self.prev:
+            reason = "its previous hash is not the row before's hash"
+        elif chain_hash(self.prev, entry_from_row(row), seq) != bytes(row["hash"]):
+            reason = "its content does not match its hash"
+        if reason:
+            self.broken = ChainReport(self.rows, self.prev, seq, reason)
+            return False
+        self.prev, self.rows = bytes(row["hash"]), seq
+        return True
+
+    def report(self) -> ChainReport:
+        return self.broken or ChainReport(self.rows, self.prev)
+
+
+def verify_chain(rows: Iterable[Mapping[str, Any]]) -> ChainReport:
+    walker = ChainWalker()
+    for row in rows:
+        if not walker.add(row):
+            break
+    return walker.report()
+
+
+async def verify_stored_chain(conn: asyncpg.Connection, page: int = 5000) -> ChainReport:
+    walker, after = ChainWalker(), 0
+    while True:
+        rows = await conn.fetch(
+            "SELECT * FROM audit.events WHERE seq > $1 ORDER BY seq LIMIT $2", after, page
+        )
+        for row in rows:
+            if not walker.add(row):
+                return walker.report()
+        if len(rows) < page:
+            return walker.report()
+        after = rows[-1]["seq"]
+
+
+async def append(conn: asyncpg.Connection, entries: list[AuditEntry]) -> None:
+    """Appends entries to the chain in one transaction (the lock keeps writers in turn)."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _CHAIN_LOCK)
+        last = await conn.fetchrow("SELECT seq, hash FROM audit.events ORDER BY seq DESC LIMIT 1")
+        seq, prev = (last["seq"], bytes(last["hash"])) if last else (0, GENESIS)
+        rows = []
+        for entry in entries:
+            seq += 1
+            digest = chain_hash(prev, entry, seq)
+            rows.append(
+                (
+                    seq,
+                    entry.at,
+                    entry.event,
+                    entry.component,
+                    entry.actor_user_id,
+                    entry.subject_user_id,
+                    entry.source_address,
+                    entry.correlation_id,
+                    json.dumps(dict(entry.details), sort_keys=True),
+                    prev,
+                    digest,
+                )
+            )
+            prev = digest
+        await conn.executemany(
+            """
+            INSERT INTO audit.events (seq, at, event, component, actor_user_id, subject_user_id,
+                source_address, correlation_id, details, prev_hash, hash)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11)
+            """,
+            rows,
+        )
+
+
+class AuditLog:
+    """A component's writer: `record` queues, a background task appends in batches."""
+
+    def __init__(self, pool: asyncpg.Pool, component: str, registry: CollectorRegistry) -> None:
+        self.pool = pool
+        self.component = component
+        self._queue: asyncio.Queue[AuditEntry] = asyncio.Queue(maxsize=_QUEUE_SIZE)
+        self._task: asyncio.Task[None] | None = None
+        self._dropped = Counter(
+            "gekko_audit_dropped_total",
+            "Audit events dropped because the queue to the database was full.",
+            registry=registry,
+        )
+
+    def record(
+        self,
+        event: str,
+        *,
+        actor_user_id: int | None = None,
+        subject_user_id: int | None = None,
+        source_address: str = "",
+        **details: object,
+    ) -> None:
+        entry = AuditEntry(
+            event=event,
+            component=self.component,
+            at=datetime.now(UTC),
+            actor_user_id=actor_user_id,
+            subject_user_id=subject_user_id,
+            source_address=source_address,
+            correlation_id=correlation_id_var.get() or "",
+            details={k: str(v) for k, v in details.items() if v is not None},
+        )
+        try:
+            self._queue.put_nowait(entry)
+        except asyncio.QueueFull:
+            self._dropped.inc()
+            log.error("audit queue full: dropped %s", event)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="audit-writer")
+
+    async def stop(self) -> None:
+        """Writes what is queued (briefly), then stops."""
+        if self._task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), timeout=5)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def flush(self) -> None:
+        await self._queue.join()
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < _BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            delay = 0.5
+            while True:
+                try:
+                    async with self.pool.acquire() as conn:
+                        await append(conn, batch)
+                    break
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    # Kept and retried: the database coming back writes them in order.
+                    log.warning("audit events not written yet (%s); retrying", exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10)
+            for _ in batch:
+                self._queue.task_done()

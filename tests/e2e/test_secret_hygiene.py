@@ -1,0 +1,79 @@
+"""Nothing secret leaves where it belongs: the deployment's passwords, the admin's TOTP seed, the
+data keys and the token signing keys appear in no container's log, no image, no audit row and
+no API answer an operator reads."""
+
+import json
+import subprocess
+
+import docker
+import pytest
+
+from .conftest import SECRETS, audit_log
+
+
+def secret_values() -> dict[str, str]:
+    values = {}
+    for name in ("postgres_password", "redis_password", "admin_password", "monitor_password",
+                 "admin_totp_secret", "smoke_password"):  # fmt: skip
+        path = SECRETS / name
+        if path.exists():
+            values[name] = path.read_text().split()[0]
+    for path in sorted((SECRETS / "data-keys").glob("*.key")):
+        values[f"data key {path.name}"] = path.read_text().split()[0]
+    for path in sorted((SECRETS / "token-signing-keys").glob("*.pem")):
+        # The base64 body of the private key, which is what a leak would show.
+        body = "".join(path.read_text().splitlines()[1:-1])
+        values[f"signing key {path.name}"] = body
+    assert len(values) >= 8, values.keys()
+    return values
+
+
+def leaks(text: str, values: dict[str, str]) -> list[str]:
+    return sorted(name for name, value in values.items() if value and value in text)
+
+
+@pytest.fixture(scope="module")
+def values():
+    return secret_values()
+
+
+def test_no_secret_in_any_container_log(values):
+    engine = docker.from_env()
+    containers = engine.containers.list(all=True, filters={"label": "gekko.platform/deployment"})
+    assert containers
+    found = {}
+    for container in containers:
+        text = container.logs(tail=20_000).decode("utf-8", "replace")
+        if hit := leaks(text, values):
+            found[container.name] = hit
+    assert found == {}
+
+
+def test_no_secret_in_any_image(values):
+    engine = docker.from_env()
+    images = [i for i in engine.images.list() if any(t.startswith("gekko/") for t in i.tags)]
+    assert images
+    for image in images:
+        history = json.dumps(image.history())
+        assert leaks(json.dumps(image.attrs) + history, values) == [], image.tags
+    # And no file in the application image holds one (the env files are mounted, not built in).
+    app = next(i for i in images if any(t.startswith("gekko/app") for t in i.tags))
+    patterns = [value for value in values.values() if len(value) >= 16]
+    grep = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", "--user", "0", "--entrypoint", "grep",
+         app.tags[0], "-rlF", *sum((["-e", p] for p in patterns), []), "/opt", "/etc"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert grep.returncode == 1, f"found in {grep.stdout.strip()} ({grep.stderr.strip()[:200]})"
+
+
+def test_no_secret_in_the_audit_log_or_the_ops_answers(gateway, admin, monitor, values):
+    events = []
+    for event in ("login-success", "deploy-succeeded", "mfa-totp", "secrets-rotated"):
+        events += audit_log(gateway, admin, event, limit=50)
+    assert events
+    assert leaks(json.dumps(events), values) == []
+    for path in ("/services", "/config", "/dashboard/kpis"):
+        answer = gateway.get(path, headers=monitor)
+        assert answer.status_code == 200, path
+        assert leaks(answer.text, values) == [], path

@@ -1,0 +1,122 @@
+"""The audit log against the running stack: security events and refused calls become rows tied
+to the request's correlation id, an admin reads them with filters, the database refuses to
+change or remove a row, and `gekko audit verify` finds a row altered behind its back."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+
+import asyncpg
+import httpx
+import pytest
+
+from gekko.security.rbac import Role
+
+from .conftest import as_role, eventually, gekko_cmd, new_user
+
+pytestmark = pytest.mark.integration
+
+ADMIN = as_role(Role.ADMIN, user_id=990_400)
+
+
+def audit(stack, **filters) -> list[dict]:
+    answer = httpx.get(f"{stack.gateway}/api/v1/users/audit", params=filters, headers=ADMIN)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["events"]
+
+
+def verify(stack) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        gekko_cmd("audit", "verify"), env=stack.env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_sign_ins_and_refusals_are_audited_with_their_correlation_ids(stack):
+    name = f"a{secrets.token_hex(5)}"
+    auth, user_id = new_user(stack.gateway, name=name, password="correct-horse")
+    wrong = httpx.post(
+        f"{stack.gateway}/api/v1/users/login", json={"username": name, "password": "nope-nope"}
+    )
+    assert wrong.status_code == 401
+    correlation = wrong.headers["x-correlation-id"]
+    failure = eventually(
+        lambda: audit(stack, event="login-failure", correlation_id=correlation),
+        5,
+        "the failed login in the audit log",
+    )[0]
+    assert failure["component"] == "users" and failure["source_address"] == "127.0.0.1"
+
+    # The sign-in new_user made, and a refused call: a trader asking to change a role.
+    successes = eventually(lambda: audit(stack, event="login-success", user_id=user_id), 5, "x")
+    assert successes[0]["actor_user_id"] == user_id
+    refused = httpx.put(
+        f"{stack.gateway}/api/v1/users/{user_id}/role", json={"role": "admin"}, headers=auth
+    )
+    assert refused.status_code == 403
+    denied = eventually(
+        lambda: audit(
+            stack, event="access-denied", correlation_id=refused.headers["x-correlation-id"]
+        ),
+        5,
+        "the refused call in the audit log",
+    )[0]
+    assert denied["actor_user_id"] == user_id
+    assert denied["details"] == {
+        "status": "403",
+        "reason": "forbidden",
+        "method": "PUT",
+        "path": f"/api/v1/users/{user_id}/role",
+    }
+    # Everything about this user, newest first, in pages.
+    mine = audit(stack, user_id=user_id, limit=2)
+    assert [e["event"] for e in mine] == ["access-denied", "login-failure"]
+    assert mine[0]["seq"] > mine[1]["seq"]
+
+
+def test_only_admins_read_the_audit_log(stack):
+    url = f"{stack.gateway}/api/v1/users/audit"
+    assert httpx.get(url).status_code == 401
+    for role in (Role.TRADER, Role.VIEWER, Role.OPERATOR):
+        assert httpx.get(url, headers=as_role(role)).status_code == 403
+    no_mfa = httpx.get(url, headers=as_role(Role.ADMIN, mfa=False))
+    assert no_mfa.status_code == 403
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "UPDATE audit.events SET event = 'forged'",
+        "DELETE FROM audit.events",
+        "TRUNCATE audit.events",
+    ],
+)
+def test_the_database_refuses_to_change_or_remove_audit_rows(stack, change):
+    new_user(stack.gateway)  # at least one row
+    eventually(lambda: audit(stack, limit=1), 5, "a row")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+        stack.postgres.fetch(change)
+
+
+def test_verify_finds_a_row_altered_behind_the_databases_back(stack):
+    new_user(stack.gateway)
+    eventually(lambda: audit(stack, limit=1), 5, "a row")
+    intact = verify(stack)
+    assert intact.returncode == 0, intact.stderr
+    assert "chain intact" in intact.stdout
+    seq = audit(stack, limit=1)[0]["seq"]
+    # Only by switching the table's guard off, as someone with the server's keys could.
+    bypass = "ALTER TABLE audit.events {} TRIGGER events_append_only"
+    original = stack.postgres.fetch("SELECT event FROM audit.events WHERE seq = $1", seq)
+    stack.postgres.fetch(bypass.format("DISABLE"))
+    try:
+        stack.postgres.fetch("UPDATE audit.events SET event = 'nothing' WHERE seq = $1", seq)
+        broken = verify(stack)
+        assert broken.returncode == 1
+        assert f"the chain breaks at row {seq}" in broken.stderr
+    finally:
+        stack.postgres.fetch(
+            "UPDATE audit.events SET event = $2 WHERE seq = $1", seq, original[0]["event"]
+        )
+        stack.postgres.fetch(bypass.format("ENABLE"))
+    assert verify(stack).returncode == 0
