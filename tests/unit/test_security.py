@@ -114,19 +114,18 @@ def test_forged_algorithms_and_claims_are_rejected(keys):
 
 
 def test_kid_is_the_rfc7638_thumbprint():
-    key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    # RFC 8037, appendix A.1 (the key) and A.3 (its RFC 7638 thumbprint).
+    d = base64.urlsafe_b64decode("nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A=")
+    key = Ed25519PrivateKey.from_private_bytes(d)
     jwk = public_jwk(key.public_key())
-    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    x = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-    expected = hashlib.sha256(f'{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}'.encode()).digest()
-    assert jwk["kid"] == base64.urlsafe_b64encode(expected).rstrip(b"=").decode()
     assert (jwk["kty"], jwk["crv"], jwk["x"], jwk["alg"], jwk["use"]) == (
         "OKP",
         "Ed25519",
-        x,
+        "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo",
         "EdDSA",
         "sig",
     )
+    assert jwk["kid"] == "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
 
 
 def test_a_rotation_is_picked_up_without_a_restart(keys, monkeypatch):
