@@ -234,9 +234,6 @@ class AuditLog:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
 
-    async def flush(self) -> None:
-        await self._queue.join()
-
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]

@@ -40,10 +40,14 @@ class SecurityEvents:
             return
         named = ("user_id", "by", "subject", "source")
         user_id, by, subject = fields.get("user_id"), fields.get("by"), fields.get("subject")
+        if by is not None:  # an admin acted on user_id
+            actor, subject = by, user_id
+        else:
+            actor = user_id
         self.audit.record(
             event,
-            actor_user_id=_int(by if by is not None else user_id),
-            subject_user_id=_int(subject if subject is not None else user_id if by else None),
+            actor_user_id=_int(actor),
+            subject_user_id=_int(subject),
             source_address=str(fields.get("source") or ""),
             **{k: v for k, v in fields.items() if k not in named},
         )

@@ -51,11 +51,6 @@ def totp_step(secret: str, code: str, *, after_step: int, now: float | None = No
     return None
 
 
-def current_code(secret: str, now: float | None = None) -> str:
-    """The code an authenticator shows now (for the deploy's own checks and for tests)."""
-    return pyotp.TOTP(secret).at(_utc(now))
-
-
 def _utc(now: float | None) -> int:
     return int(time.time() if now is None else now)
 

@@ -338,13 +338,12 @@ async def confirm(body: CodeIn, claims: Claims, pool: Pool, request: Request) ->
                 "no enrolment is waiting; start one with POST /api/v1/users/mfa/enroll",
                 slug="mfa-not-enrolling",
             )
-        secret = _keys(request).decrypt(row["secret_encrypted"], seed_context(claims.user_id))
-        step = totp_step(secret.decode("ascii"), body.code, after_step=0)
+        stored = row["secret_encrypted"]
+        secret = _keys(request).decrypt(stored, seed_context(claims.user_id)).decode("ascii")
+        step = totp_step(secret, body.code, after_step=0)
         if step is None:
             raise _wrong_code(400)
-        codes = await enrol_confirmed(
-            conn, _keys(request), claims.user_id, secret.decode("ascii"), step
-        )
+        codes = await enrol_confirmed(conn, _keys(request), claims.user_id, secret, step)
         token = await _mfa_access_token(request, conn, claims, row["role"])
     events(request).record("mfa-enabled", user_id=claims.user_id)
     return _no_store(
