@@ -34,6 +34,7 @@ def _serve(component: str) -> int:
     import uvicorn
 
     from gekko.apps import build_app
+    from gekko.security.header_guard import guarded_protocol
 
     try:
         app = build_app(settings)
@@ -42,6 +43,8 @@ def _serve(component: str) -> int:
         return 2
     config = uvicorn.Config(
         app,
+        # Slow or oversized request headers are cut off (408 / 431) before the app sees them.
+        http=guarded_protocol(settings.header_timeout_s, settings.max_header_bytes),
         host=settings.bind_host,
         port=settings.port,
         workers=1,
@@ -54,11 +57,15 @@ def _serve(component: str) -> int:
         timeout_graceful_shutdown=10,
     )
     if settings.serves_tls:
-        from gekko.tls import server_context
+        from gekko.tls import edge_context, server_context
 
-        # uvicorn builds its context from file names alone; this one also pins TLS 1.3.
+        # uvicorn builds its context from file names alone; these also pin TLS 1.3 and, on a
+        # domain service, require the client certificate.
         config.load()
-        config.ssl = server_context(settings.tls)  # type: ignore[arg-type]
+        if settings.edge_tls is not None:
+            config.ssl = edge_context(settings.edge_tls)
+        else:
+            config.ssl = server_context(settings.tls)  # type: ignore[arg-type]
     server = _draining_server_class(uvicorn.Server, app.state)(config)
     server.socket_files = [healthprobe.socket_path()]
     server.run(

@@ -20,6 +20,9 @@ from gekko.security.tokens import SigningKey, VerifyKeys
 
 # Request bodies over this many bytes are refused (gekko.security.body_limit).
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+# Request headers: complete within 10 s, at most 32 KiB (four of nginx's 8 KiB header buffers).
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+DEFAULT_MAX_HEADER_BYTES = 32 * 1024
 
 GATEWAY = "gateway"
 DOMAIN_SERVICES: tuple[str, ...] = (
@@ -83,6 +86,9 @@ class GatewayTuning:
     ratelimit_enabled: bool = True
     ratelimit_user_per_window: int = 200
     ratelimit_service_per_window: int = 1000
+    # Calls without a token (register, login, refresh, market data) count per source address,
+    # with a quota of their own: a guesser does not share a signed-in user's budget.
+    ratelimit_anonymous_per_window: int = 120
     ratelimit_window_s: int = 60
     openapi_refresh_s: float = 30.0
     discovery_interval_s: float = 1.0
@@ -135,6 +141,35 @@ def parse_tls(env: Mapping[str, str]) -> TlsFiles | None:
     return TlsFiles(*values)
 
 
+# One year, as the HSTS preload list asks of a site.
+DEFAULT_HSTS_MAX_AGE_S = 31_536_000
+
+
+@dataclass(frozen=True)
+class EdgeTls:
+    """The gateway's public listener: its certificate (the operator's, or one from the internal
+    CA) and how long browsers are told to use HTTPS only (Strict-Transport-Security)."""
+
+    cert_file: str
+    key_file: str
+    hsts_max_age_s: int = DEFAULT_HSTS_MAX_AGE_S
+
+
+def parse_edge_tls(env: Mapping[str, str]) -> EdgeTls | None:
+    names = ("GEKKO_EDGE_TLS_CERT_FILE", "GEKKO_EDGE_TLS_KEY_FILE")
+    values = [env.get(name, "").strip() for name in names]
+    if not any(values):
+        return None
+    missing = [name for name, value in zip(names, values, strict=True) if not value]
+    if missing:
+        raise ConfigError(f"the gateway's TLS needs {' and '.join(names)}; {missing[0]} not set")
+    for name, path in zip(names, values, strict=True):
+        if not os.access(path, os.R_OK):
+            raise ConfigError(f"{name}={path} cannot be read (is the edge certificate mounted?)")
+    hsts = _positive_int(env, "GEKKO_HSTS_MAX_AGE_S", DEFAULT_HSTS_MAX_AGE_S, "seconds")
+    return EdgeTls(values[0], values[1], hsts)
+
+
 @dataclass(frozen=True)
 class Settings:
     component: str
@@ -162,10 +197,17 @@ class Settings:
     # GEKKO_DYNCONFIG_POLL_S: how often gekko.dynconfig re-reads Redis besides its pub/sub.
     dynconfig_poll_s: float = 5.0
     # GEKKO_TLS_*: the host's certificate from the internal CA. A domain service with a
-    # certificate serves TLS 1.3 only; the gateway uses the CA to verify its upstreams.
+    # certificate serves TLS 1.3 only and wants a client certificate from the same CA (mTLS: only
+    # the gateway and peers get in); the gateway verifies its upstreams with it and presents it.
     tls: TlsFiles | None = None
+    # GEKKO_EDGE_TLS_*, GEKKO_HSTS_MAX_AGE_S: the gateway's own listener serves TLS 1.3.
+    edge_tls: EdgeTls | None = None
     # GEKKO_MAX_BODY_BYTES: larger request bodies get 413 before anything parses them.
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # GEKKO_HEADER_TIMEOUT_S, GEKKO_MAX_HEADER_BYTES: a request's headers must arrive within this
+    # time and size, or get 408 / 431 and the connection closes (gekko.security.header_guard).
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     # GEKKO_LOGIN_*: how many wrong passwords lock an account or a source address, and for how
     # long at first (each further lockout doubles it).
     login_lockout: LockoutPolicy = field(default_factory=LockoutPolicy)
@@ -174,9 +216,11 @@ class Settings:
 
     @property
     def serves_tls(self) -> bool:
-        """Domain services serve TLS when they have a certificate; the gateway's public listener
-        stays plain HTTP (it is the edge, where the security issue adds its own TLS)."""
-        return self.tls is not None and self.component != GATEWAY
+        """Domain services serve TLS when they have a certificate from the internal CA; the
+        gateway when it has an edge certificate (its clients are not the CA's hosts)."""
+        if self.component == GATEWAY:
+            return self.edge_tls is not None
+        return self.tls is not None
 
 
 def _require(env: Mapping[str, str], name: str) -> str:
@@ -360,7 +404,9 @@ def load_settings(component: str, env: Mapping[str, str] | None = None) -> Setti
     if not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"{redis_var} must start with redis:// or rediss://")
     tls = parse_tls(env)
-    scheme = "https" if tls is not None and component != GATEWAY else "http"
+    edge_tls = parse_edge_tls(env) if component == GATEWAY else None
+    serves_tls = edge_tls is not None if component == GATEWAY else tls is not None
+    scheme = "https" if serves_tls else "http"
 
     bind_host = env.get("GEKKO_BIND_HOST", "").strip() or "127.0.0.1"
     raw_port = env.get("GEKKO_PORT", "").strip() or str(DEFAULT_PORTS[component])
@@ -403,7 +449,12 @@ def load_settings(component: str, env: Mapping[str, str] | None = None) -> Setti
         chaos_error_rate=parse_chaos_error_rate(env.get("GEKKO_CHAOS_ERROR_RATE", "")),
         dynconfig_poll_s=_positive_float(env, "GEKKO_DYNCONFIG_POLL_S", 5.0),
         tls=tls,
+        edge_tls=edge_tls,
         max_body_bytes=_positive_int(env, "GEKKO_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, "bytes"),
+        header_timeout_s=_positive_float(env, "GEKKO_HEADER_TIMEOUT_S", DEFAULT_HEADER_TIMEOUT_S),
+        max_header_bytes=_positive_int(
+            env, "GEKKO_MAX_HEADER_BYTES", DEFAULT_MAX_HEADER_BYTES, "bytes"
+        ),
         login_lockout=LockoutPolicy(
             max_failures=_positive_int(env, "GEKKO_LOGIN_MAX_FAILURES", 5, "failures"),
             source_max_failures=_positive_int(

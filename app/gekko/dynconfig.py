@@ -11,6 +11,7 @@ Settings, each validated (an invalid value is logged and ignored; it never stops
     log_level                      DEBUG | INFO | WARNING | ERROR | CRITICAL   every component
     ratelimit_user_per_window      positive integer                            gateway
     ratelimit_service_per_window   positive integer                            gateway
+    ratelimit_anonymous_per_window positive integer                            gateway
     feature.<name>                 true | false (1/0, yes/no, on/off)          `flags.enabled(name)`
 
 Precedence: the environment (GEKKO_LOG_LEVEL, GEKKO_RATELIMIT_*, GEKKO_FEATURE_<NAME>) gives the
@@ -79,6 +80,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "log_level": _log_level,
     "ratelimit_user_per_window": _positive_int,
     "ratelimit_service_per_window": _positive_int,
+    "ratelimit_anonymous_per_window": _positive_int,
 }
 
 
@@ -100,6 +102,7 @@ def defaults_from(settings: Settings) -> dict[str, Any]:
         "log_level": settings.log_level,
         "ratelimit_user_per_window": settings.gateway.ratelimit_user_per_window,
         "ratelimit_service_per_window": settings.gateway.ratelimit_service_per_window,
+        "ratelimit_anonymous_per_window": settings.gateway.ratelimit_anonymous_per_window,
     }
     for name, enabled in {**FEATURE_DEFAULTS, **settings.features}.items():
         defaults[FEATURE_PREFIX + name] = enabled

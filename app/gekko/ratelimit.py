@@ -62,29 +62,37 @@ class Quota:
 
 @dataclass(frozen=True)
 class _Policy:
-    """Both quotas with their limits' items and header: swapped as one value."""
+    """The quotas with their limits' items and headers: swapped as one value."""
 
     user: Quota
     service: Quota
+    anonymous: Quota
     user_item: RateLimitItem
     service_item: RateLimitItem
+    anonymous_item: RateLimitItem
     header: str
+    anonymous_header: str
 
     @classmethod
-    def of(cls, user: Quota, service: Quota) -> _Policy:
+    def of(cls, user: Quota, service: Quota, anonymous: Quota) -> _Policy:
         return cls(
             user,
             service,
+            anonymous,
             user.item("gekko-user"),
             service.item("gekko-service"),
+            anonymous.item("gekko-anonymous"),
             policy_header(user, service),
+            policy_header(anonymous, service),
         )
 
 
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
-    scope: str  # "user" or "service": the quota reported (the refusing one when refused)
+    # "user", "anonymous" (a caller without a token, per source address) or "service": the
+    # quota reported (the refusing one when refused)
+    scope: str
     limit: int
     remaining: int
     reset_s: int  # seconds until a unit of that quota frees up
@@ -113,12 +121,13 @@ class RateLimiter:
         user: Quota,
         service: Quota,
         *,
+        anonymous: Quota | None = None,
         backoff_s: float = 1.0,
         timeout_s: float = 0.5,
         clock: Callable[[], float] = time.time,
         on_error: Callable[[], None] | None = None,
     ) -> None:
-        self._policy = _Policy.of(user, service)
+        self._policy = _Policy.of(user, service, anonymous or user)
         self.storage = RedisStorage(
             storage_uri(redis_url),
             implementation="redispy",
@@ -142,23 +151,39 @@ class RateLimiter:
         return self._policy.service
 
     @property
+    def anonymous(self) -> Quota:
+        return self._policy.anonymous
+
+    @property
     def policy(self) -> str:
-        """The `RateLimit-Policy` header value of the current quotas."""
+        """The `RateLimit-Policy` header value of the current quotas (a signed-in caller)."""
         return self._policy.header
 
-    def set_quotas(self, user: Quota, service: Quota) -> None:
-        """Swap both quotas; requests already being checked finish under the old ones."""
-        if (user, service) != (self.user, self.service):
-            self._policy = _Policy.of(user, service)
-            log.info("rate limits now %s (user, service)", self._policy.header)
+    def policy_for(self, *, anonymous: bool) -> str:
+        """The `RateLimit-Policy` header value for a caller with or without a token."""
+        return self._policy.anonymous_header if anonymous else self._policy.header
 
-    async def check(self, user_key: str, service: str) -> Decision | None:
-        """Take one unit of both quotas; None when Redis is unavailable (fail open)."""
+    def set_quotas(self, user: Quota, service: Quota, anonymous: Quota | None = None) -> None:
+        """Swap the quotas; requests already being checked finish under the old ones."""
+        anonymous = anonymous or self.anonymous
+        if (user, service, anonymous) != (self.user, self.service, self.anonymous):
+            self._policy = _Policy.of(user, service, anonymous)
+            log.info(
+                "rate limits now %s (user, service), %s without a token",
+                self._policy.header,
+                f"{anonymous.limit};w={anonymous.window_s}",
+            )
+
+    async def check(
+        self, subject_key: str, service: str, *, anonymous: bool = False
+    ) -> Decision | None:
+        """Take one unit of the subject's quota (a user's, or a source address's without a
+        token) and of the service's; None when Redis is unavailable (fail open)."""
         now = self.clock()
         if now < self._skip_until:
             return None
         try:
-            decision = await self._check(self._policy, user_key, service, now)
+            decision = await self._check(self._policy, subject_key, service, now, anonymous)
         except Exception as exc:  # redis errors, timeouts, limits' StorageError
             self._skip_until = now + self.backoff_s
             if self.on_error is not None:
@@ -172,19 +197,22 @@ class RateLimiter:
             self._failing = False
         return decision
 
-    async def _check(self, p: _Policy, user_key: str, service: str, now: float) -> Decision:
-        strategy, u_item, s_item = self.strategy, p.user_item, p.service_item
-        user, svc = p.user, p.service
-        u_ok, u_reset_time, u_remaining = await self._take_and_read(u_item, user_key)
+    async def _check(
+        self, p: _Policy, subject_key: str, service: str, now: float, anonymous: bool
+    ) -> Decision:
+        strategy, s_item, svc = self.strategy, p.service_item, p.service
+        u_item, user = (p.anonymous_item, p.anonymous) if anonymous else (p.user_item, p.user)
+        scope = "anonymous" if anonymous else "user"
+        u_ok, u_reset_time, u_remaining = await self._take_and_read(u_item, subject_key)
         if not u_ok:
             reset = _reset(u_reset_time, now, user.window_s)
-            return Decision(False, "user", user.limit, 0, reset, user.window_s)
+            return Decision(False, scope, user.limit, 0, reset, user.window_s)
         if not await strategy.hit(s_item, service):
             s_stats = await strategy.get_window_stats(s_item, service)
             reset = _reset(s_stats.reset_time, now, svc.window_s)
             return Decision(False, "service", svc.limit, 0, reset, svc.window_s)
         reset = _reset(u_reset_time, now, user.window_s)
-        return Decision(True, "user", user.limit, u_remaining, reset, user.window_s)
+        return Decision(True, scope, user.limit, u_remaining, reset, user.window_s)
 
     async def _take_and_read(self, item: RateLimitItem, key: str) -> tuple[bool, float, int]:
         """`strategy.hit` then `strategy.get_window_stats` in one round trip: the same two

@@ -38,6 +38,16 @@ RUNTIME_FIELDS = (
     "restart_policy",
     "network_mode",
 )
+# The hardening service_containers gives a container whose spec leaves it out (its argument
+# spec's defaults). The security policy gate (_security_policy) judges specs by the same values;
+# the module has no option to run a container privileged or to add capabilities.
+HARDENING_DEFAULTS = {
+    "read_only": True,
+    "cap_drop": ["ALL"],
+    "security_opts": ["no-new-privileges"],
+    "privileged": False,
+    "cap_add": [],
+}
 # Runtime fields added later: hashed only when set, so containers that do not use them keep the
 # hash they were created with and a deploy does not recreate them.
 OPTIONAL_RUNTIME_FIELDS = ("device_requests", "mounts")

@@ -73,6 +73,11 @@ options:
     description: Verify the gateway's TLS certificate.
     type: bool
     default: true
+  ca_path:
+    description:
+      - The CA certificate (PEM) to verify the gateway's TLS certificate with, where it is not
+        one the host's trust store knows (the collection's internal CA).
+    type: path
   ops_user:
     description:
       - A viewer who signs in to read C(/services) (the deploy passes its monitor account;
@@ -157,7 +162,7 @@ from ansible_collections.gekko.platform.plugins.module_utils._platform_check imp
 )
 
 
-def http_client(base_url, validate_certs, timeout=10):
+def http_client(base_url, validate_certs, timeout=10, ca_path=None):
     def request(method, path, body=None, headers=None):
         sent = dict(headers or {})
         data = None
@@ -172,6 +177,7 @@ def http_client(base_url, validate_certs, timeout=10):
                 headers=sent,
                 timeout=timeout,
                 validate_certs=validate_certs,
+                ca_path=ca_path,
             )
             status = answer.getcode()
         except HTTPError as exc:  # 4xx and 5xx answers are results to check, not errors
@@ -206,6 +212,7 @@ def main():
             symbol=dict(type="str", default="BTC-USD"),
             signals=dict(type="bool", default=False),
             validate_certs=dict(type="bool", default=True),
+            ca_path=dict(type="path"),
             signing_kid=dict(type="str"),
             ops_user=dict(
                 type="dict",
@@ -219,7 +226,8 @@ def main():
     )
     params = module.params
     started = time.monotonic()
-    check = PlatformCheck(http_client(params["url"], params["validate_certs"]), params["timeout"])
+    client = http_client(params["url"], params["validate_certs"], ca_path=params["ca_path"])
+    check = PlatformCheck(client, params["timeout"])
     result = dict(changed=False)
     try:
         result["health"] = check.health()

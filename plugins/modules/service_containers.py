@@ -236,6 +236,14 @@ options:
       ca_file:
         description: CA certificate that verifies an C(https) O(containers[].metrics_url).
         type: path
+      client_cert:
+        description:
+          - Certificate the module presents to an C(https) O(containers[].metrics_url), since
+            services that serve TLS admit only clients with a certificate from the internal CA.
+        type: path
+      client_key:
+        description: Private key of O(canary.client_cert).
+        type: path
   restart:
     description:
       - Containers of the set to restart (drained first), one at a time, each waited on until
@@ -636,7 +644,13 @@ class Reconciler(object):
     def fetch(self, url):
         try:
             return (
-                open_url(url, timeout=5, ca_path=self.params["canary"]["ca_file"])
+                open_url(
+                    url,
+                    timeout=5,
+                    ca_path=self.params["canary"]["ca_file"],
+                    client_cert=self.params["canary"]["client_cert"],
+                    client_key=self.params["canary"]["client_key"],
+                )
                 .read()
                 .decode("utf-8", "replace")
             )
@@ -778,10 +792,14 @@ def main():
         memory=dict(type="str"),
         cpus=dict(type="float"),
         user=dict(type="str"),
-        read_only=dict(type="bool", default=True),
+        read_only=dict(type="bool", default=planning.HARDENING_DEFAULTS["read_only"]),
         tmpfs=dict(type="list", elements="str", default=["/tmp"]),
-        cap_drop=dict(type="list", elements="str", default=["ALL"]),
-        security_opts=dict(type="list", elements="str", default=["no-new-privileges"]),
+        cap_drop=dict(
+            type="list", elements="str", default=list(planning.HARDENING_DEFAULTS["cap_drop"])
+        ),
+        security_opts=dict(
+            type="list", elements="str", default=list(planning.HARDENING_DEFAULTS["security_opts"])
+        ),
         init=dict(type="bool", default=True),
         healthcheck=dict(type="dict"),
         restart_policy=dict(
@@ -833,6 +851,8 @@ def main():
                     max_error_rate=dict(type="float", default=0.05),
                     min_requests=dict(type="int", default=20),
                     ca_file=dict(type="path"),
+                    client_cert=dict(type="path"),
+                    client_key=dict(type="path", no_log=False),
                 ),
             ),
             restart=dict(type="list", elements="str", default=[]),

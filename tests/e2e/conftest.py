@@ -7,6 +7,7 @@ two-instance shape for test_lifecycle, whose teardown and redeploy restore the i
 """
 
 import os
+import shutil
 import subprocess
 import time
 import uuid
@@ -120,10 +121,18 @@ def admin(gateway, secret):
         "/api/v1/users/login", json={"username": "admin", "password": secret("admin_password")}
     )
     assert first.status_code == 200 and first.json().get("mfa_required"), first.text
+    mfa_token = first.json()["mfa_token"]
     code = totp_code(secret("admin_totp_secret"))
-    second = gateway.post(
-        "/api/v1/users/login/mfa", json={"mfa_token": first.json()["mfa_token"], "code": code}
-    )
+    second = gateway.post("/api/v1/users/login/mfa", json={"mfa_token": mfa_token, "code": code})
+    if second.status_code == 401 and "invalid-mfa-code" in second.text:
+        # Another process (an earlier pytest run) used this step's code: take the next one.
+        _last_totp_step[0] = max(
+            _last_totp_step[0], pyotp.TOTP(secret("admin_totp_secret")).timecode(time.time()) + 1
+        )
+        code = totp_code(secret("admin_totp_secret"))
+        second = gateway.post(
+            "/api/v1/users/login/mfa", json={"mfa_token": mfa_token, "code": code}
+        )
     assert second.status_code == 200, second.text
     return {"Authorization": f"Bearer {second.json()['access_token']}"}
 
@@ -161,6 +170,11 @@ def audit_log(gateway, admin, event: str, limit: int = 1) -> list[dict]:
     return answer.json()["events"]
 
 
+# The output of every playbook the e2e tests run, one file per playbook (emptied per session).
+PLAYBOOK_LOGS = REPO / ".build" / "e2e-playbook-logs"
+shutil.rmtree(PLAYBOOK_LOGS, ignore_errors=True)
+
+
 def ansible_playbook(playbook: str, *args: str) -> subprocess.CompletedProcess:
     """Run one of the collection's playbooks on the local inventory, as `make deploy` does."""
     # GEKKO_OPERATOR: who ran it, as the audit log records it.
@@ -170,7 +184,7 @@ def ansible_playbook(playbook: str, *args: str) -> subprocess.CompletedProcess:
         ANSIBLE_NOCOLOR="1",
         GEKKO_OPERATOR=OPERATOR,
     )
-    return subprocess.run(
+    run = subprocess.run(
         [
             str(REPO / ".venv/bin/ansible-playbook"),
             f"playbooks/{playbook}",
@@ -185,6 +199,11 @@ def ansible_playbook(playbook: str, *args: str) -> subprocess.CompletedProcess:
         timeout=900,
         check=False,
     )
+    # Kept for test_secret_hygiene, which greps every playbook's output for secrets.
+    PLAYBOOK_LOGS.mkdir(parents=True, exist_ok=True)
+    with (PLAYBOOK_LOGS / f"{playbook}.log").open("a") as log:
+        log.write(f"$ ansible-playbook {playbook} {' '.join(args)}\n{run.stdout}\n{run.stderr}\n")
+    return run
 
 
 def wait_until(check, what: str, timeout: float = 15.0, interval: float = 0.3):

@@ -74,16 +74,25 @@ def assert_rolled_back(run, gateway, last_good, what: str):
         assert container.attrs["State"]["Health"]["Status"] == "healthy", container.name
 
 
-def test_image_that_does_not_start(tmp_path, gateway, last_good):
+def test_image_that_does_not_start(tmp_path, gateway, last_good, admin):
+    # An image of its own without a user runs as root: the security policy gate lets it through
+    # only with an approval, which the audit log keeps with what it waived.
     run = deploy_with(
         tmp_path,
         {
             "gekko_services": catalogue_with(
                 "trading", image="gekko/base:bookworm", command=["false"]
-            )
+            ),
+            "gekko_security_approval": "E2E-ROLLBACK-1",
         },
     )
+    assert "approval E2E-ROLLBACK-1 waives 1 violation(s)" in run.stdout + run.stderr
     assert_rolled_back(run, gateway, last_good, "an image that does not start")
+    waiver = audit_log(gateway, admin, "security-policy-waived")[0]
+    assert waiver["details"]["ticket"] == "E2E-ROLLBACK-1"
+    assert waiver["details"]["violations"] == "container-root"
+    assert waiver["details"]["outcome"] == "rolled-back"
+    assert waiver["details"]["operator"] == OPERATOR
 
 
 def test_failing_health_check(tmp_path, gateway, last_good, admin):
@@ -120,6 +129,8 @@ def test_invalid_configuration_at_runtime(tmp_path, gateway, last_good):
 def test_service_that_crashes_after_start(tmp_path, gateway, last_good):
     crashing = {
         "image": "gekko/base:bookworm",
+        # Not root: the security policy gate refuses an image of unknown user without one.
+        "user": "65534:65534",
         "command": ["bash", "-c", "sleep 5; exit 3"],
         "healthcheck": {
             "test": ["CMD", "true"],

@@ -1,6 +1,6 @@
 """Nothing secret leaves where it belongs: the deployment's passwords, the admin's TOTP seed, the
-data keys and the token signing keys appear in no container's log, no image, no audit row and
-no API answer an operator reads."""
+data keys and the token signing keys appear in no container's log, no image, no audit row, no
+playbook output and no API answer an operator reads."""
 
 import json
 import subprocess
@@ -8,7 +8,10 @@ import subprocess
 import docker
 import pytest
 
-from .conftest import SECRETS, audit_log
+from .conftest import PLAYBOOK_LOGS, REPO, SECRETS, audit_log
+
+# `make deploy-runner`'s artifacts, one folder per run (make test deploys that way).
+RUNNER_ARTIFACTS = REPO / ".build" / "runner" / "artifacts"
 
 
 def secret_values() -> dict[str, str]:
@@ -77,3 +80,23 @@ def test_no_secret_in_the_audit_log_or_the_ops_answers(gateway, admin, monitor, 
         answer = gateway.get(path, headers=monitor)
         assert answer.status_code == 200, path
         assert leaks(answer.text, values) == [], path
+
+
+def test_no_secret_in_what_the_playbooks_printed_or_recorded(values):
+    """Every playbook output of this run: `make test`'s deploy through ansible-runner (its stdout
+    and its job events, which hold each task's arguments and results unless `no_log` hides
+    them) and each playbook the e2e tests ran before this one (deploys, rollbacks, rotations,
+    scaling, runtime settings). A task that prints or returns a secret without `no_log` fails
+    here."""
+    sources = sorted(PLAYBOOK_LOGS.glob("*.log"))
+    runs = sorted(RUNNER_ARTIFACTS.glob("*/stdout"), key=lambda p: p.stat().st_mtime)
+    if runs:  # the latest run: older ones are of older code
+        sources += [runs[-1], *sorted((runs[-1].parent / "job_events").glob("*.json"))]
+    if not sources:
+        pytest.skip("no playbook output: run it with the e2e suite after make deploy-runner")
+    found = {}
+    for path in sources:
+        if hit := leaks(path.read_text(errors="replace"), values):
+            found[str(path.relative_to(REPO))] = hit
+    assert found == {}
+    print(f"{len(sources)} playbook outputs searched for {len(values)} secrets")

@@ -74,6 +74,64 @@ def test_sign_ins_and_refusals_are_audited_with_their_correlation_ids(stack):
     assert mine[0]["seq"] > mine[1]["seq"]
 
 
+def test_the_gateway_audits_what_it_refuses_itself(stack):
+    """A token refused at the edge never reaches a service, and the gateway's own routes check
+    permissions themselves: both are the gateway's rows."""
+    forged = httpx.get(
+        f"{stack.gateway}/api/v1/portfolio", headers={"Authorization": "Bearer not.a.token"}
+    )
+    assert forged.status_code == 401
+    edge = eventually(
+        lambda: audit(
+            stack, event="access-denied", correlation_id=forged.headers["x-correlation-id"]
+        ),
+        5,
+        "the refused token in the audit log",
+    )[0]
+    assert edge["component"] == "gateway" and edge["source_address"] == "127.0.0.1"
+    assert edge["details"]["status"] == "401" and edge["details"]["path"] == "/api/v1/portfolio"
+    assert "not.a.token" not in str(edge)  # the token itself is never stored
+
+    trader = as_role(Role.TRADER, user_id=990_401)
+    refused = httpx.get(f"{stack.gateway}/services", headers=trader)
+    assert refused.status_code == 403
+    own = eventually(
+        lambda: audit(
+            stack, event="access-denied", correlation_id=refused.headers["x-correlation-id"]
+        ),
+        5,
+        "the gateway's own refusal in the audit log",
+    )[0]
+    assert own["component"] == "gateway" and own["actor_user_id"] == 990_401
+    assert own["details"] == {
+        "status": "403",
+        "reason": "forbidden",
+        "method": "GET",
+        "path": "/services",
+    }
+
+
+def test_a_refused_call_with_a_nul_in_its_path_is_audited_and_the_log_goes_on(stack):
+    """Found by the API fuzz test: the path (with its NUL) went into the row's details, which
+    jsonb cannot hold, and the service retried that batch for ever: one anonymous request
+    stopped the service's audit log. The NUL is stored as U+FFFD now."""
+    poisoned = httpx.get(f"{stack.gateway}/api/v1/trading/orders/%00")
+    after = httpx.get(f"{stack.gateway}/api/v1/trading/orders/1")
+    for answer, path in (
+        (poisoned, "/api/v1/trading/orders/\ufffd"),
+        (after, "/api/v1/trading/orders/1"),
+    ):
+        assert answer.status_code == 401
+        correlation = answer.headers["x-correlation-id"]
+        row = eventually(
+            lambda c=correlation: audit(stack, event="access-denied", correlation_id=c),
+            5,
+            f"the refused call to {path!r} in the audit log",
+        )[0]
+        assert row["component"] == "trading" and row["details"]["path"] == path
+    assert verify(stack).returncode == 0
+
+
 def test_only_admins_read_the_audit_log(stack):
     url = f"{stack.gateway}/api/v1/users/audit"
     assert httpx.get(url).status_code == 401

@@ -46,6 +46,7 @@ def test_rate_limits_flags_and_log_level_change_live_without_restart(stack, redi
     gw = stack.gateway
     pids = {name: proc.pid for name, proc in stack.procs.items()}
     auth, _ = new_user(gw)  # before the limit drops: registering is keyed by IP, not by user
+    watcher, _ = new_user(gw)  # polls the header: signed in, so it is shown the user quota
     try:
         # 1. A lower per-user quota: in the header within 3 s, and enforced on the n+1th call.
         limit = 4
@@ -53,7 +54,9 @@ def test_rate_limits_flags_and_log_level_change_live_without_restart(stack, redi
         started = time.monotonic()
         eventually(
             lambda: (
-                httpx.get(gw + QUOTE, timeout=5).headers.get("ratelimit-policy", "")
+                httpx.get(gw + QUOTE, headers=watcher, timeout=5).headers.get(
+                    "ratelimit-policy", ""
+                )
                 == f"{limit};w=60, 1000;w=60"
             ),
             3,

@@ -80,6 +80,34 @@ def test_the_201st_request_of_a_user_in_a_minute_is_refused(stack):
     assert 'gekko_ratelimit_rejections_total{scope="user"}' in metrics
 
 
+def test_callers_without_a_token_have_their_own_per_address_quota(stack):
+    gateway = _start_gateway(stack, "gw-rl-anon", GEKKO_RATELIMIT_ANONYMOUS_PER_WINDOW="5")
+    quotes = f"{gateway}/api/v1/market-data/quotes/BTC-USD"
+    # From an address of its own, so no other test's anonymous calls share the budget.
+    source = httpx.HTTPTransport(local_address="127.0.0.66")
+    try:
+        with httpx.Client(transport=source, timeout=5) as anonymous:
+            answers = [anonymous.get(quotes) for _ in range(6)]
+            statuses = [a.status_code for a in answers]
+            assert statuses == [200] * 5 + [429], statuses
+            assert answers[0].headers["ratelimit-policy"] == "5;w=60, 1000;w=60"
+            refused = answers[-1].json()
+            assert "5 requests per 60 s per source address without a token" in refused["detail"]
+            # A signed-in user behind the same address keeps the user quota.
+            auth = {"Authorization": f"Bearer {_token(stack)}"}
+            signed_in = anonymous.get(quotes, headers=auth)
+            assert signed_in.status_code == 200
+            assert signed_in.headers["ratelimit-policy"] == "200;w=60, 1000;w=60"
+        # Another address has its own budget (the budgets live in the Redis every gateway shares).
+        other = httpx.HTTPTransport(local_address="127.0.0.67")
+        with httpx.Client(transport=other, timeout=5) as elsewhere:
+            assert elsewhere.get(quotes).status_code == 200
+        metrics = httpx.get(f"{gateway}/metrics").text
+        assert 'gekko_ratelimit_rejections_total{scope="anonymous"} 1.0' in metrics
+    finally:
+        stack.stop("gw-rl-anon")
+
+
 def test_two_gateway_processes_share_one_budget(stack):
     small = {"GEKKO_RATELIMIT_USER_PER_WINDOW": "10", "GEKKO_RATELIMIT_SERVICE_PER_WINDOW": "500"}
     a = _start_gateway(stack, "gw-rl-a", **small)

@@ -154,7 +154,10 @@ def test_a_weak_secret_is_refused_without_showing_it():
     values = staging_secrets(GEKKO_REDIS_PASSWORD="changeme")
     run = validate(REPO / "inventories/staging", env=values)
     assert run.returncode != 0
-    assert "Weak secrets: GEKKO_REDIS_PASSWORD" in output(run)
+    # The security policy gate's report: the rule, the name and the fix, and how to approve.
+    assert "[secret-strength] GEKKO_REDIS_PASSWORD is shorter than 32 characters" in output(run)
+    assert "openssl rand -base64 48" in output(run)
+    assert "-e gekko_security_approval=<ticket>" in output(run)
     for value in values.values():
         assert value not in output(run)
 
@@ -192,7 +195,7 @@ def test_prod_refuses_plaintext_secrets(prod):
     path = write_vault(prod, values, password_file=None)
     run = validate(prod)
     assert run.returncode != 0
-    assert f"Secrets in plaintext in {path}" in output(run)
+    assert f"[secret-plaintext] a secret is in plain text: {path}" in output(run)
     assert "ansible-vault encrypt" in output(run)
     for value in values.values():
         for secret in value if isinstance(value, list) else [value]:

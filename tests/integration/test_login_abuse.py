@@ -1,4 +1,4 @@
-"""Password guessing and oversized bodies, against the real services, Redis and PostgreSQL.
+"""Password guessing, oversized bodies and headers, against the real services, Redis and PostgreSQL.
 
 Per-source lockouts are keyed on the address the gateway saw, which it appends to
 X-Forwarded-For. Every request of this suite reaches the gateway from 127.0.0.1, so the tests
@@ -7,7 +7,9 @@ a documentation address (RFC 5737) of their own, and leave 127.0.0.1 unlocked fo
 """
 
 import asyncio
+import json
 import secrets
+import socket
 import time
 
 import httpx
@@ -146,3 +148,24 @@ def test_a_body_over_one_mib_is_refused_before_it_is_read(stack, target):
     # A body under the limit is served as before.
     small = httpx.post(url, json={"username": "x"})
     assert small.status_code == 422
+
+
+@pytest.mark.parametrize("target", ["gateway", "users"])
+def test_oversized_headers_are_refused_and_the_connection_closed(stack, target):
+    """Every `gekko serve` process cuts off oversized headers (the protocol is unit-tested with
+    slow ones too: tests/unit/test_header_guard.py)."""
+    port = stack.ports[target]
+    big = b"X-Filler: " + b"a" * (40 * 1024) + b"\r\n"
+    with socket.create_connection((LOOPBACK, port), timeout=5) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n" + big + b"\r\n")
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 "), answer[:300]
+    assert b"connection: close" in head
+    assert json.loads(body)["type"].endswith("/problems/headers-too-large")
+    # Headers of a normal size are served as before.
+    assert httpx.get(
+        f"http://{LOOPBACK}:{port}/health", headers={"X-Filler": "a" * 4096}
+    ).is_success

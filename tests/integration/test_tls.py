@@ -1,6 +1,8 @@
-"""TLS between hosts, as the deployment configures it with gekko_tls_enabled: a domain service
-serves TLS 1.3 only, the gateway verifies it against the internal CA, and Redis speaks TLS 1.3
-only, wants a client certificate and has no default user (one ACL user per kind of client).
+"""TLS as the deployment configures it with gekko_tls_enabled: the gateway's listener serves
+TLS 1.3 only, with HSTS; a domain service serves TLS 1.3 only and admits only clients with a
+certificate from the internal CA (mutual TLS: the gateway and peers), the gateway verifies it
+against that CA; Redis speaks TLS 1.3 only, wants a client certificate and has no default user
+(one ACL user per kind of client).
 
 A separate small stack: its own TLS Redis (so the main stack's registry never sees https URLs),
 one market data instance and a gateway."""
@@ -202,14 +204,17 @@ def tls_stack(postgres, redis_server) -> Iterator[TlsStack]:
             "gateway",
             GEKKO_HEALTH_SOCKET=str(root / "gateway.sock"),
             GEKKO_STATIC_SERVICES=f'{{"market_data": ["https://{LOOPBACK}:{market_data}"]}}',
+            # The edge certificate: the operator's, or one from the internal CA as here.
+            GEKKO_EDGE_TLS_CERT_FILE=str(pki.cert),
+            GEKKO_EDGE_TLS_KEY_FILE=str(pki.key),
         )
 
         def routed() -> bool:
             for name, proc in stack.procs.items():
                 if proc.poll() is not None:
                     pytest.fail(f"{name} exited with {proc.returncode}:\n{stack.log_tail(name)}")
-            url = f"http://{LOOPBACK}:{stack.ports['gateway']}/api/v1/market-data/symbols"
-            return httpx.get(url, timeout=2).status_code == 200
+            url = f"https://{LOOPBACK}:{stack.ports['gateway']}/api/v1/market-data/symbols"
+            return httpx.get(url, timeout=2, verify=client_context(pki)).status_code == 200
 
         _wait_for(routed, 60, "the gateway to route to the TLS service", root / "gateway.log")
         yield TlsStack(pki, redis_port, stack)
@@ -223,14 +228,15 @@ def tls_stack(postgres, redis_server) -> Iterator[TlsStack]:
 
 
 def test_gateway_reaches_the_service_over_verified_tls(tls_stack):
-    gateway = f"http://{LOOPBACK}:{tls_stack.stack.ports['gateway']}"
-    quotes = httpx.get(f"{gateway}/api/v1/market-data/quotes/BTC-USD", timeout=5)
+    gateway = f"https://{LOOPBACK}:{tls_stack.stack.ports['gateway']}"
+    client = httpx.Client(verify=client_context(tls_stack.pki, cert=False), timeout=5)
+    quotes = client.get(f"{gateway}/api/v1/market-data/quotes/BTC-USD")
     assert quotes.status_code == 200, quotes.text
 
     # The service registered itself (over TLS to Redis) with its https address. The gateway
     # routed through its static entry already; the registration shows at its next registry read.
     def registered() -> set[str]:
-        listed = httpx.get(f"{gateway}/services", timeout=5, headers=OPS).json()
+        listed = client.get(f"{gateway}/services", headers=OPS).json()
         return {i["url"] for i in listed["services"]["market_data"] if i["source"] == "redis"}
 
     eventually(
@@ -240,20 +246,49 @@ def test_gateway_reaches_the_service_over_verified_tls(tls_stack):
     )
 
 
-def test_service_speaks_tls13_only(tls_stack):
+HEALTH = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def test_service_admits_only_tls13_clients_with_a_certificate_from_the_ca(tls_stack):
     port = tls_stack.service_port
-    answer = tls_exchange(
-        port, client_context(tls_stack.pki), b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
-    )
+    answer = tls_exchange(port, client_context(tls_stack.pki), HEALTH)
     assert answer.startswith(b"HTTP/1.1 200"), answer
     with pytest.raises(ssl.SSLError):
         tls_exchange(
-            port,
-            client_context(tls_stack.pki, max_version=ssl.TLSVersion.TLSv1_2),
-            b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+            port, client_context(tls_stack.pki, max_version=ssl.TLSVersion.TLSv1_2), HEALTH
         )
     # Plain HTTP gets no HTTP answer: the server only completes TLS handshakes.
-    assert not plain_exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP")
+    assert not plain_exchange(port, HEALTH).startswith(b"HTTP")
+    # A direct caller without a certificate from the internal CA (anyone but the gateway and
+    # peers) is refused in the handshake, before any HTTP is read.
+    assert refused(lambda: tls_exchange(port, client_context(tls_stack.pki, cert=False), HEALTH))
+    # Nor does a certificate from another CA get in.
+    other_root = tls_stack.stack.root / "other-ca"
+    other_root.mkdir(exist_ok=True)
+    other = make_pki(other_root)
+    mixed = ssl.create_default_context(cafile=str(tls_stack.pki.ca))
+    mixed.load_cert_chain(str(other.cert), str(other.key))
+    assert refused(lambda: tls_exchange(port, mixed, HEALTH))
+
+
+def test_gateway_listener_speaks_tls13_only_and_sends_hsts(tls_stack):
+    port = tls_stack.stack.ports["gateway"]
+    public = client_context(tls_stack.pki, cert=False)  # a client of the platform has no cert
+    answer = httpx.get(f"https://{LOOPBACK}:{port}/openapi.json", verify=public, timeout=5)
+    assert answer.status_code == 200, answer.text
+    assert answer.http_version == "HTTP/1.1"
+    assert answer.headers["strict-transport-security"] == "max-age=31536000; includeSubDomains"
+    with pytest.raises(ssl.SSLError):
+        tls_exchange(
+            port, client_context(tls_stack.pki, max_version=ssl.TLSVersion.TLSv1_2), HEALTH
+        )
+    assert not plain_exchange(port, HEALTH).startswith(b"HTTP")
+    # The container's own health socket stays plain HTTP, and so gets no HSTS (RFC 6797 8.1).
+    local = httpx.HTTPTransport(uds=str(tls_stack.stack.root / "gateway.sock"))
+    with httpx.Client(transport=local, timeout=5) as client:
+        answer = client.get("http://gateway/openapi.json")
+    assert answer.status_code == 200, answer.text
+    assert "strict-transport-security" not in answer.headers
 
 
 def test_healthcheck_works_on_a_tls_service(tls_stack):
@@ -290,3 +325,11 @@ def test_tls_settings_must_be_complete(tls_stack):
     )
     assert result.returncode == 2
     assert "GEKKO_TLS_KEY_FILE not set" in result.stderr
+
+    env = dict(tls_stack.stack.env, GEKKO_EDGE_TLS_CERT_FILE="/nonexistent/edge.crt")
+    env.update(GEKKO_EDGE_TLS_KEY_FILE=str(tls_stack.pki.key), GEKKO_PORT=str(free_port()))
+    result = subprocess.run(
+        gekko_cmd("serve", "gateway"), env=env, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert "GEKKO_EDGE_TLS_CERT_FILE=/nonexistent/edge.crt cannot be read" in result.stderr

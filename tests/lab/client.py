@@ -20,7 +20,10 @@ from pathlib import Path
 
 import httpx
 
-GATEWAY = "http://10.77.0.13:8000"
+# The lab deploys with TLS on: the gateway's listener serves TLS 1.3 only, with a certificate
+# from the environment's internal CA, which the controller keeps.
+GATEWAY = "https://10.77.0.13:8000"
+CA_FILE = str(Path.home() / ".gekko/ca/staging/ca.crt")
 ORDER = {"symbol": "BTC-USD", "side": "buy", "quantity": 0.0001, "type": "market"}
 READS = ("/api/v1/market-data/quotes/BTC-USD", "/api/v1/portfolio", "/api/v1/users/me")
 
@@ -80,8 +83,11 @@ class Traffic:
                 headers={**headers, "Idempotency-Key": key},
                 json=ORDER,
                 timeout=10,
+                verify=CA_FILE,
             )
-        return httpx.get(GATEWAY + READS[n % len(READS)], headers=headers, timeout=10)
+        return httpx.get(
+            GATEWAY + READS[n % len(READS)], headers=headers, timeout=10, verify=CA_FILE
+        )
 
     def request(self, user: dict, n: int) -> None:
         key = f"lab-{uuid.uuid4()}"
@@ -163,7 +169,7 @@ def main() -> None:
     parser.add_argument("--retries", type=int, default=0)
     parser.add_argument("--max-seconds", type=float, default=300)
     args = parser.parse_args()
-    with httpx.Client(base_url=GATEWAY, timeout=10) as client:
+    with httpx.Client(base_url=GATEWAY, timeout=10, verify=CA_FILE) as client:
         if args.command == "smoke":
             print(json.dumps(smoke(client)))
         elif args.command == "services":

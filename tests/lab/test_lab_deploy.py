@@ -172,6 +172,8 @@ def test_traffic_between_hosts_is_tls13_only(lab):
     assert "+PONG" not in found["redis"]["no_client_cert"], found["redis"]
     assert found["redis"]["tls13"].startswith("TLSv1.3: -NOAUTH"), found["redis"]
     assert found["http"]["tls13"].startswith("TLSv1.3: HTTP/1.1 200"), found["http"]
+    # A service admits only clients with a certificate from the internal CA (mTLS).
+    assert "HTTP/" not in found["http"]["no_client_cert"], found["http"]
 
     # Private keys: on their own host only, 0600, owned by the user of the server that reads
     # them (the datastores' users are the image's); the CA's key stays on the controller.
@@ -183,10 +185,38 @@ def test_traffic_between_hosts_is_tls13_only(lab):
         f"/etc/gekko/tls/postgres/tls.key 600 {server_users[0]}",
         f"/etc/gekko/tls/redis/tls.key 600 {server_users[1]}",
     ], keys
-    for host in [*SERVICES_HOSTS, "lab-gw-1"]:
+    for host in SERVICES_HOSTS:
         assert keys[host].split() == ["/etc/gekko/tls/app/tls.key", "600", "10001"], keys
+    # The gateway host also has its listener's (edge) key.
+    assert keys["lab-gw-1"].splitlines() == [
+        "/etc/gekko/tls/app/tls.key 600 10001",
+        "/etc/gekko/tls/edge/tls.key 600 10001",
+    ], keys
     ca_key = controller("stat", "-c", "%a", str(Path.home() / ".gekko/ca/staging/ca.key"))
     assert ca_key.stdout.strip() == "600", ca_key
+
+
+def test_the_gateway_serves_tls13_with_hsts_and_services_refuse_the_controller(lab):
+    """From the controller (a client with the CA's certificate but no host certificate): the
+    gateway's listener answers over TLS 1.3 with Strict-Transport-Security and refuses TLS 1.2
+    and plain text; a service port refuses it outright, so a direct call skips nothing."""
+    ca_dir = str(Path.home() / ".gekko/ca/staging")
+    probe = controller(
+        sys.executable,
+        str(REPO / "tests/lab/tls_probe.py"),
+        ca_dir,
+        "http-gateway=10.77.0.13:8000",
+        "http-service=10.77.0.11:8104",
+    )
+    found = json.loads(probe.stdout)
+    print(json.dumps(found, indent=1))
+    gateway, service = found["http-gateway"], found["http-service"]
+    assert gateway["tls13"].startswith("TLSv1.3: HTTP/1.1 "), gateway
+    assert "strict-transport-security: max-age=31536000; includeSubDomains" in gateway["tls13"]
+    assert gateway["tls12"].startswith("refused"), gateway
+    assert "HTTP/" not in gateway["plain"], gateway
+    for attempt in service.values():
+        assert "HTTP/" not in attempt, service
 
 
 def test_a_host_failing_validation_stops_the_deploy_before_any_host_changes(lab, tmp_path):

@@ -3,7 +3,10 @@ the hosts' own Python). Prints one JSON object: for each target, what TLS 1.3 wi
 certificate, TLS 1.2, TLS 1.3 without a client certificate, and plain text each got.
 
     python3 tls_probe.py CERT_DIR postgres=10.77.0.10:5432 redis=10.77.0.10:6379 \
-        http=10.77.0.12:8104
+        http=10.77.0.12:8104 http-gateway=10.77.0.13:8000
+
+Each target is LABEL=HOST:PORT; the label's first word (postgres, redis, http) says what to
+speak once the connection is up.
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ def attempt(kind: str, host: str, port: int, ctx: ssl.SSLContext | None) -> str:
             else:
                 prefix = "plain: "
             sock.sendall(first_bytes(kind))
-            answer = sock.recv(300)
+            answer = sock.recv(1000)
             return prefix + (printable(answer) if answer else "closed")
     except ssl.SSLError as exc:
         return f"refused: {exc.reason or exc}"
@@ -81,9 +84,10 @@ def main() -> None:
     cert_dir, targets = sys.argv[1], sys.argv[2:]
     found = {}
     for target in targets:
-        kind, address = target.split("=", 1)
+        label, address = target.split("=", 1)
+        kind = label.split("-")[0]
         host, port = address.rsplit(":", 1)
-        found[kind] = {
+        found[label] = {
             "tls13": attempt(kind, host, int(port), context(cert_dir)),
             "tls12": attempt(kind, host, int(port), context(cert_dir, tls12=True)),
             "no_client_cert": attempt(kind, host, int(port), context(cert_dir, client_cert=False)),

@@ -2,9 +2,11 @@
 at the row where the chain breaks. Recording never blocks: a full queue drops and counts."""
 
 import asyncio
+import contextlib
 import json
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 from prometheus_client import CollectorRegistry
 
 from gekko.correlation import correlation_id_var
@@ -102,4 +104,53 @@ def test_recording_takes_the_correlation_id_and_never_blocks(monkeypatch):
     queued = asyncio.run(scenario())
     assert [e.details for e in queued] == [{"attempt": "0"}, {"attempt": "1"}]
     assert {e.correlation_id for e in queued} == {"corr-1"}
+    assert registry.get_sample_value("gekko_audit_dropped_total") == 1
+
+
+def test_what_callers_send_is_recorded_as_text_postgresql_can_store():
+    """A refused call's path reaches the row: a NUL in it (jsonb and text hold none) used to
+    make the batch fail again and again, and the component's audit log stopped there."""
+    assert audit.storable("/api/v1/trading/orders/\x00x") == "/api/v1/trading/orders/\ufffdx"
+    assert audit.storable("a\ud800b") == "a\ufffdb"
+    assert audit.storable("plain ✓ 😀") == "plain ✓ 😀"
+
+    async def scenario() -> AuditEntry:
+        log = AuditLog(pool=None, component="trading", registry=CollectorRegistry())  # type: ignore[arg-type]
+        log.record("access-denied\x00", source_address="\x00", path="/orders/\x00", status=401)
+        return log._queue.get_nowait()
+
+    entry = asyncio.run(scenario())
+    assert entry.event == "access-denied\ufffd" and entry.source_address == "\ufffd"
+    assert entry.details == {"path": "/orders/\ufffd", "status": "401"}
+    entry.canonical(1).decode("utf-8")  # and it hashes
+
+
+def test_an_entry_the_database_refuses_is_dropped_and_the_rest_written(monkeypatch):
+    written: list[list[str]] = []
+
+    async def append(conn, entries: list[AuditEntry]) -> None:
+        if any(e.event == "refused" for e in entries):
+            raise asyncpg.DataError("unsupported Unicode escape sequence")
+        written.append([e.event for e in entries])
+
+    class Pool:
+        @contextlib.asynccontextmanager
+        async def acquire(self):
+            yield None
+
+    monkeypatch.setattr(audit, "append", append)
+    registry = CollectorRegistry()
+
+    async def scenario() -> None:
+        log = AuditLog(pool=Pool(), component="users", registry=registry)  # type: ignore[arg-type]
+        for event in ("first", "refused", "last"):
+            log.record(event)
+        log.start()
+        await asyncio.wait_for(log._queue.join(), timeout=5)
+        log.record("later")
+        await asyncio.wait_for(log._queue.join(), timeout=5)
+        await log.stop()
+
+    asyncio.run(scenario())
+    assert written == [["first"], ["last"], ["later"]]
     assert registry.get_sample_value("gekko_audit_dropped_total") == 1

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa as rsa_key
@@ -145,10 +147,28 @@ def test_services_with_a_certificate_serve_and_advertise_https(tmp_path):
     env = {**ENV, **_tls_files(tmp_path), "GEKKO_BIND_HOST": "10.0.0.5", "GEKKO_PORT": "8104"}
     service = load_settings("market_data", env)
     assert service.serves_tls and service.advertise_url == "https://10.0.0.5:8104"
-    # The gateway verifies its upstreams with the CA, but its own listener stays plain HTTP.
+    # The gateway verifies its upstreams with the CA; its own listener needs an edge certificate.
     gateway = load_settings("gateway", env)
     assert gateway.tls is not None and not gateway.serves_tls
     assert gateway.advertise_url.startswith("http://")
+
+
+def test_the_gateway_serves_tls_with_an_edge_certificate(tmp_path):
+    edge = {"GEKKO_EDGE_TLS_CERT_FILE": str(tmp_path / "e.crt")}
+    edge["GEKKO_EDGE_TLS_KEY_FILE"] = str(tmp_path / "e.key")
+    for path in edge.values():
+        Path(path).write_text("-")
+    gateway = load_settings("gateway", {**ENV, **edge, "GEKKO_PORT": "8000"})
+    assert gateway.serves_tls and gateway.advertise_url == "https://127.0.0.1:8000"
+    assert gateway.edge_tls is not None and gateway.edge_tls.hsts_max_age_s == 31_536_000
+    shorter = load_settings("gateway", {**ENV, **edge, "GEKKO_HSTS_MAX_AGE_S": "300"})
+    assert shorter.edge_tls is not None and shorter.edge_tls.hsts_max_age_s == 300
+    # A domain service ignores the edge settings: its certificate is the internal CA's.
+    assert not load_settings("users", {**ENV, **edge}).serves_tls
+    with pytest.raises(ConfigError, match="GEKKO_EDGE_TLS_KEY_FILE not set"):
+        load_settings("gateway", {**ENV, **edge, "GEKKO_EDGE_TLS_KEY_FILE": ""})
+    with pytest.raises(ConfigError, match="GEKKO_HSTS_MAX_AGE_S must be a positive"):
+        load_settings("gateway", {**ENV, **edge, "GEKKO_HSTS_MAX_AGE_S": "forever"})
 
 
 def test_incomplete_or_unreadable_tls_settings_are_refused(tmp_path):

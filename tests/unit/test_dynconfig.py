@@ -311,11 +311,22 @@ def test_a_feature_disabled_503_does_not_open_the_breaker(marked, state):
 def test_gateway_applies_rate_limits_live_and_serves_get_config():
     with gateway({}) as client:
         app = client.app
-        before = client.get("/api/v1/trading/orders")
+        # A signed-in caller has the user quota; one without a token the anonymous quota.
+        before = client.get("/api/v1/trading/orders", headers=OPERATOR)
         assert before.headers["ratelimit-policy"] == "200;w=60, 1000;w=60"
-        app.state.dynconfig.update({"ratelimit_user_per_window": "5", "log_level": "WARNING"})
-        after = client.get("/api/v1/trading/orders")
+        anonymous = client.get("/api/v1/trading/orders")
+        assert anonymous.headers["ratelimit-policy"] == "120;w=60, 1000;w=60"
+        app.state.dynconfig.update(
+            {
+                "ratelimit_user_per_window": "5",
+                "ratelimit_anonymous_per_window": "7",
+                "log_level": "WARNING",
+            }
+        )
+        after = client.get("/api/v1/trading/orders", headers=OPERATOR)
         assert after.headers["ratelimit-policy"] == "5;w=60, 1000;w=60"
+        anonymous = client.get("/api/v1/trading/orders")
+        assert anonymous.headers["ratelimit-policy"] == "7;w=60, 1000;w=60"
 
         view = client.get("/config", headers=OPERATOR).json()
         assert view["key"] == "gekko:config"
@@ -331,6 +342,8 @@ def test_gateway_applies_rate_limits_live_and_serves_get_config():
         assert "k" * 32 not in client.get("/config", headers=OPERATOR).text
 
         app.state.dynconfig.update({})  # fields deleted: env defaults again
-        reverted = client.get("/api/v1/trading/orders")
+        reverted = client.get("/api/v1/trading/orders", headers=OPERATOR)
         assert reverted.headers["ratelimit-policy"] == "200;w=60, 1000;w=60"
+        reverted = client.get("/api/v1/trading/orders")
+        assert reverted.headers["ratelimit-policy"] == "120;w=60, 1000;w=60"
         assert "/config" in client.get("/openapi.json").json()["paths"]

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from starlette.responses import Response
 
 from gekko import __version__
-from gekko.config import DOMAIN_SERVICES, Settings
+from gekko.config import DOMAIN_SERVICES, GATEWAY, Settings
 from gekko.correlation import CorrelationIdMiddleware
 from gekko.db import create_pool
 from gekko.dynconfig import build_dynamic_config, start_watcher
@@ -31,7 +31,10 @@ from gekko.metrics import MetricsMiddleware, RequestMetrics, default_route_label
 from gekko.problems import install_problem_handlers
 from gekko.ratelimit import Quota, RateLimiter
 from gekko.security.access import authorize, route_permissions
+from gekko.security.audit import AuditLog
 from gekko.security.body_limit import BodyLimitMiddleware
+from gekko.security.events import SecurityEvents
+from gekko.security.hsts import HstsMiddleware
 from gekko.security.rbac import OPERATE_READ, PUBLIC, AccessTable
 from gekko.security.revocations import RevokedSessions
 from gekko.security.tokens import VerifyKeys
@@ -93,12 +96,14 @@ def build_gateway_app(settings: Settings) -> FastAPI:
         if limiter is None or not changes.keys() & {
             "ratelimit_user_per_window",
             "ratelimit_service_per_window",
+            "ratelimit_anonymous_per_window",
         }:
             return
         window = tuning.ratelimit_window_s
         limiter.set_quotas(
             Quota(dynconfig.get("ratelimit_user_per_window"), window),
             Quota(dynconfig.get("ratelimit_service_per_window"), window),
+            Quota(dynconfig.get("ratelimit_anonymous_per_window"), window),
         )
 
     # Log level, rate-limit quotas and feature flags from Redis, applied live.
@@ -130,12 +135,18 @@ def build_gateway_app(settings: Settings) -> FastAPI:
                 settings.redis_url,
                 Quota(tuning.ratelimit_user_per_window, tuning.ratelimit_window_s),
                 Quota(tuning.ratelimit_service_per_window, tuning.ratelimit_window_s),
+                anonymous=Quota(tuning.ratelimit_anonymous_per_window, tuning.ratelimit_window_s),
                 on_error=upstreams.metrics.ratelimit_errors.inc,
             )
             apply_rate_limits(dynconfig.effective)  # overrides already read stay in force
         app.state.redis = redis_client(settings.redis_url)
         app.state.revoked_sessions = upstreams.revoked = RevokedSessions(app.state.redis)
         app.state.pool = await create_pool(settings.database_url, max_size=2)
+        # Refused tokens and calls reach the audit log (written in the background; queued
+        # while PostgreSQL is away, so the gateway never waits for it).
+        audit = AuditLog(app.state.pool, GATEWAY, registry)
+        audit.start()
+        app.state.security_events.audit = audit
         watcher = await start_watcher(app.state.redis, dynconfig, settings.dynconfig_poll_s)
         discovery = RedisDiscovery(app.state.redis, cache, tuning.discovery_interval_s)
         try:
@@ -170,6 +181,7 @@ def build_gateway_app(settings: Settings) -> FastAPI:
                 await upstreams.limiter.close()
             await session.close()
             await app.state.redis.aclose()
+            await audit.stop()
             await app.state.pool.close()
 
     app = FastAPI(
@@ -188,6 +200,8 @@ def build_gateway_app(settings: Settings) -> FastAPI:
     # The gateway's own routes answer to GATEWAY_ACCESS, with the keys the proxy verifies with.
     app.state.verify_keys = upstreams.verify_keys
     app.state.revoked_sessions = None  # set once Redis is connected (lifespan)
+    # Access denied by the gateway itself (its own routes, tokens refused at the edge).
+    app.state.security_events = upstreams.security_events = SecurityEvents(registry)
     # Middleware, innermost first: /api/v1 is proxied before FastAPI routing; errors become
     # problems; then metrics, the request's SERVER span, and the correlation id outermost.
     app.add_middleware(ApiProxy, upstreams=upstreams)
@@ -198,6 +212,8 @@ def build_gateway_app(settings: Settings) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(TracingMiddleware, route_label=default_route_label)
     app.add_middleware(CorrelationIdMiddleware)
+    if settings.edge_tls is not None:
+        app.add_middleware(HstsMiddleware, max_age_s=settings.edge_tls.hsts_max_age_s)
     # The KPI series get a registry of their own: /dashboard/metrics, not the public /metrics.
     install_dashboard(app, CollectorRegistry())
 

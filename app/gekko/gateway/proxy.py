@@ -28,6 +28,7 @@ from gekko.gateway.discovery import ServiceRegistryCache
 from gekko.gateway.telemetry import GatewayMetrics
 from gekko.problems import problem_response
 from gekko.ratelimit import Decision, RateLimiter, ratelimit_header
+from gekko.security.events import SecurityEvents
 from gekko.security.revocations import RevokedSessions
 from gekko.security.tokens import TokenClaims, TokenError, VerifyKeys, decode_token
 from gekko.tracing import SpanKind, inject, start_span
@@ -141,6 +142,8 @@ class Upstreams:
     session: aiohttp.ClientSession | None = None
     limiter: RateLimiter | None = None
     revoked: RevokedSessions | None = None
+    # Tokens refused here never reach a service, so the gateway audits them itself.
+    security_events: SecurityEvents | None = None
     _verified: dict[str, TokenClaims] = field(default_factory=dict)
 
     def breaker(self, service: str) -> CircuitBreaker:
@@ -189,6 +192,14 @@ class Upstreams:
         return None
 
 
+# Who a refused quota belongs to, as the 429's detail names it.
+QUOTA_SUBJECTS = {
+    "user": "user",
+    "anonymous": "source address without a token",
+    "service": "service",
+}
+
+
 def rate_key(scope: Scope, caller: TokenClaims | None) -> str:
     """The rate-limit subject: the signed-in user, else the client's address."""
     if caller is not None:
@@ -227,14 +238,28 @@ class ApiProxy:
             caller = await up.caller(scope)
         except TokenError as exc:
             up.metrics.auth_rejections.inc()
+            if up.security_events is not None:
+                client = scope.get("client")
+                up.security_events.record(
+                    "access-denied",
+                    source=client[0] if client else "unknown",
+                    status=401,
+                    reason="unauthorized",
+                    method=scope.get("method", ""),
+                    path=path,
+                    detail=str(exc),
+                )
             await self._problem(
                 scope, receive, send, extra, 401, str(exc), "unauthorized",
                 headers={"WWW-Authenticate": 'Bearer realm="gekko", error="invalid_token"'},
             )  # fmt: skip
             return
         if up.limiter is not None:
-            policy = up.limiter.policy  # read with the quotas check() takes: consistent
-            decision = await up.limiter.check(rate_key(scope, caller), service)
+            # Read with the quotas check() takes: consistent.
+            policy = up.limiter.policy_for(anonymous=caller is None)
+            decision = await up.limiter.check(
+                rate_key(scope, caller), service, anonymous=caller is None
+            )
             extra.append((b"ratelimit-policy", policy.encode()))
             if decision is not None:
                 extra.append((b"ratelimit", _rate_value(decision)))
@@ -244,7 +269,8 @@ class ApiProxy:
                     await self._problem(
                         scope, receive, send, extra, 429,
                         f"rate limit exceeded: {decision.limit} requests per "
-                        f"{decision.window_s} s per {decision.scope}; retry in {wait} s",
+                        f"{decision.window_s} s per {QUOTA_SUBJECTS[decision.scope]}; "
+                        f"retry in {wait} s",
                         "rate-limited", retry_after=wait,
                     )  # fmt: skip
                     return

@@ -10,6 +10,12 @@ Recording never waits for the database: events go to a bounded in-memory queue t
 task writes in batches. The chain is kept in order across instances by a transaction-scoped
 advisory lock around each batch. A full queue drops events rather than slowing requests; drops
 are counted in `gekko_audit_dropped_total` and logged.
+
+What callers send ends up in rows (a refused call's path, for one), so text is made storable
+when it is recorded: PostgreSQL's text and jsonb hold no NUL and only valid UTF-8. A batch the
+database still refuses as data is written one entry at a time, and an entry it refuses alone is
+dropped (counted and logged): retrying it could never succeed, and it would hold back every
+event after it.
 """
 
 from __future__ import annotations
@@ -182,6 +188,17 @@ async def append(conn: asyncpg.Connection, entries: list[AuditEntry]) -> None:
         )
 
 
+def storable(text: str) -> str:
+    """`text` as a text or jsonb column can hold it: NUL and unpaired surrogates (which are not
+    UTF-8) become U+FFFD, the replacement character."""
+    text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
 class AuditLog:
     """A component's writer: `record` queues, a background task appends in batches."""
 
@@ -192,7 +209,8 @@ class AuditLog:
         self._task: asyncio.Task[None] | None = None
         self._dropped = Counter(
             "gekko_audit_dropped_total",
-            "Audit events dropped because the queue to the database was full.",
+            "Audit events dropped: the queue to the database was full, or the database refused "
+            "the event.",
             registry=registry,
         )
 
@@ -206,14 +224,14 @@ class AuditLog:
         **details: object,
     ) -> None:
         entry = AuditEntry(
-            event=event,
+            event=storable(event),
             component=self.component,
             at=datetime.now(UTC),
             actor_user_id=actor_user_id,
             subject_user_id=subject_user_id,
-            source_address=source_address,
-            correlation_id=correlation_id_var.get() or "",
-            details={k: str(v) for k, v in details.items() if v is not None},
+            source_address=storable(source_address),
+            correlation_id=storable(correlation_id_var.get() or ""),
+            details={k: storable(str(v)) for k, v in details.items() if v is not None},
         )
         try:
             self._queue.put_nowait(entry)
@@ -239,16 +257,34 @@ class AuditLog:
             batch = [await self._queue.get()]
             while len(batch) < _BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            delay = 0.5
-            while True:
-                try:
-                    async with self.pool.acquire() as conn:
-                        await append(conn, batch)
-                    break
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    # Kept and retried: the database coming back writes them in order.
-                    log.warning("audit events not written yet (%s); retrying", exc)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 10)
+            await self._write(batch)
             for _ in batch:
                 self._queue.task_done()
+
+    async def _write(self, batch: list[AuditEntry]) -> None:
+        delay = 0.5
+        while True:
+            try:
+                async with self.pool.acquire() as conn:
+                    await append(conn, batch)
+                return
+            except asyncpg.DataError as exc:
+                # Refused for what it holds: trying again cannot help.
+                if len(batch) > 1:
+                    for entry in batch:
+                        await self._write([entry])
+                    return
+                self._dropped.inc()
+                entry = batch[0]
+                log.error(
+                    "audit event %s (correlation id %s) dropped: the database refuses it (%s)",
+                    entry.event,
+                    entry.correlation_id,
+                    exc,
+                )
+                return
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                # Kept and retried: the database coming back writes them in order.
+                log.warning("audit events not written yet (%s); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)

@@ -16,7 +16,7 @@ import asyncpg
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from gekko import events as ev
 from gekko.dynconfig import FEATURE_DISABLED_HEADER, flags
@@ -24,6 +24,7 @@ from gekko.outbox import add_event
 from gekko.problems import ProblemError
 from gekko.security.rbac import SIGNED_IN, TRADE, AccessTable
 from gekko.services.deps import Claims, Pool, UserId
+from gekko.services.inputs import StoredText
 from gekko.services.wiring import start_consumer, start_relay, stop_all, wake_relay
 
 PREFIX = "/api/v1/social"
@@ -46,7 +47,7 @@ TargetUserId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 class PostIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    body: str = Field(min_length=1, max_length=280)
+    body: StoredText = Field(min_length=1, max_length=280)
 
     @field_validator("body")
     @classmethod
@@ -191,7 +192,8 @@ async def feed(
 
 
 class SharingIn(BaseModel):
-    share_trades: bool = Field(description="post each of your fills to the social feed")
+    # Strict: 0, "no" or "off" are not booleans (the schema says true or false).
+    share_trades: StrictBool = Field(description="post each of your fills to the social feed")
 
 
 class SharingOut(SharingIn):

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from gekko.security.audit import entry_from_row
 from gekko.services.deps import Pool
+from gekko.services.inputs import StoredText, Timestamp
 from gekko.services.user_sessions import PREFIX
 
 router = APIRouter(prefix=PREFIX, tags=["users"])
@@ -38,11 +39,11 @@ class AuditPageOut(BaseModel):
 @router.get("/audit", response_model=AuditPageOut)
 async def audit_log(
     pool: Pool,
-    event: Annotated[str | None, Query(max_length=64)] = None,
+    event: Annotated[StoredText | None, Query(max_length=64)] = None,
     user_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
-    correlation_id: Annotated[str | None, Query(max_length=128)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    correlation_id: Annotated[StoredText | None, Query(max_length=128)] = None,
+    since: Timestamp | None = None,
+    until: Timestamp | None = None,
     before: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> AuditPageOut:

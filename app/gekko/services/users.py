@@ -35,6 +35,7 @@ from gekko.security.rbac import (
 from gekko.security.tokens import SigningKey
 from gekko.services import user_audit, user_mfa, user_sessions
 from gekko.services.deps import Claims, Pool, UserId
+from gekko.services.inputs import StoredText
 from gekko.services.sign_in_guard import refused, unless_redis_is_down
 from gekko.services.user_mfa import MfaChallengeOut
 from gekko.services.user_sessions import TokenOut, end_sessions, start_session
@@ -74,7 +75,7 @@ _DUMMY_HASH = hash_password("gekko-timing-equaliser")
 
 class RegisterRequest(BaseModel):
     username: str = Field(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9_.\-]+$")
-    email: str = Field(max_length=254)
+    email: StoredText = Field(max_length=254)
     password: str = Field(min_length=8, max_length=256)
 
     @field_validator("email")
@@ -108,7 +109,7 @@ class RoleOut(BaseModel):
 
 
 class LoginRequest(BaseModel):
-    username: str = Field(min_length=1, max_length=254)
+    username: StoredText = Field(min_length=1, max_length=254)
     password: str = Field(min_length=1, max_length=256)
 
 
