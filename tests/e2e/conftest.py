@@ -201,7 +201,7 @@ def ansible_playbook(playbook: str, *args: str) -> subprocess.CompletedProcess:
     )
     # Kept for test_secret_hygiene, which greps every playbook's output for secrets.
     PLAYBOOK_LOGS.mkdir(parents=True, exist_ok=True)
-    with (PLAYBOOK_LOGS / f"{playbook}.log").open("a") as log:
+    with (PLAYBOOK_LOGS / f"{Path(playbook).name}.log").open("a") as log:
         log.write(f"$ ansible-playbook {playbook} {' '.join(args)}\n{run.stdout}\n{run.stderr}\n")
     return run
 
