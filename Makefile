@@ -12,7 +12,7 @@ PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup engine deploy deploy-runner teardown test checks lint sanity unit integration coverage molecule e2e bench clean lab lab-down lab-test
+.PHONY: help setup engine deploy deploy-runner teardown test checks lint sanity unit integration coverage molecule e2e bench clean lab lab-down lab-test dashboards
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -66,19 +66,23 @@ $(VENV)/.test: $(VENV)/.controller requirements/dev.txt requirements/app.txt req
 	$(PIP) -r requirements/dev.txt -r requirements/signals.txt -r requirements/test.txt -e .
 	touch $@
 
-# PostgreSQL and Redis binaries for the integration tests (servers are started by the fixtures).
-# policy-rc.d keeps the packages from starting their own servers on 5432/6379.
-$(VENV)/.system-test-deps:
-	@if [ ! -x /usr/lib/postgresql/15/bin/initdb ] || ! command -v redis-server >/dev/null; then \
+# PostgreSQL and Redis binaries for the integration tests (servers are started by the fixtures),
+# and promtool/amtool (Debian's prometheus and prometheus-alertmanager, the versions the
+# monitoring image runs) for the alert rules' tests. policy-rc.d keeps the packages from starting
+# their own servers on 5432/6379/9090/9093. The Makefile is a prerequisite so that a stamp made
+# before a package was added here is checked again.
+$(VENV)/.system-test-deps: Makefile
+	@if [ ! -x /usr/lib/postgresql/15/bin/initdb ] || ! command -v redis-server >/dev/null \
+	    || ! command -v promtool >/dev/null || ! command -v amtool >/dev/null; then \
 	  created=; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; created=1; }; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 redis-server; rc=$$?; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 redis-server prometheus prometheus-alertmanager; rc=$$?; \
 	  [ -z "$$created" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; \
 	fi
 	touch $@
 
 lint: $(VENV)/.test collections/ansible_collections/gekko/platform ## ruff and ansible-lint (production profile)
-	$(BIN)/ruff check app tests plugins benchmarks lab
-	$(BIN)/ruff format --check app tests plugins benchmarks lab
+	$(BIN)/ruff check app tests plugins benchmarks lab dashboards
+	$(BIN)/ruff format --check app tests plugins benchmarks lab dashboards
 	$(BIN)/ansible-lint
 
 # ansible-test wants the collection under ansible_collections/<ns>/<name> and bootstraps pip with
@@ -101,13 +105,19 @@ sanity: $(VENV)/.test ## ansible-test sanity on the collection (Python 3.11)
 PYTEST := $(BIN)/python -m pytest --durations=15 --durations-min=1
 COVERAGE_DIR := .build/coverage
 
-unit: $(VENV)/.test collections/ansible_collections/gekko/platform ## Unit tests (app and collection plugins), with coverage
+unit: $(VENV)/.test $(VENV)/.system-test-deps collections/ansible_collections/gekko/platform ## Unit tests (app and collection plugins), with coverage
 	mkdir -p $(COVERAGE_DIR)
 	$(PYTEST) tests/unit -q --cov --cov-report=
 
 integration: $(VENV)/.test $(VENV)/.system-test-deps $(if $(ENGINE_READY),,engine) ## The app against real PostgreSQL and Redis
 	mkdir -p $(COVERAGE_DIR)
 	$(PYTEST) tests/integration -q --cov --cov-append --cov-report=
+
+# The Grafana dashboards, their provisioning files and the Prometheus console pages, all from
+# dashboards/definitions.py (docs/dashboards.md). Commit what it writes: tests/unit/test_dashboards.py
+# fails when the committed files differ.
+dashboards: $(VENV)/.test ## Regenerate the Grafana dashboards and Prometheus console pages
+	$(BIN)/python -m dashboards
 
 # Line and branch coverage of app/ and plugins/ from `make unit` and `make integration` (in that
 # order: the integration run appends to the unit run's data).

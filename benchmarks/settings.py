@@ -10,7 +10,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = REPO_ROOT / ".build" / "bench"
 
 # Ports of the deployed stack: the harness never binds these (it picks random free ports).
-RESERVED_PORTS = frozenset({5432, 6379, 8000, 8101, 8102, 8103, 8104, 8105, 8106, 8107})
+RESERVED_PORTS = frozenset({5432, 6379, 8000, 8101, 8102, 8103, 8104, 8105, 8106, 8107, 8108})
 
 
 def _num(name: str, default: float) -> float:

@@ -17,7 +17,7 @@ from enum import IntEnum
 
 
 class State(IntEnum):
-    # The values are the Prometheus gauge encoding.
+    # gekko_circuit_breaker_state encodes these differently (by severity): see gateway.telemetry.
     CLOSED = 0
     OPEN = 1
     HALF_OPEN = 2
@@ -62,7 +62,7 @@ class CircuitBreaker:
         if self.state is State.CLOSED:
             return True
         if self.state is State.OPEN:
-            if self.clock() - self.opened_at < self.open_s:
+            if not self.probe_due():
                 return False
             self._move(State.HALF_OPEN)
             self._probes = 0
@@ -70,6 +70,10 @@ class CircuitBreaker:
             return False
         self._probes += 1
         return True
+
+    def probe_due(self) -> bool:
+        """Open for `open_s` already: the next `allow` half-opens the circuit."""
+        return self.state is State.OPEN and self.clock() - self.opened_at >= self.open_s
 
     def retry_after(self) -> int:
         """Whole seconds until the breaker half-opens (for the Retry-After header), >= 1."""

@@ -372,6 +372,23 @@ def build_parser() -> argparse.ArgumentParser:
     reencrypt.add_argument(
         "--check", action="store_true", help="only count the values left on older keys"
     )
+    alerts = sub.add_parser(
+        "alerts", help="alerts Alertmanager sent: list, show a history, acknowledge"
+    )
+    alerts_actions = alerts.add_subparsers(dest="action", required=True)
+    alerts_list = alerts_actions.add_parser("list", help="the latest alerts first")
+    alerts_list.add_argument("--status", choices=("firing", "acknowledged", "resolved"))
+    alerts_list.add_argument("--limit", type=int, default=50)
+    alerts_show = alerts_actions.add_parser("show", help="one alert's history, step by step")
+    alerts_show.add_argument("id", type=int)
+    alerts_ack = alerts_actions.add_parser(
+        "ack", help="acknowledge: an Alertmanager silence, which stops the escalation"
+    )
+    alerts_ack.add_argument("id", type=int)
+    alerts_ack.add_argument("--by", required=True, help="who acknowledges (the silence's creator)")
+    alerts_ack.add_argument("--comment", required=True, help="why, or what is being done")
+    for action in (alerts_list, alerts_show, alerts_ack):
+        action.add_argument("--json", action="store_true", help="as the API answers")
     check = sub.add_parser(
         "healthcheck",
         help="exit 0 if GET /health answers 200; without --url, only this container's "
@@ -379,6 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--url", help="any /health URL (default: the local server's own)")
     check.add_argument("--timeout", type=float, default=2.0)
+    sub.add_parser(
+        "container-exporter",
+        help="serve the deployment's per-container CPU, memory and restarts for Prometheus",
+        add_help=False,
+    )
     train = sub.add_parser(
         "train-signal-model", help="train the signals model on generated prices and write it"
     )
@@ -388,6 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["container-exporter"]:
+        from gekko.observability.containers import main as exporter_main
+
+        return exporter_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args.component)
@@ -397,6 +424,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _audit_verify()
     if args.command == "reencrypt":
         return _reencrypt(args.check)
+    if args.command == "alerts":
+        from gekko.services.alerts.cli import run as alerts_run
+
+        return alerts_run(args)
     if args.command == "migrate":
         return _migrate()
     if args.command == "train-signal-model":

@@ -33,6 +33,7 @@ DOMAIN_SERVICES: tuple[str, ...] = (
     "social",
     "gamification",
     "signals",
+    "alerts",
 )
 # Public API prefix (/api/v1/<prefix>/...) -> service: the name, with dashes for underscores.
 API_ROUTES: dict[str, str] = {name.replace("_", "-"): name for name in DOMAIN_SERVICES}
@@ -48,6 +49,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "social": 8105,
     "gamification": 8106,
     "signals": 8107,
+    "alerts": 8108,
 }
 
 # The only component that holds the private key and signs access tokens.
@@ -166,7 +168,7 @@ def parse_edge_tls(env: Mapping[str, str]) -> EdgeTls | None:
     for name, path in zip(names, values, strict=True):
         if not os.access(path, os.R_OK):
             raise ConfigError(f"{name}={path} cannot be read (is the edge certificate mounted?)")
-    hsts = _positive_int(env, "GEKKO_HSTS_MAX_AGE_S", DEFAULT_HSTS_MAX_AGE_S, "seconds")
+    hsts = positive_int(env, "GEKKO_HSTS_MAX_AGE_S", DEFAULT_HSTS_MAX_AGE_S, "seconds")
     return EdgeTls(values[0], values[1], hsts)
 
 
@@ -358,7 +360,7 @@ def parse_chaos_error_rate(raw: str) -> float:
     return rate
 
 
-def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+def positive_float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -371,7 +373,7 @@ def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int, unit: str) -> int:
+def positive_int(env: Mapping[str, str], name: str, default: int, unit: str) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -447,26 +449,26 @@ def load_settings(component: str, env: Mapping[str, str] | None = None) -> Setti
         gateway=tuning,
         features=parse_features(env),
         chaos_error_rate=parse_chaos_error_rate(env.get("GEKKO_CHAOS_ERROR_RATE", "")),
-        dynconfig_poll_s=_positive_float(env, "GEKKO_DYNCONFIG_POLL_S", 5.0),
+        dynconfig_poll_s=positive_float(env, "GEKKO_DYNCONFIG_POLL_S", 5.0),
         tls=tls,
         edge_tls=edge_tls,
-        max_body_bytes=_positive_int(env, "GEKKO_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, "bytes"),
-        header_timeout_s=_positive_float(env, "GEKKO_HEADER_TIMEOUT_S", DEFAULT_HEADER_TIMEOUT_S),
-        max_header_bytes=_positive_int(
+        max_body_bytes=positive_int(env, "GEKKO_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, "bytes"),
+        header_timeout_s=positive_float(env, "GEKKO_HEADER_TIMEOUT_S", DEFAULT_HEADER_TIMEOUT_S),
+        max_header_bytes=positive_int(
             env, "GEKKO_MAX_HEADER_BYTES", DEFAULT_MAX_HEADER_BYTES, "bytes"
         ),
         login_lockout=LockoutPolicy(
-            max_failures=_positive_int(env, "GEKKO_LOGIN_MAX_FAILURES", 5, "failures"),
-            source_max_failures=_positive_int(
+            max_failures=positive_int(env, "GEKKO_LOGIN_MAX_FAILURES", 5, "failures"),
+            source_max_failures=positive_int(
                 env, "GEKKO_LOGIN_SOURCE_MAX_FAILURES", 20, "failures"
             ),
-            lockout_s=_positive_int(env, "GEKKO_LOGIN_LOCKOUT_SECONDS", 900, "seconds"),
+            lockout_s=positive_int(env, "GEKKO_LOGIN_LOCKOUT_SECONDS", 900, "seconds"),
         ),
         sessions=SessionPolicy(
-            refresh_ttl_s=_positive_int(
+            refresh_ttl_s=positive_int(
                 env, "GEKKO_REFRESH_TOKEN_TTL_S", SessionPolicy.refresh_ttl_s, "seconds"
             ),
-            max_lifetime_s=_positive_int(
+            max_lifetime_s=positive_int(
                 env, "GEKKO_SESSION_MAX_LIFETIME_S", SessionPolicy.max_lifetime_s, "seconds"
             ),
         ),

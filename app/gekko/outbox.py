@@ -6,6 +6,10 @@ service) copies unsent rows to the producer's stream in id order and marks them 
 is down the rows simply wait; the relay retries with backoff, so an acknowledged order's event
 is never lost. A crash between XADD and the UPDATE re-sends a row: consumers deduplicate by
 event_id.
+
+Given a metrics registry, the relay also exports `gekko_outbox_pending_events`: the rows not yet
+published, counted by the relay loop itself at most every `backlog_every_s` (over the partial
+index of unsent rows), so a scrape never queries the database.
 """
 
 from __future__ import annotations
@@ -13,13 +17,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 import orjson
+from prometheus_client import CollectorRegistry, Gauge
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -35,6 +41,8 @@ OUTBOX_TABLES = {
     "gamification": "gamification.outbox",
 }
 SENT_RETENTION = "1 day"
+# How often the relay counts its unsent rows for the backlog gauge (a scrape is every 15 s).
+BACKLOG_EVERY_S = 5.0
 
 
 async def add_event(
@@ -72,6 +80,9 @@ class OutboxRelay:
         *,
         batch: int = 200,
         interval_s: float = 0.25,
+        registry: CollectorRegistry | None = None,
+        backlog_every_s: float = BACKLOG_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.pool = pool
         self.redis = redis
@@ -80,6 +91,16 @@ class OutboxRelay:
         self.stream = stream_for(producer)
         self.batch = batch
         self.interval_s = interval_s
+        self.backlog: Gauge | None = None
+        if registry is not None:
+            self.backlog = Gauge(
+                "gekko_outbox_pending_events",
+                "Outbox rows not yet published to the producer's stream (counted by the relay).",
+                registry=registry,
+            )
+        self.backlog_every_s = backlog_every_s
+        self.clock = clock
+        self._measured_at: float | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -128,6 +149,24 @@ class OutboxRelay:
             )
             return len(rows)
 
+    async def measure_backlog(self) -> None:
+        """Count unsent rows into the gauge, unless counted less than `backlog_every_s` ago.
+        A failed count leaves the last value (the datastore alerts say why)."""
+        if self.backlog is None:
+            return
+        now = self.clock()
+        if self._measured_at is not None and now - self._measured_at < self.backlog_every_s:
+            return
+        self._measured_at = now
+        try:
+            pending = await self.pool.fetchval(
+                f"SELECT count(*) FROM {self.table} WHERE sent_at IS NULL"  # noqa: S608 - allowlisted
+            )
+        except Exception as exc:  # a gauge must never stop the relay
+            log.debug("outbox relay %s: backlog not counted: %s", self.producer, exc)
+            return
+        self.backlog.set(pending)
+
     async def purge_sent(self) -> None:
         await self.pool.execute(
             f"DELETE FROM {self.table} "  # noqa: S608 - allowlisted table
@@ -139,14 +178,14 @@ class OutboxRelay:
         cycles = 0
         while True:
             self._wake.clear()  # before reading, so a commit during the read wakes the next one
+            sent = 0
             try:
                 sent = await self.relay_once()
                 delay = self.interval_s
-                if sent == self.batch:
-                    continue  # more waiting: drain without sleeping
-                cycles += 1
-                if cycles % 2400 == 0:  # about every 10 minutes at the default interval
-                    await self.purge_sent()
+                if sent < self.batch:
+                    cycles += 1
+                    if cycles % 2400 == 0:  # about every 10 minutes at the default interval
+                        await self.purge_sent()
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -155,5 +194,8 @@ class OutboxRelay:
             except Exception:  # never let the relay die: queued events would wait forever
                 log.exception("outbox relay %s failed; retrying", self.producer)
                 delay = 5.0
+            await self.measure_backlog()  # also while Redis is down: that is when it grows
+            if sent == self.batch:
+                continue  # more waiting: drain without sleeping
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)

@@ -50,7 +50,7 @@ HARDENING_DEFAULTS = {
 }
 # Runtime fields added later: hashed only when set, so containers that do not use them keep the
 # hash they were created with and a deploy does not recreate them.
-OPTIONAL_RUNTIME_FIELDS = ("device_requests", "mounts")
+OPTIONAL_RUNTIME_FIELDS = ("device_requests", "mounts", "group_add", "log")
 DEVICE_REQUEST_KEYS = ("driver", "count", "device_ids", "capabilities", "options")
 
 
@@ -81,6 +81,19 @@ def device_requests(requests):
             kwargs["device_ids"] = [str(d) for d in kwargs["device_ids"]]
         normalized.append(kwargs)
     return normalized
+
+
+def log_config(log):
+    """The container's log driver as {"driver", "options"}, options as the strings Docker wants,
+    or None for the engine's default driver."""
+    if not log or not log.get("driver"):
+        return None
+    options = {}
+    for key, value in (log.get("options") or {}).items():
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        options[str(key)] = str(value)
+    return {"driver": log["driver"], "options": options}
 
 
 def spec_hash(spec):

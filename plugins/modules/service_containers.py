@@ -162,6 +162,33 @@ options:
             description: Mount read-only.
             type: bool
             default: true
+      group_add:
+        description:
+          - Extra groups (names or ids) for the container's user, e.g. the Docker socket's group
+            for a read-only exporter.
+          - Part of the spec; an empty or missing list leaves the spec hash as it was before this
+            option existed.
+        type: list
+        elements: str
+      log:
+        description:
+          - The container's log driver and its options (C(docker run --log-driver --log-opt)),
+            e.g. Docker's C(syslog) driver to the host's log relay; without it the engine's
+            default driver (C(log-driver) in C(daemon.json)).
+          - Part of the spec, so changing it recreates the container; a missing O(containers[].log)
+            leaves the spec hash as it was before this option existed.
+        type: dict
+        suboptions:
+          driver:
+            description: Log driver, e.g. C(syslog), C(local) or C(json-file).
+            type: str
+            required: true
+          options:
+            description:
+              - The driver's options (C(--log-opt)), e.g. C(syslog-address), C(syslog-format),
+                C(tag); values are passed to Docker as strings (booleans as C(true)/C(false)).
+            type: dict
+            default: {}
       device_requests:
         description:
           - GPUs for the container, passed to Docker as device requests (C(docker run --gpus)).
@@ -280,6 +307,13 @@ EXAMPLES = r"""
         env: {GEKKO_PORT: "{port}", GEKKO_INFERENCE_DEVICE: cuda}
         device_requests:
           - {driver: nvidia, device_ids: ["0"], capabilities: [[gpu]]}
+        # Lines to the host's log relay; the tag is Docker's template, not Jinja.
+        log:
+          driver: syslog
+          options:
+            syslog-address: udp://127.0.0.1:5514
+            syslog-format: rfc5424micro
+            tag: !unsafe "{{.Name}}"
         labels: {gekko.platform/set: services}
 """
 
@@ -358,6 +392,7 @@ class Reconciler(object):
                 spec["device_requests"] = planning.device_requests(spec.get("device_requests"))
             except ValueError as exc:
                 self.module.fail_json(msg="container %s: %s" % (spec["name"], exc))
+            spec["log"] = planning.log_config(spec.get("log"))
             spec["hash"] = planning.spec_hash(spec)
             specs.append(spec)
         return specs
@@ -427,6 +462,12 @@ class Reconciler(object):
                 )
                 for mount in spec["mounts"]
             ]
+        if spec.get("group_add"):
+            kwargs["group_add"] = spec["group_add"]
+        if spec.get("log"):
+            kwargs["log_config"] = docker.types.LogConfig(
+                type=spec["log"]["driver"], config=spec["log"]["options"]
+            )
         if spec["device_requests"]:
             kwargs["device_requests"] = [
                 docker.types.DeviceRequest(**request) for request in spec["device_requests"]
@@ -820,6 +861,14 @@ def main():
                 source=dict(type="path", required=True),
                 target=dict(type="path", required=True),
                 read_only=dict(type="bool", default=True),
+            ),
+        ),
+        group_add=dict(type="list", elements="str"),
+        log=dict(
+            type="dict",
+            options=dict(
+                driver=dict(type="str", required=True),
+                options=dict(type="dict", default={}),
             ),
         ),
         device_requests=dict(

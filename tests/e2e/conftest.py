@@ -21,6 +21,7 @@ from gekko.config import DOMAIN_SERVICES
 
 REPO = Path(__file__).resolve().parents[2]
 GATEWAY = os.environ.get("GEKKO_E2E_URL", "http://127.0.0.1:8000")
+PROMETHEUS = os.environ.get("GEKKO_E2E_PROMETHEUS_URL", "http://127.0.0.1:9090")
 SECRETS = Path(os.environ.get("GEKKO_E2E_SECRETS", Path.home() / ".gekko/secrets/local"))
 SERVICES = list(DOMAIN_SERVICES)
 
@@ -28,6 +29,7 @@ SERVICES = list(DOMAIN_SERVICES)
 # test_rollouts leaves its two-instance stack for test_lifecycle, whose teardown and fresh
 # redeploy bring the inventory's stack back (a restore deploy of its own would cost minutes).
 REDEPLOY_ORDER = (
+    "test_alerting",
     "test_key_rotation",
     "test_runtime_settings",
     "test_rollback",
@@ -204,6 +206,14 @@ def ansible_playbook(playbook: str, *args: str) -> subprocess.CompletedProcess:
     with (PLAYBOOK_LOGS / f"{Path(playbook).name}.log").open("a") as log:
         log.write(f"$ ansible-playbook {playbook} {' '.join(args)}\n{run.stdout}\n{run.stderr}\n")
     return run
+
+
+def prometheus_targets(job: str | None = None) -> list[dict]:
+    """The deployed Prometheus's active scrape targets (of one job)."""
+    answer = httpx.get(f"{PROMETHEUS}/api/v1/targets", params={"state": "active"}, timeout=10)
+    answer.raise_for_status()
+    targets = answer.json()["data"]["activeTargets"]
+    return [t for t in targets if job is None or t["labels"]["job"] == job]
 
 
 def wait_until(check, what: str, timeout: float = 15.0, interval: float = 0.3):

@@ -1,15 +1,13 @@
 """The live KPI dashboard in headless Chromium (Debian's chromium + chromium-driver)."""
 
-import shutil
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
+from .browser import headless_chromium
 from .conftest import GATEWAY, REPO
 
 KPIS = [
@@ -26,27 +24,7 @@ KPIS = [
 
 @pytest.fixture
 def browser(tmp_path):
-    chromedriver = shutil.which("chromedriver")
-    if not chromedriver:
-        pytest.fail(
-            "chromedriver missing: apt-get install chromium chromium-driver (make e2e does)"
-        )
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
-    driver.set_window_size(1280, 900)
+    driver = headless_chromium(tmp_path / "profile", 1280, 900)
     yield driver
     driver.quit()
 

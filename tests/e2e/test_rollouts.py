@@ -15,7 +15,14 @@ import re
 import pytest
 import yaml
 
-from .conftest import REPO, ansible_playbook, register_users, wait_for_health, wait_until
+from .conftest import (
+    REPO,
+    ansible_playbook,
+    prometheus_targets,
+    register_users,
+    wait_for_health,
+    wait_until,
+)
 from .rollout import (
     SteadyTraffic,
     assert_runs_release,
@@ -136,6 +143,14 @@ def not_trading() -> dict[str, tuple]:
     }
 
 
+def scraped_trading() -> set[str]:
+    return {
+        t["labels"]["container"]
+        for t in prometheus_targets("services")
+        if t["labels"]["service"] == "trading"
+    }
+
+
 def test_scale_playbook_adds_and_removes_instances(gateway, users, monitor):
     def healthy_trading() -> int:
         listed = gateway.get("/services", headers=monitor).json()["services"]["trading"]
@@ -147,11 +162,19 @@ def test_scale_playbook_adds_and_removes_instances(gateway, users, monitor):
         assert up.returncode == 0, up.stdout[-4000:]
         assert "gekko-trading-3" in running_containers()
         wait_until(lambda: healthy_trading() == 3, "three healthy trading instances")
+        # Prometheus follows: the new instance is a target of its own (file service discovery).
+        wait_until(
+            lambda: "gekko-trading-3" in scraped_trading(), "Prometheus to find the third instance"
+        )
         down = ansible_playbook("scale.yml", "-e", "service=trading", "-e", "instances=2")
         assert down.returncode == 0, down.stdout[-4000:]
     traffic.assert_clean("scale.yml 2 -> 3 -> 2")
     assert "gekko-trading-3" not in running_containers()
     wait_until(lambda: healthy_trading() == 2, "two healthy trading instances")
+    wait_until(
+        lambda: scraped_trading() == {"gekko-trading", "gekko-trading-2"},
+        "Prometheus to drop the third instance",
+    )
     # Scaling trading touches nothing else: the other services keep their two-instance shape.
     assert not_trading() == others
     assert_runs_release(releases()["current"])

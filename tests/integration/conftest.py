@@ -1,6 +1,6 @@
 """Real PostgreSQL, Redis and gekko processes on random free loopback ports.
 
-Nothing here touches the ports a deployed stack uses (8000, 5432, 6379, 8101-8106). Missing
+Nothing here touches the ports a deployed stack uses (8000, 5432, 6379, 8101-8108). Missing
 server binaries fail the run with the apt package to install: a silent skip would hide it.
 """
 
@@ -32,7 +32,9 @@ from gekko.security.crypto import generate_data_keys_file
 from gekko.security.rbac import Role
 from gekko.security.tokens import SigningKey, generate_key_files
 
-RESERVED_PORTS = {8000, 5432, 6379, *range(8101, 8108)}
+from .alertmanager_double import AlertmanagerDouble
+
+RESERVED_PORTS = {8000, 5432, 6379, 9093, *range(8101, 8109)}
 SERVICES = DOMAIN_SERVICES
 LOOPBACK = "127.0.0.1"
 
@@ -267,6 +269,18 @@ def train_signal_model(path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def alertmanager() -> Iterator[AlertmanagerDouble]:
+    """The Alertmanager every alerts service of the run talks to: a double on loopback, so
+    no test reaches a real one (a deployed stack's answers on 9093)."""
+    double = AlertmanagerDouble(port=free_port())
+    double.start()
+    try:
+        yield double
+    finally:
+        double.stop()
+
+
 @dataclass
 class Stack:
     env: dict[str, str]
@@ -304,12 +318,18 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-def stack(postgres: Postgres, redis_server: RedisServer, migrate_runs: list) -> Iterator[Stack]:
+def stack(
+    postgres: Postgres,
+    redis_server: RedisServer,
+    migrate_runs: list,
+    alertmanager: AlertmanagerDouble,
+) -> Iterator[Stack]:
     if migrate_runs[0].returncode != 0:
         pytest.fail(f"gekko migrate failed:\n{migrate_runs[0].stderr}")
     root = Path(tempfile.mkdtemp(prefix="gekko-it-stack-"))
     st = Stack(env=base_env(postgres, redis_server), root=root, postgres=postgres)
     st.env["GEKKO_SIGNAL_MODEL_PATH"] = str(train_signal_model(root / "signal-model.pt"))
+    st.env["GEKKO_ALERTMANAGER_URL"] = alertmanager.url
     try:
         for service in SERVICES:
             st.start(service, service)

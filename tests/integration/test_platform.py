@@ -37,10 +37,10 @@ def test_migrate_applies_then_reports_up_to_date(migrate_runs):
     first, second = migrate_runs
     assert first.returncode == 0, first.stderr
     assert first.stdout.strip().splitlines()[-1] == (
-        "gekko-migrate: applied 6 revision(s), now at 0006_audit"
+        "gekko-migrate: applied 7 revision(s), now at 0007_alerts"
     )
     assert second.returncode == 0, second.stderr
-    assert second.stdout.strip().splitlines()[-1] == "gekko-migrate: up to date at 0006_audit"
+    assert second.stdout.strip().splitlines()[-1] == "gekko-migrate: up to date at 0007_alerts"
 
 
 def test_migrate_fails_clearly_when_database_unreachable(stack):

@@ -121,3 +121,34 @@ def test_as_dict_for_the_services_view():
         "window_failures": 1,
         "retry_after_s": None,
     }
+
+
+def test_state_gauge_is_ordered_by_severity_and_an_idle_open_breaker_reads_half_open():
+    from prometheus_client import CollectorRegistry
+
+    from gekko.gateway.discovery import ServiceRegistryCache
+    from gekko.gateway.telemetry import GatewayStateCollector
+
+    clock = Clock()
+    closed, _ = breaker(clock)
+    tripped, _ = breaker(clock, open_s=30)
+    probing, _ = breaker(clock, open_s=30)
+    for b in (tripped, probing):
+        for _ in range(5):
+            b.record_failure()
+    clock.now += 10
+    assert probing.allow() is False
+    clock.now += 25  # past open_s for both; only `probing` gets a call and moves
+    assert probing.allow() and probing.state is State.HALF_OPEN
+    assert tripped.state is State.OPEN and tripped.probe_due()
+    registry = CollectorRegistry()
+    breakers = {"users": closed, "trading": tripped, "portfolio": probing}
+    registry.register(GatewayStateCollector(ServiceRegistryCache(["users"]), breakers))
+
+    def gauge(service: str) -> float | None:
+        return registry.get_sample_value("gekko_circuit_breaker_state", {"service": service})
+
+    assert (gauge("users"), gauge("portfolio"), gauge("trading")) == (0, 1, 1)
+    tripped.allow()
+    tripped.record_failure()  # the probe failed: open again, calls refused
+    assert gauge("trading") == 2

@@ -148,7 +148,7 @@ def test_breaker_opens_answers_503_with_retry_after_without_calling_upstream():
         assert services["circuit_breakers"]["portfolio"]["state"] == "open"
         assert services["circuit_breakers"]["users"]["state"] == "closed"
         metrics = client.get("/metrics").text
-        assert 'gekko_circuit_breaker_state{service="portfolio"} 1.0' in metrics
+        assert 'gekko_circuit_breaker_state{service="portfolio"} 2.0' in metrics
         assert (
             'gekko_circuit_breaker_transitions_total{from_state="closed",service="portfolio",'
             'to_state="open"} 1.0' in metrics

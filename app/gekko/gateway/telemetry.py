@@ -98,9 +98,22 @@ class GatewayStateCollector(Collector):
 
         state = GaugeMetricFamily(
             "gekko_circuit_breaker_state",
-            "Circuit breaker state per upstream service: 0 closed, 1 open, 2 half-open.",
+            "Circuit breaker state per upstream service: 0 closed, 1 half-open, 2 open.",
             labels=["service"],
         )
         for service, breaker in self.breakers.items():
-            state.add_metric([service], int(breaker.state))
+            state.add_metric([service], breaker_gauge_value(breaker))
         yield state
+
+
+# Ordered by severity, so `>= 1` is "not closed" and `== 2` is "refusing calls".
+_GAUGE_VALUES = {State.CLOSED: 0, State.HALF_OPEN: 1, State.OPEN: 2}
+
+
+def breaker_gauge_value(breaker: CircuitBreaker) -> int:
+    """The state as the gauge encodes it. An open breaker whose `open_s` has passed lets the
+    next call through as a probe (it only moves on that call), so it reads half-open: without
+    traffic the gauge would otherwise say open for ever after the upstream recovered."""
+    if breaker.probe_due():
+        return _GAUGE_VALUES[State.HALF_OPEN]
+    return _GAUGE_VALUES[breaker.state]

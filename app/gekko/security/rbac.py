@@ -58,6 +58,8 @@ SIGNED_IN = Permission("signed-in", ALL_ROLES)
 TRADE = Permission("trade", frozenset({Role.TRADER, Role.ADMIN}))
 # The platform's state (services, configuration, KPIs): the people who watch and run it.
 OPERATE_READ = Permission("operate-read", frozenset({Role.VIEWER, Role.OPERATOR, Role.ADMIN}))
+# Acting on it (acknowledging an alert): the people who run it.
+OPERATE = Permission("operate", frozenset({Role.OPERATOR, Role.ADMIN}))
 # Changing roles or settings.
 ADMINISTER = Permission("administer", frozenset({Role.ADMIN}))
 # The same with a second factor proved in the last few minutes (role changes).

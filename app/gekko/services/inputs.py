@@ -4,7 +4,7 @@ from the driver halfway through one.
 
 - `StoredText`: text without NUL. PostgreSQL's text types cannot hold U+0000 (the server
   answers "invalid byte sequence for encoding UTF8: 0x00"), and JSON and query strings carry it
-  easily (`\\u0000`, `%00`).
+  easily (`\\u0000`, `%00`). `NonBlankText`: the same, stripped, and not empty once it is.
 - `Timestamp`: an RFC 3339 date-time with an offset (what the OpenAPI `date-time` format
   promises), in the range a `timestamptz` parameter can be sent in. Left to pydantic alone, a
   number of seconds ("0.5") passed as a Unix time, and a time near year 1 or 9999 passed
@@ -27,6 +27,16 @@ def _no_nul(value: str) -> str:
 
 
 StoredText = Annotated[str, AfterValidator(_no_nul)]
+
+
+def _stripped_not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value.strip()
+
+
+# StoredText without the white space around it, refused when there is nothing else.
+NonBlankText = Annotated[StoredText, AfterValidator(_stripped_not_blank)]
 
 _RFC3339 = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"

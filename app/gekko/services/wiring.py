@@ -15,7 +15,9 @@ from gekko.outbox import OutboxRelay
 
 
 def start_relay(app: FastAPI, producer: str) -> OutboxRelay:
-    relay = OutboxRelay(app.state.pool, app.state.redis, producer)
+    relay = OutboxRelay(
+        app.state.pool, app.state.redis, producer, registry=app.state.metrics_registry
+    )
     relay.start()
     app.state.relay = relay
     return relay

@@ -1,11 +1,13 @@
-"""Inference metrics, and GPU utilisation/memory from NVML when GEKKO_GPU_METRICS is on."""
+"""Inference metrics; GPU memory from torch when inference runs on CUDA, and GPU utilisation
+from NVML when GEKKO_GPU_METRICS is on."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import torch
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -18,8 +20,21 @@ _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
+# torch.cuda.mem_get_info: (free, total) bytes of a whole device, every process on it counted.
+MemGetInfo = Callable[[str], tuple[int, int]]
+
+
+def _torch_mem_get_info(device: str) -> tuple[int, int]:
+    return torch.cuda.mem_get_info(device)
+
+
 class InferenceMetrics:
-    def __init__(self, registry: CollectorRegistry, choice: DeviceChoice) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        choice: DeviceChoice,
+        mem_get_info: MemGetInfo = _torch_mem_get_info,
+    ) -> None:
         self.latency = Histogram(
             "gekko_inference_latency_seconds",
             "Time from a request's features being queued to its probabilities (batching "
@@ -47,6 +62,36 @@ class InferenceMetrics:
             registry=registry,
         )
         device.labels(choice.device, choice.requested, str(choice.fell_back).lower()).set(1)
+        if choice.device.startswith("cuda"):  # torch saw a CUDA device and inference uses it
+            registry.register(CudaMemoryCollector([choice.device], mem_get_info))
+
+
+class CudaMemoryCollector(Collector):
+    """Memory of the CUDA devices inference runs on, read at scrape time (one cheap driver call
+    per device). Only those: asking about another device would create a CUDA context there."""
+
+    def __init__(self, devices: Sequence[str], mem_get_info: MemGetInfo) -> None:
+        self.devices = tuple(devices)
+        self.mem_get_info = mem_get_info
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        used = GaugeMetricFamily(
+            "gekko_gpu_memory_used_bytes",
+            "GPU memory in use on the device, by every process on it.",
+            labels=["device"],
+        )
+        total = GaugeMetricFamily(
+            "gekko_gpu_memory_total_bytes", "GPU memory of the device.", labels=["device"]
+        )
+        for device in self.devices:
+            try:
+                free, size = self.mem_get_info(device)
+            except Exception as exc:  # a device gone mid-scrape: leave it out, never fail it
+                log.warning("GPU memory of %s not readable: %s", device, exc)
+                continue
+            used.add_metric([device], float(size - free))
+            total.add_metric([device], float(size))
+        yield from (used, total)
 
 
 def _per_gpu(name: str, documentation: str) -> GaugeMetricFamily:
@@ -54,27 +99,21 @@ def _per_gpu(name: str, documentation: str) -> GaugeMetricFamily:
 
 
 class NvmlCollector(Collector):
-    """GPU utilisation and memory per GPU, read from NVML at scrape time."""
+    """GPU utilisation per GPU, read from NVML at scrape time (memory: CudaMemoryCollector)."""
 
     def __init__(self, nvml: Any) -> None:
         self.nvml = nvml
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         utilisation = _per_gpu("gekko_gpu_utilization_ratio", "GPU busy over the last sample.")
-        used = _per_gpu("gekko_gpu_memory_used_bytes", "GPU memory in use.")
-        total = _per_gpu("gekko_gpu_memory_total_bytes", "GPU memory.")
         try:
             for index in range(self.nvml.nvmlDeviceGetCount()):
                 handle = self.nvml.nvmlDeviceGetHandleByIndex(index)
                 rates = self.nvml.nvmlDeviceGetUtilizationRates(handle)
-                memory = self.nvml.nvmlDeviceGetMemoryInfo(handle)
-                gpu = str(index)
-                utilisation.add_metric([gpu], rates.gpu / 100.0)
-                used.add_metric([gpu], float(memory.used))
-                total.add_metric([gpu], float(memory.total))
+                utilisation.add_metric([str(index)], rates.gpu / 100.0)
         except Exception as exc:  # a GPU gone mid-scrape: report what was read, never fail it
             log.warning("NVML read failed: %s", exc)
-        yield from (utilisation, used, total)
+        yield utilisation
 
 
 def register_gpu_metrics(registry: CollectorRegistry) -> bool:

@@ -22,6 +22,10 @@ user gekko-admin on >$REDIS_PASSWORD ~* &* +@all
 user gekko-gateway on >$REDIS_GATEWAY_PASSWORD ~* &* +@all -@dangerous
 user gekko-services on >$REDIS_SERVICES_PASSWORD ~* &* +@all -@dangerous
 CONF
+if [ -n "${REDIS_MONITOR_PASSWORD:-}" ]; then
+    # The Prometheus exporter: server statistics and settings, never a key's value.
+    echo "user gekko-monitor on >$REDIS_MONITOR_PASSWORD -@all +@connection +info +ping +config|get +slowlog|get +slowlog|len +latency|latest +client|list +client|info +dbsize +select +cluster|info +module|list +memory|stats" >> "$conf"
+fi
 if [ -n "${REDIS_TLS_DIR:-}" ]; then
     # TLS 1.3 only, on the one port, and clients must show a certificate from the internal CA.
     cat >> "$conf" <<CONF

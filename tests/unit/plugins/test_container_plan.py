@@ -206,3 +206,41 @@ def test_mounts_change_the_hash_and_none_keep_the_old_one():
     assert plan.spec_hash(dict(base, mounts=None)) == before
     tls = [{"source": "/etc/gekko/tls/app", "target": "/etc/gekko/tls", "read_only": True}]
     assert plan.spec_hash(dict(base, mounts=tls)) != before
+
+
+SYSLOG = {
+    "driver": "syslog",
+    "options": {
+        "syslog-address": "udp://127.0.0.1:5514",
+        "syslog-format": "rfc5424micro",
+        "tag": "{{.Name}}",
+    },
+}
+
+
+def test_no_log_driver_keeps_the_hash_containers_already_have():
+    base = dict(image_id="sha256:1", command=["serve"], env={"A": "1"})
+    before = plan.spec_hash(base)
+    for log in (None, {}, {"driver": None, "options": {}}):
+        assert plan.log_config(log) is None
+        assert plan.spec_hash(dict(base, log=plan.log_config(log))) == before
+    assert plan.spec_hash(dict(base, log=plan.log_config(SYSLOG))) != before
+
+
+def test_log_options_become_strings_and_a_changed_option_changes_the_hash():
+    log = plan.log_config({"driver": "syslog", "options": {"syslog-tls-skip-verify": True, "n": 3}})
+    assert log == {"driver": "syslog", "options": {"syslog-tls-skip-verify": "true", "n": "3"}}
+    assert plan.log_config({"driver": "local"}) == {"driver": "local", "options": {}}
+    syslog = dict(image_id="sha256:1", log=plan.log_config(SYSLOG))
+    other_port = dict(SYSLOG, options=dict(SYSLOG["options"], **{"syslog-address": "udp://h:1"}))
+    assert plan.spec_hash(syslog) != plan.spec_hash(dict(syslog, log=plan.log_config(other_port)))
+    assert plan.spec_hash(syslog) == plan.spec_hash(dict(syslog, log=plan.log_config(SYSLOG)))
+
+
+def test_log_config_becomes_dockers_log_config():
+    docker_types = pytest.importorskip("docker.types")
+    log = plan.log_config(SYSLOG)
+    assert docker_types.LogConfig(type=log["driver"], config=log["options"]) == {
+        "Type": "syslog",
+        "Config": SYSLOG["options"],
+    }

@@ -42,6 +42,9 @@ class FakeContainer:
     def restart(self, timeout):
         self.events.append(("restart", self.name))
 
+    def start(self):
+        self.events.append(("start", self.name))
+
 
 class FakeModule:
     def __init__(self, **params):
@@ -142,3 +145,58 @@ def test_a_canary_serving_errors_fails_on_its_rate_not_a_padded_one(events):
     error, action = canary([(3, 1)])
     assert action["verdict"] == "fail"
     assert "served 33.3% server errors over 3 requests (limit 5.0%)" in error
+
+
+class FakeEngine:
+    """images.get and containers.create of a Docker client; created containers' arguments kept."""
+
+    def __init__(self):
+        self.images = self.containers = self
+        self.created = []
+
+    def get(self, ref):
+        return type("Image", (), {"id": "sha256:" + ref})()
+
+    def create(self, **kwargs):
+        self.created.append(kwargs)
+        return FakeContainer(kwargs["name"], [])
+
+
+def container_spec(**extra):
+    spec = dict(
+        name="gekko-users",
+        service="users",
+        image="gekko/app:1",
+        command=["serve", "users"],
+        env={},
+        env_files=[],
+        labels={},
+        read_only=True,
+        tmpfs=["/tmp"],
+        cap_drop=["ALL"],
+        security_opts=["no-new-privileges"],
+        init=True,
+        restart_policy="unless-stopped",
+        network_mode="host",
+        mounts=None,
+        device_requests=None,
+        log=None,
+    )
+    spec.update(extra)
+    return spec
+
+
+def test_a_log_driver_reaches_docker_and_the_spec_hash():
+    syslog = {"driver": "syslog", "options": {"tag": "{{.Name}}", "syslog-format": "rfc5424micro"}}
+    engine = FakeEngine()
+    module = FakeModule(
+        containers=[container_spec(), container_spec(name="b", log=syslog)], selector={}
+    )
+    plain, logged = sc.Reconciler(module, engine).desired_specs()
+    assert plain["log"] is None and logged["log"] == syslog
+    assert plain["hash"] != logged["hash"]
+    reconciler = sc.Reconciler(module, engine)
+    reconciler.create(plain, "gekko-users", 8101)
+    reconciler.create(logged, "b", 8101)
+    assert "log_config" not in engine.created[0]
+    assert engine.created[1]["log_config"] == {"Type": "syslog", "Config": syslog["options"]}

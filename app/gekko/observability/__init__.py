@@ -1,0 +1,1 @@
+"""What the platform exports about itself to Prometheus beyond each component's own /metrics."""
