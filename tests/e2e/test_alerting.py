@@ -1,7 +1,7 @@
 """The alert path end to end: a service stops, Prometheus fires InstanceDown, Alertmanager
 notifies by email, Slack and webhook (each with the runbook link), the alerts service escalates
 what nobody acknowledged and not what someone did, and records the resolution once the service
-is back.
+is back, acknowledged or not.
 
 The receivers are real servers on loopback, where inventories/local points Alertmanager: an SMTP
 sink (aiosmtpd) on 2525 and a Slack-format and webhook sink on 9097. InstanceDown fires after its
@@ -109,6 +109,20 @@ def test_a_stopped_service_alerts_escalates_unless_acknowledged_and_resolves(gat
         120,
         2,
     )
+    # ... and none still open in the alerts service (an acknowledged one resolves after the
+    # grace; until then its silence would mute this run's).
+    def still_open():
+        return [
+            alert
+            for status in ("firing", "acknowledged")
+            for alert in gateway.get(
+                "/api/v1/alerts", params={"status": status}, headers=admin
+            ).json()["alerts"]
+            if alert["alertname"] == "InstanceDown"
+            and alert["labels"].get("service") in (UNACKED, ACKED)
+        ]
+
+    wait_until(lambda: not still_open(), "no open InstanceDown from before", 240, 3)
     engine = docker.from_env()
     stopped = [engine.containers.get(f"gekko-{name}") for name in (UNACKED, ACKED)]
     began, since = time.monotonic(), datetime.now(UTC) - timedelta(seconds=5)
@@ -188,4 +202,13 @@ def test_a_stopped_service_alerts_escalates_unless_acknowledged_and_resolves(gat
     steps = history["steps"]
     assert 0 <= steps["to_notify_s"] <= steps["to_escalate_s"] <= steps["to_resolve_s"], steps
     assert not alert_of(gateway, admin, ACKED, since)["escalated_at"]
+
+    # On-call hears of both resolutions, the acknowledged one's too once its silence has ended
+    # (otherwise Alertmanager would count it as still notified, and its next occurrence would
+    # page nobody until the repeat interval).
+    def resolved_posts(service):
+        return [p for p in inbox.posts_to("/webhook/oncall", service) if p["status"] == "resolved"]
+
+    wait_until(lambda: resolved_posts(UNACKED), "gamification's resolution at on-call", 90, 2)
+    wait_until(lambda: resolved_posts(ACKED), "social's resolution at on-call", 240, 2)
     print(f"fired {fired_after:.0f}s after the stop; steps {steps}")

@@ -26,6 +26,7 @@ from gekko.services.alerts.model import (
     escalated_copy,
     escalation_step,
     history_out,
+    resolved_occurrence,
     silence_for,
     step_durations,
     still_listed,
@@ -189,6 +190,21 @@ def test_the_silence_matches_every_label_exactly():
         "createdBy": "alice",
         "comment": "on it",
     }
+
+
+def test_the_resolved_occurrence_is_the_alert_itself_ended():
+    # Same labels as Prometheus's alert (so the same fingerprint in Alertmanager), no escalation
+    # label, ended when it was resolved.
+    ended = resolved_occurrence(_row(), LATER)
+    assert ended == {
+        "labels": LABELS,
+        "annotations": {"runbook_url": "https://gekko.example/r.md"},
+        "startsAt": "2026-12-03T09:00:00Z",
+        "endsAt": "2026-12-03T09:15:01Z",
+        "generatorURL": "http://127.0.0.1:9090/graph",
+    }
+    early = resolved_occurrence(_row(), T0 - timedelta(seconds=5))
+    assert early["startsAt"] == early["endsAt"]
 
 
 def test_still_listed_matches_fingerprint_and_start():

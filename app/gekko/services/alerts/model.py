@@ -132,6 +132,23 @@ def escalated_copy(
     return copy
 
 
+def resolved_occurrence(alert: Mapping[str, Any], resolved_at: datetime) -> dict[str, Any]:
+    """The alert itself, labels unchanged and ended at `resolved_at`, as POST /api/v2/alerts
+    takes it. Posted once its acknowledgement's silence has ended, it makes Alertmanager send
+    the resolved notification the silence held back, which also clears Alertmanager's record
+    that the receivers were told it fires: without it, the same alert firing again within
+    the repeat interval would page nobody."""
+    ended: dict[str, Any] = {
+        "labels": dict(alert["labels"]),
+        "annotations": dict(alert["annotations"]),
+        "startsAt": _rfc3339(min(alert["fired_at"], resolved_at)),
+        "endsAt": _rfc3339(resolved_at),
+    }
+    if alert.get("generator_url"):
+        ended["generatorURL"] = alert["generator_url"]
+    return ended
+
+
 def silence_for(
     labels: Mapping[str, str], created_by: str, comment: str, now: datetime, duration_s: float
 ) -> dict[str, Any]:

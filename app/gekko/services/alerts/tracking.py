@@ -32,6 +32,7 @@ from gekko.services.alerts.model import (
     WebhookPayload,
     escalated_copy,
     escalation_step,
+    resolved_occurrence,
     silence_for,
     still_listed,
 )
@@ -479,12 +480,14 @@ class EscalationLoop:
             del self.missing_since[alert["id"]]
             resolved += 1
             if alert.get("silence_id"):
-                await self._end_silence(alert)
+                await self._end_silence(alert, since)
         return resolved
 
-    async def _end_silence(self, alert: Mapping[str, Any]) -> None:
+    async def _end_silence(self, alert: Mapping[str, Any], resolved_at: datetime) -> None:
         """An acknowledgement's silence ends with its alert: the same failure firing again
-        later is a new incident and must notify. Best effort: the silence expires anyway."""
+        later is a new incident and must notify. The silence held back the resolved
+        notification, so the occurrence is posted again as resolved for Alertmanager to send
+        it (see resolved_occurrence). Best effort: the silence expires anyway."""
         try:
             await self.alertmanager.expire_silence(alert["silence_id"], LOOP_DEADLINE_S)
         except AlertmanagerError as exc:
@@ -493,6 +496,15 @@ class EscalationLoop:
             )
             if self.metrics is not None:
                 self.metrics.alertmanager_failures.labels("expire").inc()
+            return
+        try:
+            await self.alertmanager.post_alerts(
+                [resolved_occurrence(alert, resolved_at)], LOOP_DEADLINE_S
+            )
+        except AlertmanagerError as exc:
+            log.warning("resolution of alert %s not posted: %s", alert["id"], exc)
+            if self.metrics is not None:
+                self.metrics.alertmanager_failures.labels("alerts").inc()
 
     async def _escalate(
         self,
