@@ -109,6 +109,7 @@ def test_a_stopped_service_alerts_escalates_unless_acknowledged_and_resolves(gat
         120,
         2,
     )
+
     # ... and none still open in the alerts service (an acknowledged one resolves after the
     # grace; until then its silence would mute this run's).
     def still_open():
