@@ -73,9 +73,10 @@ $(VENV)/.test: $(VENV)/.controller requirements/dev.txt requirements/app.txt req
 # before a package was added here is checked again.
 $(VENV)/.system-test-deps: Makefile
 	@if [ ! -x /usr/lib/postgresql/15/bin/initdb ] || ! command -v redis-server >/dev/null \
-	    || ! command -v promtool >/dev/null || ! command -v amtool >/dev/null; then \
+	    || ! command -v promtool >/dev/null || ! command -v amtool >/dev/null \
+	    || ! command -v rsyslogd >/dev/null || ! command -v logrotate >/dev/null; then \
 	  created=; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; created=1; }; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 redis-server prometheus prometheus-alertmanager; rc=$$?; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 redis-server prometheus prometheus-alertmanager rsyslog rsyslog-relp logrotate; rc=$$?; \
 	  [ -z "$$created" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; \
 	fi
 	touch $@

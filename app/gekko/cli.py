@@ -1,5 +1,5 @@
-"""`gekko` command line: serve a component, run migrations, health-check for Docker, or train
-the signals model."""
+"""`gekko` command line: serve a component, run migrations, health-check for Docker, search the
+central logs, or train the signals model."""
 
 from __future__ import annotations
 
@@ -401,6 +401,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the deployment's per-container CPU, memory and restarts for Prometheus",
         add_help=False,
     )
+    sub.add_parser(
+        "logs",
+        help="follow one request across services in the central log store (on a logs host)",
+        add_help=False,
+    )
     train = sub.add_parser(
         "train-signal-model", help="train the signals model on generated prices and write it"
     )
@@ -415,6 +420,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gekko.observability.containers import main as exporter_main
 
         return exporter_main(argv[1:])
+    if argv[:1] == ["logs"]:
+        from gekko.observability.logsearch import main as logs_main
+
+        return logs_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args.component)

@@ -188,6 +188,9 @@ class Settings:
     instance_id: str = ""
     advertise_url: str = ""
     log_level: str = "INFO"
+    # One JSON line per API request (method, path, status, time, correlation id): what the central
+    # log store follows a request by. GEKKO_ACCESS_LOG=false turns it off.
+    access_log: bool = True
     environment: str = "local"
     static_services: dict[str, list[str]] = field(default_factory=dict)
     gateway: GatewayTuning = field(default_factory=GatewayTuning)
@@ -332,6 +335,14 @@ def parse_bool(raw: str) -> bool:
     raise ValueError(raw)
 
 
+def access_log_setting(env: Mapping[str, str]) -> bool:
+    raw = env.get("GEKKO_ACCESS_LOG", "").strip()
+    try:
+        return parse_bool(raw) if raw else True
+    except ValueError:
+        raise ConfigError(f"GEKKO_ACCESS_LOG must be true or false, got {raw!r}") from None
+
+
 def parse_features(env: Mapping[str, str]) -> dict[str, bool]:
     """GEKKO_FEATURE_SOCIAL_POSTS=false -> {"social_posts": False}."""
     features: dict[str, bool] = {}
@@ -444,6 +455,7 @@ def load_settings(component: str, env: Mapping[str, str] | None = None) -> Setti
             or f"{scheme}://{_reachable(bind_host)}:{port}"
         ).rstrip("/"),
         log_level=log_level,
+        access_log=access_log_setting(env),
         environment=env.get("GEKKO_ENVIRONMENT", "").strip() or "local",
         static_services=static_services,
         gateway=tuning,

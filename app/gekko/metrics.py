@@ -62,16 +62,22 @@ def default_route_label(path: str) -> str:
     return "other"
 
 
+# Routes (default_route_label's names) the access log leaves out.
+QUIET_ROUTES = frozenset({"health", "metrics"})
+
+
 class MetricsMiddleware:
     def __init__(
         self,
         app: ASGIApp,
         metrics: RequestMetrics,
         route_label: Callable[[str], str] = default_route_label,
+        access_log: bool = False,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.route_label = route_label
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -91,6 +97,17 @@ class MetricsMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             path, method = scope.get("path", ""), scope.get("method", "GET")
-            self.metrics.observe(self.route_label(path), method, status, elapsed)
-            if log.isEnabledFor(logging.DEBUG):  # an access log, at log_level DEBUG only
-                log.debug("%s %s -> %d in %.1f ms", method, path, status, elapsed * 1000)
+            route = self.route_label(path)
+            self.metrics.observe(route, method, status, elapsed)
+            # Probes and scrapes are counted, not logged: they would drown the requests.
+            if self.access_log and route not in QUIET_ROUTES and log.isEnabledFor(logging.INFO):
+                fields = {"method": method, "path": path, "status": status}
+                fields["duration_ms"] = round(elapsed * 1000, 2)
+                log.info(
+                    "%s %s -> %d in %.1f ms",
+                    method,
+                    path,
+                    status,
+                    elapsed * 1000,
+                    extra={"fields": fields},
+                )

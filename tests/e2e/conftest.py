@@ -30,6 +30,7 @@ SERVICES = list(DOMAIN_SERVICES)
 # redeploy bring the inventory's stack back (a restore deploy of its own would cost minutes).
 REDEPLOY_ORDER = (
     "test_alerting",
+    "test_central_logs",
     "test_key_rotation",
     "test_runtime_settings",
     "test_rollback",

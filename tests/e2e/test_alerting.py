@@ -16,6 +16,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import docker
 import httpx
@@ -25,6 +26,8 @@ from aiosmtpd.controller import Controller
 from .conftest import PROMETHEUS, wait_until
 
 RUNBOOK = "https://gekko.example.com/runbooks/InstanceDown.md"
+ALERTMANAGER = "http://127.0.0.1:9093"
+NOTIFICATION_LOG = Path("/var/lib/gekko/alertmanager/nflog")
 UNACKED, ACKED = "gamification", "social"
 
 
@@ -53,8 +56,26 @@ class Inbox:
             return [b for p, b in self.posts if p == path and service in json.dumps(b)]
 
 
+def forget_earlier_notifications() -> None:
+    """Alertmanager starts with an empty notification log. A run that failed and closed its
+    receivers before the resolutions came leaves its alerts recorded as notified firing; the
+    same alerts (same labels) firing again would then reach no receiver before the repeat
+    interval (4 h). Stopped first: Alertmanager writes the log out as it stops."""
+    alertmanager = docker.from_env().containers.get("gekko-alertmanager")
+    alertmanager.stop(timeout=10)
+    NOTIFICATION_LOG.unlink(missing_ok=True)
+    alertmanager.start()
+    wait_until(
+        lambda: httpx.get(f"{ALERTMANAGER}/-/ready", timeout=5).status_code == 200,
+        "Alertmanager ready",
+        60,
+        1,
+    )
+
+
 @pytest.fixture(scope="module")
 def inbox():
+    forget_earlier_notifications()
     box = Inbox()
     smtp = Controller(box, hostname="127.0.0.1", port=2525)
     smtp.start()
@@ -212,4 +233,11 @@ def test_a_stopped_service_alerts_escalates_unless_acknowledged_and_resolves(gat
 
     wait_until(lambda: resolved_posts(UNACKED), "gamification's resolution at on-call", 90, 2)
     wait_until(lambda: resolved_posts(ACKED), "social's resolution at on-call", 240, 2)
+    # ... and the second receiver of the escalation's end.
+    wait_until(
+        lambda: [p for p in copies_of_this_alert() if p["status"] == "resolved"],
+        "the escalation's end at the second receiver",
+        120,
+        2,
+    )
     print(f"fired {fired_after:.0f}s after the stop; steps {steps}")

@@ -163,7 +163,7 @@ def test_escalation_step(changes, now, expected):
 
 def test_the_escalated_copy_carries_the_label_and_the_alert_id():
     copy = escalated_copy(_row(), LATER, 300)
-    assert copy["labels"] == {**LABELS, "escalation": "second"}
+    assert copy["labels"] == {**LABELS, "escalation": "second", "gekko_alert_id": "7"}
     assert copy["annotations"] == {
         "runbook_url": "https://gekko.example/r.md",
         "gekko_alert_id": "7",

@@ -209,7 +209,7 @@ def build_gateway_app(settings: Settings) -> FastAPI:
     # before it is forwarded, and never reaches a service.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_problem_handlers(app)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, access_log=settings.access_log)
     app.add_middleware(TracingMiddleware, route_label=default_route_label)
     app.add_middleware(CorrelationIdMiddleware)
     if settings.edge_tls is not None:

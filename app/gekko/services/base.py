@@ -144,7 +144,7 @@ def build_service_app(
         app.add_middleware(ChaosMiddleware, rate=chaos_rate)
     # Outside the routes and the chaos: an oversized body is refused before anything reads it.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, access_log=settings.access_log)
     # Inside the correlation middleware, so log lines carry both ids.
     app.add_middleware(TracingMiddleware, route_label=default_route_label)
     app.add_middleware(CorrelationIdMiddleware)

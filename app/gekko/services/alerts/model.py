@@ -22,6 +22,10 @@ from gekko.services.inputs import StoredText, Timestamp
 ESCALATION_LABEL = "escalation"
 ESCALATION_VALUE = "second"
 ALERT_ID_ANNOTATION = "gekko_alert_id"
+# ... and as a label too: each occurrence's copy has a fingerprint of its own, so Alertmanager's
+# record of an earlier occurrence's copy (say, its resolution never reached a receiver that was
+# down) cannot hold this one back until the repeat interval.
+ALERT_ID_LABEL = ALERT_ID_ANNOTATION
 CRITICAL = "critical"
 
 AlertStatus = Literal["firing", "acknowledged", "resolved"]
@@ -121,7 +125,11 @@ def escalated_copy(
     active until `hold_s` from now, or ended now (`end`)."""
     ends = now if end else now + timedelta(seconds=hold_s)
     copy: dict[str, Any] = {
-        "labels": {**alert["labels"], ESCALATION_LABEL: ESCALATION_VALUE},
+        "labels": {
+            **alert["labels"],
+            ESCALATION_LABEL: ESCALATION_VALUE,
+            ALERT_ID_LABEL: str(alert["id"]),
+        },
         "annotations": {**alert["annotations"], ALERT_ID_ANNOTATION: str(alert["id"])},
         # Alertmanager refuses an alert that ends before it starts (clocks may disagree).
         "startsAt": _rfc3339(min(alert["fired_at"], ends)),

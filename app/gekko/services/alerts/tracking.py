@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Counter
 from gekko.services.alerts.alertmanager import Alertmanager, AlertmanagerError
 from gekko.services.alerts.model import (
     ALERT_ID_ANNOTATION,
+    ALERT_ID_LABEL,
     ESCALATION_LABEL,
     ESCALATION_VALUE,
     Escalation,
@@ -190,14 +191,14 @@ class Recorded:
 
 
 async def _original_of(conn: asyncpg.Connection, copy: WebhookAlert) -> int | None:
-    """The alert an escalated copy was made from: named by its annotation, or else the
+    """The alert an escalated copy was made from: named by its label or annotation, or else the
     latest alert with the copy's labels but the escalation label."""
-    named = copy.annotations.get(ALERT_ID_ANNOTATION, "")
+    named = copy.labels.get(ALERT_ID_LABEL) or copy.annotations.get(ALERT_ID_ANNOTATION, "")
     if named.isascii() and named.isdigit() and len(named) <= 18:
         found = await conn.fetchval("SELECT id FROM alerts.alerts WHERE id = $1", int(named))
         if found is not None:
             return found
-    labels = {k: v for k, v in copy.labels.items() if k != ESCALATION_LABEL}
+    labels = {k: v for k, v in copy.labels.items() if k not in (ESCALATION_LABEL, ALERT_ID_LABEL)}
     return await conn.fetchval(
         "SELECT id FROM alerts.alerts WHERE labels = $1::jsonb ORDER BY fired_at DESC LIMIT 1",
         _json(labels),
