@@ -99,11 +99,14 @@ class MetricsMiddleware:
             path, method = scope.get("path", ""), scope.get("method", "GET")
             route = self.route_label(path)
             self.metrics.observe(route, method, status, elapsed)
-            # Probes and scrapes are counted, not logged: they would drown the requests.
-            if self.access_log and route not in QUIET_ROUTES and log.isEnabledFor(logging.INFO):
+            # Probes and scrapes are counted, not logged: they would drown the requests. With
+            # the access log off, a request still leaves a line at log_level DEBUG.
+            level = logging.INFO if self.access_log else logging.DEBUG
+            if route not in QUIET_ROUTES and log.isEnabledFor(level):
                 fields = {"method": method, "path": path, "status": status}
                 fields["duration_ms"] = round(elapsed * 1000, 2)
-                log.info(
+                log.log(
+                    level,
                     "%s %s -> %d in %.1f ms",
                     method,
                     path,

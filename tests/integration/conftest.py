@@ -242,6 +242,9 @@ def base_env(pg: Postgres, redis: RedisServer) -> dict[str, str]:
         GEKKO_BIND_HOST=LOOPBACK,
         GEKKO_ENVIRONMENT="test",
         GEKKO_LOG_LEVEL="INFO",
+        # The access log off: each request then leaves a DEBUG line only, which
+        # test_dynconfig_live switches on and off (the INFO access log has its own tests).
+        GEKKO_ACCESS_LOG="false",
     )
     return env
 

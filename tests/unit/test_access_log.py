@@ -17,13 +17,13 @@ from gekko.logs import JsonFormatter
 from gekko.metrics import MetricsMiddleware, RequestMetrics
 
 
-def served_lines(access_log: bool, *paths: str) -> list[dict]:
+def served_lines(access_log: bool, *paths: str, level: int = logging.INFO) -> list[dict]:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter("trading", "trading-1"))
     logger = logging.getLogger("gekko.http")
     logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    logger.setLevel(level)
     app = FastAPI()
 
     @app.get("/api/v1/trading/orders")
@@ -53,8 +53,10 @@ def test_each_api_request_is_one_line_with_its_correlation_id():
     assert line["duration_ms"] >= 0
 
 
-def test_off_means_no_line():
+def test_off_means_a_line_at_debug_only():
     assert served_lines(False, "/api/v1/trading/orders") == []
+    (line,) = served_lines(False, "/api/v1/trading/orders", "/health", level=logging.DEBUG)
+    assert line["level"] == "DEBUG" and line["path"] == "/api/v1/trading/orders"
 
 
 def test_the_setting_is_validated():
