@@ -406,6 +406,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="follow one request across services in the central log store (on a logs host)",
         add_help=False,
     )
+    sub.add_parser(
+        "exchange",
+        help="check a venue (Binance.US, Coinbase, OANDA) with this environment's credentials",
+        add_help=False,
+    )
     train = sub.add_parser(
         "train-signal-model", help="train the signals model on generated prices and write it"
     )
@@ -424,6 +429,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gekko.observability.logsearch import main as logs_main
 
         return logs_main(argv[1:])
+    if argv[:1] == ["exchange"]:
+        from gekko.exchanges.cli import main as exchange_main
+
+        return exchange_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args.component)

@@ -1,0 +1,138 @@
+"""What every venue adapter speaks: orders, balances, trading rules and the venue's errors.
+
+Adapters translate these to one venue's documented API (gekko.exchanges.binanceus, ...). An
+order always carries the platform's client order id: the venue stores it with the order, so a
+request whose answer was lost is settled by asking for that id, never by sending it again.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from typing import Literal, Protocol
+
+Side = Literal["buy", "sell"]
+OrderType = Literal["market", "limit"]
+
+# Client order ids the three venues all accept: Binance allows ^[.A-Z:/a-z0-9_-]{1,36}$,
+# OANDA 128 characters, Coinbase a free string; the common ground is this.
+CLIENT_ORDER_ID = re.compile(r"^[A-Za-z0-9_-]{1,36}$")
+
+
+class Mode(StrEnum):
+    """Where orders go: the built-in paper exchange (the default everywhere), the venue's
+    sandbox or practice host, or the live venue."""
+
+    PAPER = "paper"
+    SANDBOX = "sandbox"
+    LIVE = "live"
+
+
+class OrderStatus(StrEnum):
+    NEW = "new"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELED = "canceled"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    client_order_id: str
+    symbol: str  # the venue's own symbol (BTCUSD on Binance.US)
+    side: Side
+    type: OrderType
+    quantity: Decimal
+    price: Decimal | None = None  # limit orders only
+
+    def __post_init__(self) -> None:
+        if not CLIENT_ORDER_ID.fullmatch(self.client_order_id):
+            raise ValueError(
+                f"client order id {self.client_order_id!r}: 1 to 36 of A-Z a-z 0-9 _ -"
+            )
+        if self.quantity <= 0:
+            raise ValueError("quantity must be positive")
+        if (self.type == "limit") != (self.price is not None):
+            raise ValueError("a limit order needs a price, a market order has none")
+        if self.price is not None and self.price <= 0:
+            raise ValueError("price must be positive")
+
+
+@dataclass(frozen=True)
+class ExchangeOrder:
+    """An order as the venue reports it."""
+
+    venue: str
+    symbol: str
+    venue_order_id: str
+    client_order_id: str
+    status: OrderStatus
+    side: Side
+    quantity: Decimal
+    filled_quantity: Decimal
+    price: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class Balance:
+    asset: str
+    free: Decimal
+    locked: Decimal
+
+
+@dataclass(frozen=True)
+class SymbolRules:
+    """What an order for this symbol must respect, from the venue's own description."""
+
+    symbol: str
+    base_asset: str
+    quote_asset: str
+    trading: bool
+    tick_size: Decimal | None = None
+    step_size: Decimal | None = None
+    min_quantity: Decimal | None = None
+    min_notional: Decimal | None = None
+
+
+@dataclass
+class ExchangeError(Exception):
+    """A venue's refusal or failure, with its own code and message kept.
+
+    `retry_after_s` is set when the venue asked to back off (HTTP 429, Binance's 418);
+    `unsure` when the request may have reached the venue (no answer): the order must be
+    looked up by its client order id before anything is sent again."""
+
+    venue: str
+    message: str
+    http_status: int | None = None
+    code: int | str | None = None
+    retry_after_s: float | None = None
+    unsure: bool = False
+    explanation: str = field(default="")
+
+    def __str__(self) -> str:
+        where = f"{self.venue}: " + (f"HTTP {self.http_status} " if self.http_status else "")
+        code = f"[{self.code}] " if self.code is not None else ""
+        hint = f" ({self.explanation})" if self.explanation else ""
+        return f"{where}{code}{self.message}{hint}"
+
+
+class Exchange(Protocol):
+    """One venue, signed with one credential."""
+
+    venue: str
+
+    async def place_order(self, order: OrderRequest) -> ExchangeOrder: ...
+
+    async def get_order(self, symbol: str, client_order_id: str) -> ExchangeOrder | None: ...
+
+    async def cancel_order(self, symbol: str, client_order_id: str) -> ExchangeOrder: ...
+
+    async def balances(self) -> list[Balance]: ...
+
+    async def symbols(self) -> dict[str, SymbolRules]: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,317 @@
+"""Binance.US spot REST API (https://docs.binance.us), SIGNED endpoints per its documentation.
+
+A SIGNED request carries `timestamp` (ms) and `recvWindow` among its parameters, the API key in
+the `X-MBX-APIKEY` header, and `signature` = the signature of "totalParams": the query string
+concatenated with the request body, as sent. HMAC keys sign it with HMAC-SHA256 (hex); Ed25519
+keys sign its bytes and send the base64 signature (URL-encoded like any parameter).
+
+Every order carries `newClientOrderId`. An order whose answer was lost (a timeout, a dropped
+connection, a 5xx) is looked up by that id before it is sent again, and Binance itself refuses a
+second open order with the same id, so an order is never placed twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gekko.exchanges.base import (
+    Balance,
+    ExchangeError,
+    ExchangeOrder,
+    OrderRequest,
+    OrderStatus,
+    SymbolRules,
+)
+
+VENUE = "binanceus"
+LIVE_URL = "https://api.binance.us"
+DEFAULT_RECV_WINDOW_MS = 5000
+MAX_RECV_WINDOW_MS = 60000
+# Codes from the docs' error list that an operator meets first, with what to do about them.
+EXPLAINED = {
+    -1021: "the request's timestamp is outside recvWindow: the host clock is off (check NTP) "
+    "or the network is slow; a larger recvWindow (at most 60000) tolerates the latter",
+    -1022: "the signature is not valid: the API secret or Ed25519 key does not belong to this "
+    "API key, or the parameters were changed after signing",
+    -2010: "the venue rejected the new order (see its message)",
+    -2011: "the venue does not know the order to cancel",
+    -2013: "the venue does not know this order",
+    -2014: "the API key's format is invalid",
+    -2015: "the API key, its IP allow-list or its permissions refuse this request",
+}
+_STATUSES = {
+    "NEW": OrderStatus.NEW,
+    "PARTIALLY_FILLED": OrderStatus.PARTIALLY_FILLED,
+    "FILLED": OrderStatus.FILLED,
+    "CANCELED": OrderStatus.CANCELED,
+    "PENDING_CANCEL": OrderStatus.CANCELED,
+    "REJECTED": OrderStatus.REJECTED,
+    "EXPIRED": OrderStatus.EXPIRED,
+    "EXPIRED_IN_MATCH": OrderStatus.EXPIRED,
+}
+ORDER_NOT_FOUND = -2013
+
+
+def total_params(query: str, body: str) -> str:
+    """What is signed: the query string, then the body, with nothing between them."""
+    return query + body
+
+
+def hmac_signature(secret: str, payload: str) -> str:
+    return hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+
+
+def ed25519_signature(key: Ed25519PrivateKey, payload: str) -> str:
+    return base64.b64encode(key.sign(payload.encode("ascii"))).decode()
+
+
+@dataclass(frozen=True, repr=False)
+class Credentials:
+    """An API key with its HMAC secret or its Ed25519 private key (one of the two)."""
+
+    api_key: str
+    secret: str | None = None
+    ed25519_key: Ed25519PrivateKey | None = None
+
+    def __post_init__(self) -> None:
+        if (self.secret is None) == (self.ed25519_key is None):
+            raise ValueError("a Binance.US credential has an HMAC secret or an Ed25519 key")
+
+    def sign(self, payload: str) -> str:
+        if self.ed25519_key is not None:
+            return ed25519_signature(self.ed25519_key, payload)
+        return hmac_signature(self.secret or "", payload)
+
+    def __repr__(self) -> str:  # never the secret, in logs or tracebacks
+        kind = "ed25519" if self.ed25519_key is not None else "hmac"
+        return f"Credentials(api_key={self.api_key[:4]}…, {kind})"
+
+
+def _decimal(value: Any) -> Decimal | None:
+    number = Decimal(str(value))
+    return None if number == 0 else number
+
+
+def order_from(answer: Mapping[str, Any]) -> ExchangeOrder:
+    price = Decimal(answer.get("price") or "0")
+    return ExchangeOrder(
+        venue=VENUE,
+        symbol=answer["symbol"],
+        venue_order_id=str(answer["orderId"]),
+        client_order_id=answer.get("clientOrderId") or answer.get("origClientOrderId", ""),
+        status=_STATUSES.get(answer.get("status", ""), OrderStatus.NEW),
+        side="buy" if answer.get("side", "BUY") == "BUY" else "sell",
+        quantity=Decimal(answer.get("origQty") or "0"),
+        filled_quantity=Decimal(answer.get("executedQty") or "0"),
+        price=price if price > 0 else None,
+    )
+
+
+def rules_from(symbol: Mapping[str, Any]) -> SymbolRules:
+    filters = {f["filterType"]: f for f in symbol.get("filters", [])}
+    price, lot = filters.get("PRICE_FILTER", {}), filters.get("LOT_SIZE", {})
+    notional = filters.get("NOTIONAL") or filters.get("MIN_NOTIONAL") or {}
+    return SymbolRules(
+        symbol=symbol["symbol"],
+        base_asset=symbol["baseAsset"],
+        quote_asset=symbol["quoteAsset"],
+        trading=symbol.get("status") == "TRADING",
+        tick_size=_decimal(price["tickSize"]) if "tickSize" in price else None,
+        step_size=_decimal(lot["stepSize"]) if "stepSize" in lot else None,
+        min_quantity=_decimal(lot["minQty"]) if "minQty" in lot else None,
+        min_notional=_decimal(notional["minNotional"]) if "minNotional" in notional else None,
+    )
+
+
+class BinanceUS:
+    """One Binance.US account through one credential."""
+
+    venue = VENUE
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        base_url: str = LIVE_URL,
+        *,
+        recv_window_ms: int = DEFAULT_RECV_WINDOW_MS,
+        timeout_s: float = 10.0,
+        attempts: int = 3,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        if not 0 < recv_window_ms <= MAX_RECV_WINDOW_MS:
+            raise ValueError(f"recvWindow must be 1..{MAX_RECV_WINDOW_MS} ms")
+        self.credentials = credentials
+        self.base_url = base_url.rstrip("/")
+        self.recv_window_ms = recv_window_ms
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.attempts = attempts
+        self.clock_ms = clock_ms
+        # From X-MBX-USED-WEIGHT-1M of the last answer: the request weight used this minute.
+        self.used_weight_1m: int | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self.timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    # --- the venue's calls -----------------------------------------------------------------
+
+    async def place_order(self, order: OrderRequest) -> ExchangeOrder:
+        params: dict[str, Any] = {
+            "symbol": order.symbol,
+            "side": order.side.upper(),
+            "type": order.type.upper(),
+            "quantity": format(order.quantity, "f"),
+            "newClientOrderId": order.client_order_id,
+            "newOrderRespType": "RESULT",
+        }
+        if order.type == "limit":
+            params |= {"timeInForce": "GTC", "price": format(order.price, "f")}
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return order_from(await self._signed("POST", "/api/v3/order", params))
+            except ExchangeError as exc:
+                if not exc.unsure or attempt == self.attempts:
+                    raise
+            # The answer was lost: the order may stand. Ask before sending it again.
+            try:
+                found = await self.get_order(order.symbol, order.client_order_id)
+            except ExchangeError as exc:
+                if not exc.unsure:
+                    raise
+                continue
+            if found is not None:
+                return found
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def get_order(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:
+        try:
+            answer = await self._signed(
+                "GET", "/api/v3/order", {"symbol": symbol, "origClientOrderId": client_order_id}
+            )
+        except ExchangeError as exc:
+            if exc.code == ORDER_NOT_FOUND:
+                return None
+            raise
+        return order_from(answer)
+
+    async def cancel_order(self, symbol: str, client_order_id: str) -> ExchangeOrder:
+        answer = await self._signed(
+            "DELETE", "/api/v3/order", {"symbol": symbol, "origClientOrderId": client_order_id}
+        )
+        return order_from(answer)
+
+    async def balances(self) -> list[Balance]:
+        answer = await self._signed("GET", "/api/v3/account", {})
+        return [
+            Balance(asset=b["asset"], free=Decimal(b["free"]), locked=Decimal(b["locked"]))
+            for b in answer.get("balances", [])
+        ]
+
+    async def symbols(self) -> dict[str, SymbolRules]:
+        answer = await self._request("GET", "/api/v3/exchangeInfo", query="", body="")
+        return {s["symbol"]: rules_from(s) for s in answer.get("symbols", [])}
+
+    async def weight_limit_1m(self) -> int | None:
+        """The REQUEST_WEIGHT budget per minute, as exchangeInfo's rateLimits state it."""
+        answer = await self._request("GET", "/api/v3/exchangeInfo", query="", body="")
+        for limit in answer.get("rateLimits", []):
+            if (
+                limit.get("rateLimitType") == "REQUEST_WEIGHT"
+                and limit.get("interval") == "MINUTE"
+                and limit.get("intervalNum") == 1
+            ):
+                return int(limit["limit"])
+        return None
+
+    # --- signing and transport -------------------------------------------------------------
+
+    def signed_request(
+        self, method: str, params: Mapping[str, Any], timestamp_ms: int
+    ) -> tuple[str, str]:
+        """(query, body) of a SIGNED request: a POST sends its parameters as the form body,
+        other methods in the query string; the signature is appended to whichever holds them."""
+        encoded = urlencode(
+            {**params, "recvWindow": self.recv_window_ms, "timestamp": timestamp_ms}
+        )
+        query, body = ("", encoded) if method == "POST" else (encoded, "")
+        signature = urlencode({"signature": self.credentials.sign(total_params(query, body))})
+        if method == "POST":
+            return query, f"{body}&{signature}"
+        return f"{query}&{signature}", body
+
+    async def _signed(self, method: str, path: str, params: Mapping[str, Any]) -> Any:
+        query, body = self.signed_request(method, params, self.clock_ms())
+        return await self._request(
+            method, path, query, body, headers={"X-MBX-APIKEY": self.credentials.api_key}
+        )
+
+    async def _request(
+        self, method: str, path: str, query: str, body: str, headers: Mapping[str, str] = {}
+    ) -> Any:
+        url = f"{self.base_url}{path}" + (f"?{query}" if query else "")
+        sent_headers = dict(headers)
+        if body:
+            sent_headers["Content-Type"] = "application/x-www-form-urlencoded"
+        try:
+            async with self._client().request(
+                method, url, data=body.encode() if body else None, headers=sent_headers
+            ) as resp:
+                text = await resp.text()
+                if "X-MBX-USED-WEIGHT-1M" in resp.headers:
+                    self.used_weight_1m = int(resp.headers["X-MBX-USED-WEIGHT-1M"])
+                status, retry_after = resp.status, resp.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ExchangeError(
+                VENUE, f"{method} {path}: no answer ({type(exc).__name__})", unsure=True
+            ) from None
+        if status < 300:
+            return orjson.loads(text)
+        raise _error(method, path, status, text, retry_after)
+
+
+def _error(
+    method: str, path: str, status: int, text: str, retry_after: str | None
+) -> ExchangeError:
+    try:
+        payload = orjson.loads(text)
+        code, message = payload.get("code"), payload.get("msg") or text[:300]
+    except (orjson.JSONDecodeError, AttributeError):
+        code, message = None, text.strip()[:300] or "no message"
+    wait = float(retry_after) if retry_after and retry_after.isdigit() else None
+    if status in (418, 429):
+        hint = (
+            "rate limit exceeded: back off for Retry-After"
+            if status == 429
+            else "the IP is banned for ignoring 429s: wait Retry-After"
+        )
+    else:
+        hint = EXPLAINED.get(code, "") if isinstance(code, int) else ""
+    return ExchangeError(
+        VENUE,
+        f"{method} {path}: {message}",
+        http_status=status,
+        code=code,
+        retry_after_s=wait,
+        # A 5xx from Binance means the outcome is unknown (its docs: "the execution status is
+        # UNKNOWN and could have been a success").
+        unsure=status >= 500,
+        explanation=hint,
+    )

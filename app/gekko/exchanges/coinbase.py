@@ -1,0 +1,294 @@
+"""Coinbase Advanced Trade API (https://docs.cdp.coinbase.com/advanced-trade/docs/welcome).
+
+A CDP API key ("organizations/{org_id}/apiKeys/{key_id}" and its EC P-256 private key) signs a
+short-lived JWT for every request, as the docs' example does: ES256, headers `kid` (the key
+name) and `nonce` (random hex), claims `sub` (the key name), `iss` "cdp", `nbf` now, `exp` two
+minutes later and `uri` "METHOD host/path" of that one request, sent as `Authorization: Bearer`.
+
+Every order carries `client_order_id`. An order whose answer was lost (a timeout, a dropped
+connection, a 5xx) is looked up by that id among the product's orders before it is sent again,
+so it is never placed twice, whatever the venue does with a repeated id.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import aiohttp
+import jwt
+import orjson
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from gekko.exchanges.base import (
+    Balance,
+    ExchangeError,
+    ExchangeOrder,
+    OrderRequest,
+    OrderStatus,
+    SymbolRules,
+)
+
+VENUE = "coinbase"
+LIVE_URL = "https://api.coinbase.com"
+# The Advanced Trade static sandbox: the same paths, canned answers, no real orders.
+SANDBOX_URL = "https://api-sandbox.coinbase.com"
+PREFIX = "/api/v3/brokerage"
+JWT_LIFETIME_S = 120
+EXPLAINED = {
+    401: "the JWT was refused: the key name or private key is wrong, the key was deleted, or "
+    "this host's clock is off by more than the token's two minutes (check NTP)",
+    403: "the API key lacks the permission (view/trade) or its IP allow-list refuses this host",
+    429: "the key's rate limit is exceeded: back off",
+}
+_STATUSES = {
+    "PENDING": OrderStatus.NEW,
+    "QUEUED": OrderStatus.NEW,
+    "OPEN": OrderStatus.NEW,
+    "CANCEL_QUEUED": OrderStatus.NEW,
+    "FILLED": OrderStatus.FILLED,
+    "CANCELLED": OrderStatus.CANCELED,
+    "EXPIRED": OrderStatus.EXPIRED,
+    "FAILED": OrderStatus.REJECTED,
+}
+
+
+@dataclass(frozen=True, repr=False)
+class Credentials:
+    """A CDP API key: its name and its PEM EC private key."""
+
+    key_name: str
+    private_key_pem: str
+
+    def private_key(self) -> ec.EllipticCurvePrivateKey:
+        key = serialization.load_pem_private_key(self.private_key_pem.encode(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError("a CDP API key's secret is an EC (P-256) private key")
+        return key
+
+    def __repr__(self) -> str:  # never the private key
+        return f"Credentials(key_name={self.key_name})"
+
+
+def request_uri(method: str, base_url: str, path: str) -> str:
+    """The `uri` claim: "METHOD host/path", without scheme or query string."""
+    return f"{method} {urlsplit(base_url).netloc}{path}"
+
+
+def build_jwt(credentials: Credentials, uri: str, now: int | None = None) -> str:
+    issued = int(time.time()) if now is None else now
+    claims = {
+        "sub": credentials.key_name,
+        "iss": "cdp",
+        "nbf": issued,
+        "exp": issued + JWT_LIFETIME_S,
+        "uri": uri,
+    }
+    headers = {"kid": credentials.key_name, "nonce": secrets.token_hex()}
+    return jwt.encode(claims, credentials.private_key(), algorithm="ES256", headers=headers)
+
+
+def order_body(order: OrderRequest) -> dict[str, Any]:
+    size = format(order.quantity, "f")
+    if order.type == "market":
+        configuration = {"market_market_ioc": {"base_size": size}}
+    else:
+        configuration = {
+            "limit_limit_gtc": {
+                "base_size": size,
+                "limit_price": format(order.price, "f"),
+                "post_only": False,
+            }
+        }
+    return {
+        "client_order_id": order.client_order_id,
+        "product_id": order.symbol,
+        "side": order.side.upper(),
+        "order_configuration": configuration,
+    }
+
+
+def order_from(order: Mapping[str, Any]) -> ExchangeOrder:
+    configuration = next(iter((order.get("order_configuration") or {}).values()), {})
+    price = configuration.get("limit_price")
+    return ExchangeOrder(
+        venue=VENUE,
+        symbol=order["product_id"],
+        venue_order_id=order["order_id"],
+        client_order_id=order.get("client_order_id", ""),
+        status=_STATUSES.get(order.get("status", ""), OrderStatus.NEW),
+        side="buy" if order.get("side") == "BUY" else "sell",
+        quantity=Decimal(configuration.get("base_size") or "0"),
+        filled_quantity=Decimal(order.get("filled_size") or "0"),
+        price=Decimal(price) if price else None,
+    )
+
+
+class Coinbase:
+    """One Coinbase Advanced Trade portfolio through one CDP API key."""
+
+    venue = VENUE
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        base_url: str = LIVE_URL,
+        *,
+        timeout_s: float = 10.0,
+        attempts: int = 3,
+        clock: Callable[[], int] = lambda: int(time.time()),
+    ) -> None:
+        self.credentials = credentials
+        self.base_url = base_url.rstrip("/")
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.attempts = attempts
+        self.clock = clock
+        self.last_latency_ms: float | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self.timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def place_order(self, order: OrderRequest) -> ExchangeOrder:
+        body = order_body(order)
+        answer: Any = None
+        for attempt in range(1, self.attempts + 1):
+            try:
+                answer = await self._call("POST", "/orders", body=body)
+                break
+            except ExchangeError as exc:
+                if not exc.unsure or attempt == self.attempts:
+                    raise
+            # The answer was lost: the order may stand. Ask before sending it again.
+            try:
+                found = await self.get_order(order.symbol, order.client_order_id)
+            except ExchangeError as exc:
+                if not exc.unsure:
+                    raise
+                continue
+            if found is not None:
+                return found
+        if not answer.get("success"):
+            failure = answer.get("error_response") or {}
+            raise ExchangeError(
+                VENUE,
+                f"order {order.client_order_id} refused: "
+                f"{failure.get('message') or failure.get('error') or 'no reason given'}",
+                code=failure.get("error") or answer.get("failure_reason"),
+            )
+        placed = answer["success_response"]["order_id"]
+        return order_from((await self._call("GET", f"/orders/historical/{placed}"))["order"])
+
+    async def get_order(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:
+        """The order with this client id, among the product's orders (newest first)."""
+        cursor = ""
+        for _page in range(10):
+            query = {"product_ids": symbol, "limit": 250} | ({"cursor": cursor} if cursor else {})
+            answer = await self._call("GET", "/orders/historical/batch", query=query)
+            for order in answer.get("orders", []):
+                if order.get("client_order_id") == client_order_id:
+                    return order_from(order)
+            cursor = answer.get("cursor") or ""
+            if not answer.get("has_next") or not cursor:
+                return None
+        return None
+
+    async def cancel_order(self, symbol: str, client_order_id: str) -> ExchangeOrder:
+        found = await self.get_order(symbol, client_order_id)
+        if found is None:
+            raise ExchangeError(VENUE, f"no order {client_order_id} on {symbol}", http_status=404)
+        answer = await self._call(
+            "POST", "/orders/batch_cancel", body={"order_ids": [found.venue_order_id]}
+        )
+        result = (answer.get("results") or [{}])[0]
+        if not result.get("success"):
+            raise ExchangeError(
+                VENUE,
+                f"order {client_order_id} not cancelled: {result.get('failure_reason')}",
+                code=result.get("failure_reason"),
+            )
+        order = await self._call("GET", f"/orders/historical/{found.venue_order_id}")
+        return order_from(order["order"])
+
+    async def balances(self) -> list[Balance]:
+        answer = await self._call("GET", "/accounts", query={"limit": 250})
+        return [
+            Balance(
+                asset=a["currency"],
+                free=Decimal(a["available_balance"]["value"]),
+                locked=Decimal((a.get("hold") or {}).get("value", "0")),
+            )
+            for a in answer.get("accounts", [])
+        ]
+
+    async def symbols(self) -> dict[str, SymbolRules]:
+        answer = await self._call("GET", "/products")
+        return {
+            p["product_id"]: SymbolRules(
+                symbol=p["product_id"],
+                base_asset=p.get("base_currency_id") or p["product_id"].split("-")[0],
+                quote_asset=p.get("quote_currency_id") or p["product_id"].split("-")[-1],
+                trading=not p.get("trading_disabled", False) and p.get("status") == "online",
+                tick_size=Decimal(p["price_increment"]) if p.get("price_increment") else None,
+                step_size=Decimal(p["base_increment"]) if p.get("base_increment") else None,
+                min_quantity=Decimal(p["base_min_size"]) if p.get("base_min_size") else None,
+                min_notional=Decimal(p["quote_min_size"]) if p.get("quote_min_size") else None,
+            )
+            for p in answer.get("products", [])
+        }
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+    ) -> Any:
+        full_path = PREFIX + path
+        token = build_jwt(
+            self.credentials, request_uri(method, self.base_url, full_path), self.clock()
+        )
+        headers = {"Authorization": f"Bearer {token}"}
+        data = None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            data = orjson.dumps(body)
+        url = self.base_url + full_path + (f"?{urlencode(query)}" if query else "")
+        started = time.perf_counter()
+        try:
+            async with self._client().request(method, url, data=data, headers=headers) as resp:
+                text, status = await resp.text(), resp.status
+                retry_after = resp.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ExchangeError(
+                VENUE, f"{method} {full_path}: no answer ({type(exc).__name__})", unsure=True
+            ) from None
+        self.last_latency_ms = (time.perf_counter() - started) * 1000
+        if status < 300:
+            return orjson.loads(text)
+        try:
+            payload = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            payload = {}
+        raise ExchangeError(
+            VENUE,
+            f"{method} {full_path}: {payload.get('message') or text.strip()[:300]}",
+            http_status=status,
+            code=payload.get("error"),
+            retry_after_s=float(retry_after) if retry_after and retry_after.isdigit() else None,
+            unsure=status >= 500,
+            explanation=EXPLAINED.get(status, ""),
+        )

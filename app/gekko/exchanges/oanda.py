@@ -1,0 +1,227 @@
+"""OANDA v20 REST API (https://developer.oanda.com/rest-live-v20/introduction/).
+
+Every request carries the account's personal access token as `Authorization: Bearer`; the
+endpoints are scoped to one account (/v3/accounts/{accountID}/...). Practice and live accounts
+live on different hosts. Every order carries `clientExtensions.id`, and OANDA accepts that id,
+prefixed by "@", wherever an order is named, so a lost answer is settled by asking for it.
+Units are signed: a sell is negative units.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+
+from gekko.exchanges.base import (
+    Balance,
+    ExchangeError,
+    ExchangeOrder,
+    OrderRequest,
+    OrderStatus,
+    SymbolRules,
+)
+
+VENUE = "oanda"
+PRACTICE_URL = "https://api-fxpractice.oanda.com"
+LIVE_URL = "https://api-fxtrade.oanda.com"
+# The documented budget: 120 requests per second per connection/token, answered 429 beyond it.
+REQUESTS_PER_SECOND = 120
+EXPLAINED = {
+    401: "the access token is not valid for this account (practice tokens work on the practice "
+    "host only, live tokens on the live host)",
+    403: "the token may not act on this account",
+    404: "the account or the order does not exist",
+    405: "the account does not allow this request",
+    429: "more than 120 requests per second: back off",
+}
+_STATES = {
+    "PENDING": OrderStatus.NEW,
+    "TRIGGERED": OrderStatus.FILLED,
+    "FILLED": OrderStatus.FILLED,
+    "CANCELLED": OrderStatus.CANCELED,
+}
+
+
+@dataclass(frozen=True, repr=False)
+class Credentials:
+    token: str
+    account_id: str
+
+    def __repr__(self) -> str:  # never the token
+        return f"Credentials(account_id={self.account_id}, token=…)"
+
+
+def order_body(order: OrderRequest) -> dict[str, Any]:
+    """POST /v3/accounts/{id}/orders: a MarketOrderRequest (fill or kill) or a
+    LimitOrderRequest (good till cancelled), units negative for a sell."""
+    units = format(order.quantity if order.side == "buy" else -order.quantity, "f")
+    body: dict[str, Any] = {
+        "type": order.type.upper(),
+        "instrument": order.symbol,
+        "units": units,
+        "timeInForce": "FOK" if order.type == "market" else "GTC",
+        "positionFill": "DEFAULT",
+        "clientExtensions": {"id": order.client_order_id, "tag": "gekko"},
+    }
+    if order.price is not None:
+        body["price"] = format(order.price, "f")
+    return {"order": body}
+
+
+def order_from(order: Mapping[str, Any]) -> ExchangeOrder:
+    units = Decimal(order.get("units", "0"))
+    filled = units.copy_abs() if order.get("state") in ("FILLED", "TRIGGERED") else Decimal(0)
+    price = order.get("price")
+    return ExchangeOrder(
+        venue=VENUE,
+        symbol=order.get("instrument", ""),
+        venue_order_id=str(order["id"]),
+        client_order_id=(order.get("clientExtensions") or {}).get("id", ""),
+        status=_STATES.get(order.get("state", ""), OrderStatus.NEW),
+        side="buy" if units > 0 else "sell",
+        quantity=units.copy_abs(),
+        filled_quantity=filled,
+        price=Decimal(price) if price else None,
+    )
+
+
+class Oanda:
+    """One OANDA v20 account through one access token."""
+
+    venue = VENUE
+
+    def __init__(
+        self, credentials: Credentials, base_url: str = PRACTICE_URL, *, timeout_s: float = 10.0
+    ) -> None:
+        self.credentials = credentials
+        self.base_url = base_url.rstrip("/")
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.last_latency_ms: float | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self.timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    @property
+    def _account(self) -> str:
+        return f"/v3/accounts/{quote(self.credentials.account_id, safe='')}"
+
+    async def place_order(self, order: OrderRequest) -> ExchangeOrder:
+        try:
+            answer = await self._call("POST", f"{self._account}/orders", order_body(order))
+        except ExchangeError as exc:
+            if not exc.unsure:
+                raise
+            # The answer was lost: the order may stand. Ask for it by its client id.
+            found = await self.get_order(order.symbol, order.client_order_id)
+            if found is None:
+                raise
+            return found
+        if "orderCancelTransaction" in answer:  # a fill-or-kill that could not fill
+            reason = answer["orderCancelTransaction"].get("reason", "cancelled")
+            raise ExchangeError(VENUE, f"order {order.client_order_id} not filled: {reason}")
+        # The create transaction describes the order; a fill transaction beside it filled it.
+        created = answer["orderCreateTransaction"]
+        filled = "orderFillTransaction" in answer
+        return order_from({**created, "state": "FILLED" if filled else "PENDING"})
+
+    async def get_order(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:
+        try:
+            answer = await self._call(
+                "GET", f"{self._account}/orders/@{quote(client_order_id, safe='')}", None
+            )
+        except ExchangeError as exc:
+            if exc.http_status == 404:
+                return None
+            raise
+        return order_from(answer["order"])
+
+    async def cancel_order(self, symbol: str, client_order_id: str) -> ExchangeOrder:
+        await self._call(
+            "PUT", f"{self._account}/orders/@{quote(client_order_id, safe='')}/cancel", None
+        )
+        found = await self.get_order(symbol, client_order_id)
+        if found is None:  # pragma: no cover - it was just cancelled
+            raise ExchangeError(VENUE, f"order @{client_order_id} vanished after its cancel")
+        return found
+
+    async def balances(self) -> list[Balance]:
+        account = (await self._call("GET", f"{self._account}/summary", None))["account"]
+        balance = Decimal(account["balance"])
+        available = Decimal(account.get("marginAvailable", account["balance"]))
+        return [
+            Balance(
+                asset=account.get("currency", "USD"),
+                free=available,
+                locked=max(Decimal(0), balance - available),
+            )
+        ]
+
+    async def symbols(self) -> dict[str, SymbolRules]:
+        answer = await self._call("GET", f"{self._account}/instruments", None)
+        rules = {}
+        for item in answer.get("instruments", []):
+            base, _, quote_asset = item["name"].partition("_")
+            rules[item["name"]] = SymbolRules(
+                symbol=item["name"],
+                base_asset=base,
+                quote_asset=quote_asset,
+                trading=True,
+                tick_size=Decimal(1).scaleb(-int(item.get("displayPrecision", 5))),
+                step_size=Decimal(1).scaleb(-int(item.get("tradeUnitsPrecision", 0))),
+                min_quantity=Decimal(item.get("minimumTradeSize", "1")),
+            )
+        return rules
+
+    async def _call(self, method: str, path: str, body: Any) -> Any:
+        headers = {
+            "Authorization": f"Bearer {self.credentials.token}",
+            "Accept-Datetime-Format": "RFC3339",
+        }
+        data = None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            data = orjson.dumps(body)
+        started = time.perf_counter()
+        try:
+            async with self._client().request(
+                method, self.base_url + path, data=data, headers=headers
+            ) as resp:
+                text, status = await resp.text(), resp.status
+                retry_after = resp.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ExchangeError(
+                VENUE, f"{method} {path}: no answer ({type(exc).__name__})", unsure=True
+            ) from None
+        self.last_latency_ms = (time.perf_counter() - started) * 1000
+        if status < 300:
+            return orjson.loads(text)
+        try:
+            payload = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            payload = {}
+        reject = payload.get("orderRejectTransaction") or {}
+        message = payload.get("errorMessage") or reject.get("rejectReason") or text[:300]
+        code = payload.get("errorCode") or reject.get("rejectReason")
+        raise ExchangeError(
+            VENUE,
+            f"{method} {path}: {message}",
+            http_status=status,
+            code=code,
+            retry_after_s=float(retry_after) if retry_after and retry_after.isdigit() else None,
+            unsure=status >= 500,
+            explanation=EXPLAINED.get(status, ""),
+        )

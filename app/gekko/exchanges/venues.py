@@ -1,0 +1,146 @@
+"""The venues the platform can trade on, where each one answers in each mode, and how an
+adapter is opened from the environment's settings and credentials.
+
+Settings, per venue (BINANCEUS, COINBASE, OANDA):
+  GEKKO_<VENUE>_BASE_URL   overrides the host of the mode (a proxy, a double on loopback)
+  credentials              GEKKO_BINANCEUS_API_KEY and GEKKO_BINANCEUS_API_SECRET (an HMAC
+                           secret, or an Ed25519 private key in PEM);
+                           GEKKO_COINBASE_API_KEY (the CDP key name) and
+                           GEKKO_COINBASE_API_SECRET (its EC private key in PEM);
+                           GEKKO_OANDA_API_TOKEN and GEKKO_OANDA_ACCOUNT_ID
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gekko.exchanges import binanceus, coinbase, oanda
+from gekko.exchanges.base import Exchange, ExchangeError, Mode
+
+
+class VenueSettingsError(ValueError):
+    """The environment does not say enough to reach the venue (exit status 2 in the CLI)."""
+
+
+@dataclass(frozen=True)
+class Venue:
+    name: str
+    title: str
+    # Base URL per mode; None where the venue has no such host.
+    urls: Mapping[Mode, str | None]
+    credential_env: tuple[str, ...]
+    build: Callable[[Mapping[str, str], str], Exchange]
+
+    def base_url(self, mode: Mode, env: Mapping[str, str]) -> str:
+        override = env.get(f"GEKKO_{self.name.upper()}_BASE_URL", "").strip()
+        if override:
+            return override
+        url = self.urls.get(mode)
+        if url is None:
+            raise VenueSettingsError(
+                f"{self.title} has no {mode} host: use mode "
+                + " or ".join(m.value for m, u in self.urls.items() if u)
+                + f", or set GEKKO_{self.name.upper()}_BASE_URL"
+            )
+        return url
+
+    def open(self, mode: Mode, env: Mapping[str, str]) -> Exchange:
+        if mode is Mode.PAPER:
+            raise VenueSettingsError(
+                f"paper mode trades on the built-in exchange, not {self.title}"
+            )
+        missing = [name for name in self.credential_env if not env.get(name, "").strip()]
+        if missing:
+            raise VenueSettingsError(
+                f"{self.title}: set {' and '.join(missing)} "
+                "(in the environment or the secrets store)"
+            )
+        return self.build(env, self.base_url(mode, env))
+
+
+def _binanceus(env: Mapping[str, str], url: str) -> Exchange:
+    secret = env["GEKKO_BINANCEUS_API_SECRET"].strip()
+    if secret.startswith("-----BEGIN"):
+        key = serialization.load_pem_private_key(secret.encode(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise VenueSettingsError("GEKKO_BINANCEUS_API_SECRET: a PEM key must be Ed25519")
+        credentials = binanceus.Credentials(env["GEKKO_BINANCEUS_API_KEY"].strip(), ed25519_key=key)
+    else:
+        credentials = binanceus.Credentials(env["GEKKO_BINANCEUS_API_KEY"].strip(), secret=secret)
+    return binanceus.BinanceUS(credentials, url)
+
+
+def _coinbase(env: Mapping[str, str], url: str) -> Exchange:
+    # A secret pasted into an environment variable often has its newlines as "\n".
+    pem = env["GEKKO_COINBASE_API_SECRET"].strip().replace("\\n", "\n")
+    credentials = coinbase.Credentials(env["GEKKO_COINBASE_API_KEY"].strip(), pem)
+    try:
+        credentials.private_key()
+    except ValueError as exc:
+        raise VenueSettingsError(f"GEKKO_COINBASE_API_SECRET: {exc}") from None
+    return coinbase.Coinbase(credentials, url)
+
+
+def _oanda(env: Mapping[str, str], url: str) -> Exchange:
+    credentials = oanda.Credentials(
+        env["GEKKO_OANDA_API_TOKEN"].strip(), env["GEKKO_OANDA_ACCOUNT_ID"].strip()
+    )
+    return oanda.Oanda(credentials, url)
+
+
+VENUES: dict[str, Venue] = {
+    "binanceus": Venue(
+        "binanceus",
+        "Binance.US",
+        # Binance.US publishes no testnet.
+        {Mode.SANDBOX: None, Mode.LIVE: binanceus.LIVE_URL},
+        ("GEKKO_BINANCEUS_API_KEY", "GEKKO_BINANCEUS_API_SECRET"),
+        _binanceus,
+    ),
+    "coinbase": Venue(
+        "coinbase",
+        "Coinbase Advanced Trade",
+        {Mode.SANDBOX: coinbase.SANDBOX_URL, Mode.LIVE: coinbase.LIVE_URL},
+        ("GEKKO_COINBASE_API_KEY", "GEKKO_COINBASE_API_SECRET"),
+        _coinbase,
+    ),
+    "oanda": Venue(
+        "oanda",
+        "OANDA v20",
+        {Mode.SANDBOX: oanda.PRACTICE_URL, Mode.LIVE: oanda.LIVE_URL},
+        ("GEKKO_OANDA_API_TOKEN", "GEKKO_OANDA_ACCOUNT_ID"),
+        _oanda,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    latency_ms: float
+    headroom: str
+
+
+async def check(exchange: Exchange) -> CheckResult:
+    """A signed account call, timed, and what is left of the venue's request budget."""
+    started = time.perf_counter()
+    await exchange.balances()
+    latency_ms = (time.perf_counter() - started) * 1000
+    if isinstance(exchange, binanceus.BinanceUS):
+        used = exchange.used_weight_1m
+        limit = await exchange.weight_limit_1m()
+        if used is None or limit is None:
+            return CheckResult(latency_ms, "not reported by the venue")
+        return CheckResult(latency_ms, f"{limit - used} of {limit} request weight left this minute")
+    if isinstance(exchange, oanda.Oanda):
+        return CheckResult(
+            latency_ms, f"{oanda.REQUESTS_PER_SECOND} requests/s (documented; no header)"
+        )
+    return CheckResult(latency_ms, "not reported by the venue")
+
+
+__all__ = ["VENUES", "CheckResult", "ExchangeError", "Venue", "VenueSettingsError", "check"]

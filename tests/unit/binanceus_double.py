@@ -1,0 +1,229 @@
+"""A Binance.US double on loopback that behaves as https://docs.binance.us documents it.
+
+It checks what the venue checks, the documented way: the API key in X-MBX-APIKEY, the signature
+over totalParams (query string + body, the `signature` parameter left out) by HMAC-SHA256 or
+Ed25519, and the timestamp against recvWindow; it answers with the documented payloads and
+error codes (-1021, -1022, -2010, -2011, -2013, -2015) and the X-MBX-USED-WEIGHT-1M header.
+Faults for tests: answers dropped after the order is taken, and 429s with Retry-After.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import itertools
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from urllib.parse import parse_qsl, unquote
+
+from aiohttp import web
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+# The docs' error messages, verbatim.
+INVALID_KEY = (-2015, "Invalid API-key, IP, or permissions for action.")
+BAD_SIGNATURE = (-1022, "Signature for this request is not valid.")
+OUTSIDE_WINDOW = (-1021, "Timestamp for this request is outside of the recvWindow.")
+DUPLICATE = (-2010, "Duplicate order sent.")
+NO_SUCH_ORDER = (-2013, "Order does not exist.")
+UNKNOWN_ORDER = (-2011, "Unknown order sent.")
+
+EXCHANGE_INFO = {
+    "timezone": "UTC",
+    "serverTime": 0,
+    "rateLimits": [
+        {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
+        {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
+        {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 200000},
+    ],
+    "symbols": [
+        {
+            "symbol": "BTCUSD",
+            "status": "TRADING",
+            "baseAsset": "BTC",
+            "quoteAsset": "USD",
+            "filters": [
+                {
+                    "filterType": "PRICE_FILTER",
+                    "minPrice": "0.01000000",
+                    "maxPrice": "1000000.00000000",
+                    "tickSize": "0.01000000",
+                },
+                {
+                    "filterType": "LOT_SIZE",
+                    "minQty": "0.00000100",
+                    "maxQty": "9000.00000000",
+                    "stepSize": "0.00000100",
+                },
+                {"filterType": "NOTIONAL", "minNotional": "1.00000000"},
+            ],
+        }
+    ],
+}
+
+
+@dataclass
+class BinanceDouble:
+    api_key: str
+    secret: str | None = None
+    ed25519_public: Ed25519PublicKey | None = None
+    # Faults: the next N order requests are taken but never answered (the connection drops);
+    # 429 with Retry-After until this monotonic time.
+    drop_answers: int = 0
+    rate_limited_until: float = 0.0
+    # A 429 storm: the next N signed requests are refused with Retry-After: 1.
+    refuse_next: int = 0
+    orders: dict[str, dict] = field(default_factory=dict)  # by client order id
+    posted: int = 0  # POST /api/v3/order requests received
+    weight: int = 0
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1000))
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/api/v3/exchangeInfo", self.exchange_info)
+        app.router.add_post("/api/v3/order", self.new_order)
+        app.router.add_get("/api/v3/order", self.query_order)
+        app.router.add_delete("/api/v3/order", self.cancel_order)
+        app.router.add_get("/api/v3/account", self.account)
+        return app
+
+    # --- checks, as the docs describe them -------------------------------------------------
+
+    def _answer(self, payload: object, status: int = 200, **headers: str) -> web.Response:
+        return web.json_response(
+            payload, status=status, headers={"X-MBX-USED-WEIGHT-1M": str(self.weight), **headers}
+        )
+
+    def _error(self, error: tuple[int, str], status: int = 400) -> web.Response:
+        return self._answer({"code": error[0], "msg": error[1]}, status)
+
+    async def _signed_params(self, request: web.Request) -> dict[str, str] | web.Response:
+        self.weight += 1
+        if time.monotonic() < self.rate_limited_until:
+            wait = max(1, int(self.rate_limited_until - time.monotonic()) + 1)
+            return self._answer(
+                {"code": -1003, "msg": "Too much request weight used."},
+                429,
+                **{"Retry-After": str(wait)},
+            )
+        if self.refuse_next > 0:
+            self.refuse_next -= 1
+            return self._answer(
+                {"code": -1003, "msg": "Too much request weight used."}, 429, **{"Retry-After": "1"}
+            )
+        if request.headers.get("X-MBX-APIKEY") != self.api_key:
+            return self._error(INVALID_KEY, 401)
+        query, body = request.query_string, (await request.text())
+        # totalParams without the signature parameter, wherever it was sent.
+        signature = None
+        parts = []
+        for part_of in (query, body):
+            kept = []
+            for pair in part_of.split("&") if part_of else []:
+                if pair.startswith("signature="):
+                    signature = unquote(pair[len("signature=") :])
+                else:
+                    kept.append(pair)
+            parts.append("&".join(kept))
+        payload = parts[0] + parts[1]
+        if signature is None or not self._valid(payload, signature):
+            return self._error(BAD_SIGNATURE)
+        params = dict(parse_qsl(query)) | dict(parse_qsl(body))
+        params.pop("signature", None)
+        now = time.time_ns() // 1_000_000
+        stamp, window = int(params.get("timestamp", 0)), int(params.get("recvWindow", 5000))
+        # The docs' server-side rule: timestamp < serverTime + 1000 and
+        # serverTime - timestamp <= recvWindow.
+        if not (stamp < now + 1000 and now - stamp <= window):
+            return self._error(OUTSIDE_WINDOW)
+        return params
+
+    def _valid(self, payload: str, signature: str) -> bool:
+        if self.ed25519_public is not None:
+            try:
+                self.ed25519_public.verify(base64.b64decode(signature), payload.encode())
+            except (InvalidSignature, ValueError):
+                return False
+            return True
+        assert self.secret is not None
+        expected = hmac.new(self.secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+        return hmac.compare_digest(expected, signature)
+
+    # --- endpoints -------------------------------------------------------------------------
+
+    async def exchange_info(self, request: web.Request) -> web.Response:
+        self.weight += 20
+        return self._answer(EXCHANGE_INFO)
+
+    async def new_order(self, request: web.Request) -> web.StreamResponse:
+        params = await self._signed_params(request)
+        if isinstance(params, web.Response):
+            return params
+        self.posted += 1
+        client_id = params["newClientOrderId"]
+        existing = self.orders.get(client_id)
+        if existing is not None and existing["status"] in ("NEW", "PARTIALLY_FILLED"):
+            return self._error(DUPLICATE)
+        market = params["type"] == "MARKET"
+        order = {
+            "symbol": params["symbol"],
+            "orderId": next(self._ids),
+            "orderListId": -1,
+            "clientOrderId": client_id,
+            "transactTime": time.time_ns() // 1_000_000,
+            "price": params.get("price", "0.00000000"),
+            "origQty": params["quantity"],
+            "executedQty": params["quantity"] if market else "0.00000000",
+            "cummulativeQuoteQty": "0.00000000",
+            "status": "FILLED" if market else "NEW",
+            "timeInForce": params.get("timeInForce", "GTC"),
+            "type": params["type"],
+            "side": params["side"],
+        }
+        self.orders[client_id] = order
+        if self.drop_answers > 0:
+            # Taken, but the answer never leaves: the client cannot know.
+            self.drop_answers -= 1
+            assert request.transport is not None
+            request.transport.close()
+            raise web.HTTPException()  # aiohttp writes nothing on a closed transport
+        return self._answer(order)
+
+    async def query_order(self, request: web.Request) -> web.Response:
+        params = await self._signed_params(request)
+        if isinstance(params, web.Response):
+            return params
+        order = self.orders.get(params.get("origClientOrderId", ""))
+        if order is None or order["symbol"] != params["symbol"]:
+            return self._error(NO_SUCH_ORDER)
+        return self._answer(order)
+
+    async def cancel_order(self, request: web.Request) -> web.Response:
+        params = await self._signed_params(request)
+        if isinstance(params, web.Response):
+            return params
+        order = self.orders.get(params.get("origClientOrderId", ""))
+        if order is None or order["status"] not in ("NEW", "PARTIALLY_FILLED"):
+            return self._error(UNKNOWN_ORDER)
+        order["status"] = "CANCELED"
+        return self._answer({**order, "origClientOrderId": order["clientOrderId"]})
+
+    async def account(self, request: web.Request) -> web.Response:
+        params = await self._signed_params(request)
+        if isinstance(params, web.Response):
+            return params
+        btc = sum(
+            Decimal(o["executedQty"]) * (1 if o["side"] == "BUY" else -1)
+            for o in self.orders.values()
+        )
+        return self._answer(
+            {
+                "canTrade": True,
+                "balances": [
+                    {"asset": "BTC", "free": format(btc, "f"), "locked": "0.00000000"},
+                    {"asset": "USD", "free": "1000.00000000", "locked": "0.00000000"},
+                ],
+            }
+        )
