@@ -14,7 +14,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -294,6 +294,34 @@ def test_an_alert_acknowledged_in_time_is_never_escalated_nor_a_warning(
     assert detail["steps"]["to_acknowledge_s"] <= detail["steps"]["to_resolve_s"]
     # The acknowledgement's silence ends with the alert: the same failure later notifies again.
     eventually(lambda: detail["silence_id"] in alertmanager.expired, 10, "the silence expired")
+    # ... and the occurrence is posted back as resolved, with the alert's own labels, for
+    # Alertmanager to send the resolution the silence held back.
+    ended = eventually(
+        lambda: [p for p in alertmanager.posts_for(critical["labels"]) if not p.active],
+        10,
+        "the resolution posted back",
+    )
+    assert ended[0].labels == critical["labels"]
+
+
+def test_an_acknowledged_alert_that_fires_again_is_not_posted_back_as_resolved(
+    alerts: AlertsService, alertmanager: AlertmanagerDouble, operator
+):
+    op, _ = operator
+    first = alerts.firing("GekkoItFlapping")
+    alertmanager.hold(first["labels"], first["startsAt"])
+    alerts.notify("email", first)
+    first_id = alerts.id_of(first)
+    silence_id = acknowledge(alerts, first_id, op).json()["silence_id"]
+    # It resolves and fires again at once: Alertmanager lists the same labels, a new start.
+    again = _rfc3339(datetime.now(UTC) + timedelta(seconds=1))
+    alertmanager.hold(first["labels"], again)
+    eventually(lambda: alerts.get(first_id)["status"] == "resolved", 10, "the first resolved")
+    eventually(lambda: silence_id in alertmanager.expired, 10, "its silence expired")
+    time.sleep(1.5)  # a few more looks
+    # Posting the first as resolved would end the live one in Alertmanager.
+    assert [p for p in alertmanager.posts_for(first["labels"]) if not p.active] == []
+    alertmanager.drop(first["labels"])
 
 
 def test_nothing_is_recorded_when_alertmanager_refuses_the_silence(

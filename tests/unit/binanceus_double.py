@@ -72,10 +72,15 @@ class BinanceDouble:
     # Faults: the next N order requests are taken but never answered (the connection drops);
     # 429 with Retry-After until this monotonic time.
     drop_answers: int = 0
+    # The next N order requests are lost before the venue takes them (nothing placed).
+    lose_requests: int = 0
+    # The next N order look-ups get no answer either.
+    drop_lookups: int = 0
     rate_limited_until: float = 0.0
     # A 429 storm: the next N signed requests are refused with Retry-After: 1.
     refuse_next: int = 0
-    orders: dict[str, dict] = field(default_factory=dict)  # by client order id
+    orders: dict[str, dict] = field(default_factory=dict)  # the latest by client order id
+    placed: list[dict] = field(default_factory=list)  # every order taken, duplicates included
     posted: int = 0  # POST /api/v3/order requests received
     weight: int = 0
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1000))
@@ -162,6 +167,9 @@ class BinanceDouble:
         if isinstance(params, web.Response):
             return params
         self.posted += 1
+        if self.lose_requests > 0:
+            self.lose_requests -= 1
+            return self._hang_up(request)
         client_id = params["newClientOrderId"]
         existing = self.orders.get(client_id)
         if existing is not None and existing["status"] in ("NEW", "PARTIALLY_FILLED"):
@@ -183,18 +191,25 @@ class BinanceDouble:
             "side": params["side"],
         }
         self.orders[client_id] = order
+        self.placed.append(order)
         if self.drop_answers > 0:
             # Taken, but the answer never leaves: the client cannot know.
             self.drop_answers -= 1
-            assert request.transport is not None
-            request.transport.close()
-            raise web.HTTPException()  # aiohttp writes nothing on a closed transport
+            return self._hang_up(request)
         return self._answer(order)
+
+    def _hang_up(self, request: web.Request) -> web.Response:
+        assert request.transport is not None
+        request.transport.close()
+        raise web.HTTPException()  # aiohttp writes nothing on a closed transport
 
     async def query_order(self, request: web.Request) -> web.Response:
         params = await self._signed_params(request)
         if isinstance(params, web.Response):
             return params
+        if self.drop_lookups > 0:
+            self.drop_lookups -= 1
+            return self._hang_up(request)
         order = self.orders.get(params.get("origClientOrderId", ""))
         if order is None or order["symbol"] != params["symbol"]:
             return self._error(NO_SUCH_ORDER)
@@ -208,15 +223,17 @@ class BinanceDouble:
         if order is None or order["status"] not in ("NEW", "PARTIALLY_FILLED"):
             return self._error(UNKNOWN_ORDER)
         order["status"] = "CANCELED"
-        return self._answer({**order, "origClientOrderId": order["clientOrderId"]})
+        # As the API answers a cancel: clientOrderId is the cancel's own (new) id.
+        return self._answer(
+            {**order, "origClientOrderId": order["clientOrderId"], "clientOrderId": "cancel-1"}
+        )
 
     async def account(self, request: web.Request) -> web.Response:
         params = await self._signed_params(request)
         if isinstance(params, web.Response):
             return params
         btc = sum(
-            Decimal(o["executedQty"]) * (1 if o["side"] == "BUY" else -1)
-            for o in self.orders.values()
+            Decimal(o["executedQty"]) * (1 if o["side"] == "BUY" else -1) for o in self.placed
         )
         return self._answer(
             {

@@ -27,6 +27,7 @@ class CoinbaseDouble:
     key_name: str
     public_key: ec.EllipticCurvePublicKey
     drop_answers: int = 0
+    lose_requests: int = 0  # the next N order requests vanish before they are taken
     orders: dict[str, dict] = field(default_factory=dict)  # by order id
     posted: int = 0
     created: int = 0
@@ -82,6 +83,11 @@ class CoinbaseDouble:
         if (refused := self._refusal(request)) is not None:
             return refused
         self.posted += 1
+        if self.lose_requests > 0:
+            self.lose_requests -= 1
+            assert request.transport is not None
+            request.transport.close()
+            raise web.HTTPException()
         wanted = await request.json()
         self.created += 1
         kind, configuration = next(iter(wanted["order_configuration"].items()))

@@ -23,6 +23,7 @@ def served_lines(access_log: bool, *paths: str, level: int = logging.INFO) -> li
     handler.setFormatter(JsonFormatter("trading", "trading-1"))
     logger = logging.getLogger("gekko.http")
     logger.addHandler(handler)
+    previous = logger.level
     logger.setLevel(level)
     app = FastAPI()
 
@@ -43,6 +44,7 @@ def served_lines(access_log: bool, *paths: str, level: int = logging.INFO) -> li
             client.get(path, headers={"x-correlation-id": "c-42"})
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(previous)
     return [orjson.loads(line) for line in stream.getvalue().splitlines()]
 
 

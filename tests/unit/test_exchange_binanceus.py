@@ -220,6 +220,52 @@ def test_an_order_whose_answer_was_lost_is_looked_up_not_sent_twice():
     assert double.posted == 1, "the order reached the venue once"
 
 
+MARKET = OrderRequest("gekko-m9", "BTCUSD", "buy", "market", Decimal("0.1"))
+
+
+def test_a_lost_market_order_whose_lookup_fails_too_is_never_sent_again():
+    # Filled at once, so Binance would take the same newClientOrderId again: the adapter must
+    # not send it while it cannot tell whether the first one stands.
+    double = _double(drop_answers=1, drop_lookups=2)
+
+    async def scenario(client: BinanceUS):
+        with pytest.raises(ExchangeError) as unsure:
+            await client.place_order(MARKET)
+        return unsure.value
+
+    unsure = _run(double, scenario, recv_window_ms=1000)
+    assert unsure.unsure and "look it up by its client order id" in str(unsure)
+    assert double.posted == 1 and len(double.placed) == 1
+
+
+def test_a_request_lost_before_the_venue_took_it_is_sent_again_after_its_window():
+    double = _double(lose_requests=1)
+
+    async def scenario(client: BinanceUS):
+        import time
+
+        started = time.monotonic()
+        placed = await client.place_order(MARKET)
+        return placed, time.monotonic() - started
+
+    placed, took = _run(double, scenario, recv_window_ms=1000)
+    assert placed.status is OrderStatus.FILLED and len(double.placed) == 1
+    assert double.posted == 2
+    # Not before the first request's recvWindow (and a second of clock offset) was over.
+    assert took >= 2.0
+
+
+def test_a_cancel_answer_names_the_orders_own_client_id():
+    double = _double()
+
+    async def scenario(client: BinanceUS):
+        await client.place_order(LIMIT)
+        return await client.cancel_order("BTCUSD", "gekko-7f3a")
+
+    canceled = _run(double, scenario)
+    assert canceled.client_order_id == "gekko-7f3a" and canceled.status is OrderStatus.CANCELED
+
+
 def test_a_second_open_order_with_the_same_client_id_is_refused_by_the_venue():
     double = _double()
 

@@ -133,3 +133,9 @@ def test_an_ed25519_pem_secret_signs_binanceus_requests(serve, capsys):
     )
     assert main(["check", "binanceus", "--mode", "live"], env=_binance_env(url, ec_pem)) == 2
     assert "must be Ed25519" in capsys.readouterr().err
+
+
+def test_a_key_that_is_not_pem_exits_2_with_the_reason(capsys):
+    broken = "-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n"
+    assert main(["check", "binanceus", "--mode", "live"], env=_binance_env("http://x", broken)) == 2
+    assert "GEKKO_BINANCEUS_API_SECRET" in capsys.readouterr().err

@@ -126,6 +126,21 @@ def test_a_lost_answer_is_looked_up_not_sent_twice():
     assert (double.posted, double.created) == (1, 1)
 
 
+def test_a_lost_order_the_venue_does_not_list_is_unsure_and_not_sent_again():
+    # Its request may still arrive while its JWT lives: sending it again could place it twice.
+    key, credentials = _key()
+    double = CoinbaseDouble(KEY_NAME, key.public_key(), lose_requests=1)
+
+    async def scenario(client: Coinbase):
+        with pytest.raises(ExchangeError) as unsure:
+            await client.place_order(LIMIT)
+        return unsure.value
+
+    unsure = _run(double, credentials, scenario)
+    assert unsure.unsure and "look it up by its client order id" in str(unsure)
+    assert (double.posted, double.created) == (1, 0)
+
+
 def test_another_key_or_a_late_clock_is_refused_and_explained():
     key, credentials = _key()
     double = CoinbaseDouble(KEY_NAME, key.public_key())

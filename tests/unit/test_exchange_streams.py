@@ -209,9 +209,14 @@ def test_oanda_reconnects_when_even_the_heartbeats_stop():
         return resp
 
     delivered: list[MarketEvent] = []
+    quiet_reasons: list[str] = []
 
     async def sink(event: MarketEvent) -> None:
+        if feed_box and feed_box[0].stats.last_reason:
+            quiet_reasons.append(feed_box[0].stats.last_reason)
         delivered.append(event)
+
+    feed_box: list[Feed] = []
 
     async def scenario():
         app = web.Application()
@@ -219,6 +224,7 @@ def test_oanda_reconnects_when_even_the_heartbeats_stop():
         server = TestServer(app, host="127.0.0.1")
         await server.start_server()
         feed = Feed("oanda", session=None, sink=sink, backoff_base_s=0.01)  # type: ignore[arg-type]
+        feed_box.append(feed)
         feed.session = OandaPrices(
             "101-1",
             "tok",
@@ -235,8 +241,10 @@ def test_oanda_reconnects_when_even_the_heartbeats_stop():
     feed = asyncio.run(scenario())
     assert len(delivered) == 2 and feed.stats.reconnects >= 1
     assert delivered[0].price == Decimal("1.10010") and delivered[0].symbol == "EUR_USD"
-    assert "heartbeat" in feed.stats.last_reason or feed.stats.reconnects >= 1
     assert seen_auth[0] == "Bearer tok" and connections[0] == "EUR_USD"
+    # The first session ended because the stream went quiet, not because it closed.
+    assert len(connections) >= 2 and quiet_reasons and "not even a heartbeat" in quiet_reasons[0]
+    assert "tok" not in repr(feed.session)
 
 
 def test_the_sink_adds_to_the_venues_stream_and_measures_the_delay():
@@ -268,3 +276,77 @@ def test_the_sink_adds_to_the_venues_stream_and_measures_the_delay():
 def test_rfc3339_with_nanoseconds():
     assert rfc3339_ms("2026-12-03T10:00:00.123456789Z") == 1796292000123
     assert rfc3339_ms("2026-12-03T10:00:00Z") == 1796292000000
+
+
+def test_a_sink_outage_costs_a_reconnect_not_an_event_nor_the_feed():
+    # Trades 1, 2, 3 on each connection; the sink fails once, on trade 2.
+    failures = [2]
+    delivered: list[int] = []
+
+    async def stream(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        for trade_id in (1, 2, 3):
+            await ws.send_str(orjson.dumps({"data": _agg(trade_id)}).decode())
+        async for _ in ws:
+            pass
+        return ws
+
+    async def sink(event: MarketEvent) -> None:
+        if int(event.event_id) in failures:
+            failures.remove(int(event.event_id))
+            raise ConnectionError("Redis is away")
+        delivered.append(int(event.event_id))
+
+    async def scenario():
+        app = web.Application()
+        app.router.add_get("/stream", stream)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        base = str(server.make_url("")).rstrip("/")
+        feed = Feed("binanceus", session=None, sink=sink, backoff_base_s=0.01)  # type: ignore[arg-type]
+        feed.session = BinanceUSTrades(["BTCUSD"], ws_url=base.replace("http", "ws"), rest_url=base)
+        try:
+            await _feed_until(feed, lambda: len(delivered) >= 3)
+        finally:
+            await server.close()
+        return feed
+
+    feed = asyncio.run(scenario())
+    assert delivered == [1, 2, 3] and "Redis is away" in feed.stats.last_reason
+
+
+def test_a_cancelled_feed_closes_its_connection():
+    closed = asyncio.Event()
+
+    async def scenario():
+        async def stream(request: web.Request) -> web.WebSocketResponse:
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            async for _ in ws:
+                pass
+            closed.set()
+            return ws
+
+        app = web.Application()
+        app.router.add_get("/stream", stream)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        base = str(server.make_url("")).rstrip("/")
+
+        async def sink(event: MarketEvent) -> None:
+            pass
+
+        feed = Feed("binanceus", session=None, sink=sink)  # type: ignore[arg-type]
+        feed.session = BinanceUSTrades(["BTCUSD"], ws_url=base.replace("http", "ws"), rest_url=base)
+        task = asyncio.create_task(feed.run())
+        await asyncio.sleep(0.3)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        try:
+            await asyncio.wait_for(closed.wait(), 5)
+        finally:
+            await server.close()
+
+    asyncio.run(scenario())
+    assert closed.is_set()

@@ -76,3 +76,42 @@ def test_a_429_storm_loses_and_doubles_no_order():
     # Each order reached the venue once; the refused attempts were paused, then sent again.
     assert double.posted == 10 and len(double.orders) == 10
     assert exchange.backoffs >= 6 and exchange.throttle.paused_until > 0
+
+
+class _Venue:
+    """An adapter stand-in: answers with what `outcomes` says, in turn."""
+
+    venue = "binanceus"
+
+    def __init__(self, *outcomes, used_weight=None):
+        self.outcomes = list(outcomes)
+        self.calls = 0
+        self.used_weight_1m = used_weight
+
+    async def balances(self):
+        self.calls += 1
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def close(self):
+        pass
+
+
+def test_an_unsure_outcome_is_never_tried_again_even_after_a_429():
+    venue = _Venue(ExchangeError("binanceus", "lost", http_status=429, unsure=True), [])
+    throttled = ThrottledExchange(venue, Throttle.for_venue("binanceus"))
+    with pytest.raises(ExchangeError):
+        asyncio.run(throttled.balances())
+    assert venue.calls == 1
+
+
+def test_a_nearly_spent_minute_of_binance_weight_pauses_until_the_next():
+    venue = _Venue([], used_weight=1150)
+    throttle = Throttle.for_venue("binanceus")
+    assert asyncio.run(ThrottledExchange(venue, throttle).balances()) == []
+    assert throttle.paused_until > time.monotonic()
+    calm = Throttle.for_venue("binanceus")
+    asyncio.run(ThrottledExchange(_Venue([], used_weight=100), calm).balances())
+    assert calm.paused_until == 0.0

@@ -12,6 +12,7 @@ second open order with the same id, so an order is never placed twice.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -110,7 +111,9 @@ def order_from(answer: Mapping[str, Any]) -> ExchangeOrder:
         venue=VENUE,
         symbol=answer["symbol"],
         venue_order_id=str(answer["orderId"]),
-        client_order_id=answer.get("clientOrderId") or answer.get("origClientOrderId", ""),
+        # A cancel's answer names the order's own id origClientOrderId (its clientOrderId is
+        # the cancel's).
+        client_order_id=answer.get("origClientOrderId") or answer.get("clientOrderId", ""),
         status=_STATUSES.get(answer.get("status", ""), OrderStatus.NEW),
         side="buy" if answer.get("side", "BUY") == "BUY" else "sell",
         quantity=Decimal(answer.get("origQty") or "0"),
@@ -184,22 +187,48 @@ class BinanceUS:
         }
         if order.type == "limit":
             params |= {"timeInForce": "GTC", "price": format(order.price, "f")}
-        for attempt in range(1, self.attempts + 1):
+        lost: ExchangeError | None = None
+        for _attempt in range(self.attempts):
+            sent_ms = self.clock_ms()
             try:
-                return order_from(await self._signed("POST", "/api/v3/order", params))
-            except ExchangeError as exc:
-                if not exc.unsure or attempt == self.attempts:
-                    raise
-            # The answer was lost: the order may stand. Ask before sending it again.
-            try:
-                found = await self.get_order(order.symbol, order.client_order_id)
+                return order_from(await self._signed("POST", "/api/v3/order", params, sent_ms))
             except ExchangeError as exc:
                 if not exc.unsure:
                     raise
-                continue
+                lost = exc
+            found = await self._settle(order, sent_ms)
             if found is not None:
                 return found
-        raise AssertionError("unreachable")  # pragma: no cover
+        assert lost is not None  # noqa: S101 - attempts >= 1
+        raise lost
+
+    async def _settle(self, order: OrderRequest, sent_ms: int) -> ExchangeOrder | None:
+        """After an order's answer was lost: the order as the venue has it, or None once the
+        lost request can no longer be accepted (its recvWindow is over, a second of clock
+        offset allowed) and the venue still does not have it. Binance refuses a repeated
+        newClientOrderId only while the first order is open, so sending again any earlier
+        could place a filled order twice."""
+        found = await self._look_up(order)
+        if found is not None:
+            return found
+        wait_ms = sent_ms + self.recv_window_ms + 1000 - self.clock_ms()
+        if wait_ms > 0:
+            await asyncio.sleep(wait_ms / 1000)
+        return await self._look_up(order)
+
+    async def _look_up(self, order: OrderRequest) -> ExchangeOrder | None:
+        try:
+            return await self.get_order(order.symbol, order.client_order_id)
+        except ExchangeError as exc:
+            raise ExchangeError(
+                VENUE,
+                f"order {order.client_order_id}: its answer was lost and looking it up failed "
+                f"({exc.message}); look it up by its client order id before sending it again",
+                http_status=exc.http_status,
+                code=exc.code,
+                retry_after_s=exc.retry_after_s,
+                unsure=True,
+            ) from None
 
     async def get_order(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:
         try:
@@ -257,8 +286,11 @@ class BinanceUS:
             return query, f"{body}&{signature}"
         return f"{query}&{signature}", body
 
-    async def _signed(self, method: str, path: str, params: Mapping[str, Any]) -> Any:
-        query, body = self.signed_request(method, params, self.clock_ms())
+    async def _signed(
+        self, method: str, path: str, params: Mapping[str, Any], timestamp_ms: int | None = None
+    ) -> Any:
+        stamp = self.clock_ms() if timestamp_ms is None else timestamp_ms
+        query, body = self.signed_request(method, params, stamp)
         return await self._request(
             method, path, query, body, headers={"X-MBX-APIKEY": self.credentials.api_key}
         )
@@ -283,7 +315,13 @@ class BinanceUS:
                 VENUE, f"{method} {path}: no answer ({type(exc).__name__})", unsure=True
             ) from None
         if status < 300:
-            return orjson.loads(text)
+            try:
+                return orjson.loads(text)
+            except orjson.JSONDecodeError:
+                # Accepted, but the answer is unreadable: for an order, it may stand.
+                raise ExchangeError(
+                    VENUE, f"{method} {path}: HTTP {status} with an unreadable answer", unsure=True
+                ) from None
         raise _error(method, path, status, text, retry_after)
 
 

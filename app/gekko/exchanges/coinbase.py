@@ -6,12 +6,14 @@ name) and `nonce` (random hex), claims `sub` (the key name), `iss` "cdp", `nbf` 
 minutes later and `uri` "METHOD host/path" of that one request, sent as `Authorization: Bearer`.
 
 Every order carries `client_order_id`. An order whose answer was lost (a timeout, a dropped
-connection, a 5xx) is looked up by that id among the product's orders before it is sent again,
-so it is never placed twice, whatever the venue does with a repeated id.
+connection, a 5xx) is looked up by that id among the product's orders and never sent again by
+the adapter: a lost request may still be accepted while its JWT lives (two minutes), so an
+order the venue does not list yet is reported as unsure, for the caller to look up later.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -67,7 +69,10 @@ class Credentials:
     private_key_pem: str
 
     def private_key(self) -> ec.EllipticCurvePrivateKey:
-        key = serialization.load_pem_private_key(self.private_key_pem.encode(), password=None)
+        try:
+            key = serialization.load_pem_private_key(self.private_key_pem.encode(), password=None)
+        except TypeError:  # a passphrase-protected key
+            raise ValueError("the private key is protected by a passphrase") from None
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise ValueError("a CDP API key's secret is an EC (P-256) private key")
         return key
@@ -117,15 +122,19 @@ def order_body(order: OrderRequest) -> dict[str, Any]:
 def order_from(order: Mapping[str, Any]) -> ExchangeOrder:
     configuration = next(iter((order.get("order_configuration") or {}).values()), {})
     price = configuration.get("limit_price")
+    filled = Decimal(order.get("filled_size") or "0")
+    status = _STATUSES.get(order.get("status", ""), OrderStatus.NEW)
+    if status is OrderStatus.NEW and filled > 0:
+        status = OrderStatus.PARTIALLY_FILLED
     return ExchangeOrder(
         venue=VENUE,
         symbol=order["product_id"],
         venue_order_id=order["order_id"],
         client_order_id=order.get("client_order_id", ""),
-        status=_STATUSES.get(order.get("status", ""), OrderStatus.NEW),
+        status=status,
         side="buy" if order.get("side") == "BUY" else "sell",
         quantity=Decimal(configuration.get("base_size") or "0"),
-        filled_quantity=Decimal(order.get("filled_size") or "0"),
+        filled_quantity=filled,
         price=Decimal(price) if price else None,
     )
 
@@ -163,33 +172,50 @@ class Coinbase:
 
     async def place_order(self, order: OrderRequest) -> ExchangeOrder:
         body = order_body(order)
-        answer: Any = None
-        for attempt in range(1, self.attempts + 1):
-            try:
-                answer = await self._call("POST", "/orders", body=body)
-                break
-            except ExchangeError as exc:
-                if not exc.unsure or attempt == self.attempts:
-                    raise
-            # The answer was lost: the order may stand. Ask before sending it again.
-            try:
-                found = await self.get_order(order.symbol, order.client_order_id)
-            except ExchangeError as exc:
-                if not exc.unsure:
-                    raise
-                continue
-            if found is not None:
-                return found
-        if not answer.get("success"):
-            failure = answer.get("error_response") or {}
+        try:
+            answer = await self._call("POST", "/orders", body=body)
+        except ExchangeError as exc:
+            if not exc.unsure:
+                raise
+            return await self._settle(order, exc)
+        if not isinstance(answer, dict) or not answer.get("success"):
+            failure = (answer.get("error_response") if isinstance(answer, dict) else None) or {}
             raise ExchangeError(
                 VENUE,
                 f"order {order.client_order_id} refused: "
                 f"{failure.get('message') or failure.get('error') or 'no reason given'}",
                 code=failure.get("error") or answer.get("failure_reason"),
             )
-        placed = answer["success_response"]["order_id"]
-        return order_from((await self._call("GET", f"/orders/historical/{placed}"))["order"])
+        # Placed: described from the request and the venue's ids, with no second call that
+        # could fail and make a placed order look refused.
+        placed = answer["success_response"]
+        return order_from(
+            {
+                **body,
+                "order_id": placed["order_id"],
+                "status": "PENDING",
+                "filled_size": "0",
+            }
+        )
+
+    async def _settle(self, order: OrderRequest, lost: ExchangeError) -> ExchangeOrder:
+        """After an order's answer was lost: the order as the venue lists it; else unsure."""
+        for attempt in range(self.attempts):
+            try:
+                found = await self.get_order(order.symbol, order.client_order_id)
+            except ExchangeError as exc:
+                lost = exc
+                await asyncio.sleep(0.2 * 2**attempt)
+                continue
+            if found is not None:
+                return found
+            break
+        raise ExchangeError(
+            VENUE,
+            f"order {order.client_order_id}: its answer was lost ({lost.message}) and the venue "
+            "does not list it yet; look it up by its client order id before sending it again",
+            unsure=True,
+        )
 
     async def get_order(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:
         """The order with this client id, among the product's orders (newest first)."""
@@ -278,10 +304,17 @@ class Coinbase:
             ) from None
         self.last_latency_ms = (time.perf_counter() - started) * 1000
         if status < 300:
-            return orjson.loads(text)
+            try:
+                return orjson.loads(text)
+            except orjson.JSONDecodeError:
+                raise ExchangeError(
+                    VENUE, f"{method} {full_path}: HTTP {status}, unreadable answer", unsure=True
+                ) from None
         try:
             payload = orjson.loads(text)
         except orjson.JSONDecodeError:
+            payload = {}
+        if not isinstance(payload, dict):
             payload = {}
         raise ExchangeError(
             VENUE,

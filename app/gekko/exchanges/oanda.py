@@ -125,8 +125,18 @@ class Oanda:
         except ExchangeError as exc:
             if not exc.unsure:
                 raise
-            # The answer was lost: the order may stand. Ask for it by its client id.
-            found = await self.get_order(order.symbol, order.client_order_id)
+            # The answer was lost: the order may stand. Ask for it by its client id; never
+            # send it again here (a late request could still be taken).
+            try:
+                found = await self.get_order(order.symbol, order.client_order_id)
+            except ExchangeError as lookup:
+                raise ExchangeError(
+                    VENUE,
+                    f"order {order.client_order_id}: its answer was lost and looking it up "
+                    f"failed ({lookup.message}); look it up by its client id before sending "
+                    "it again",
+                    unsure=True,
+                ) from None
             if found is None:
                 raise
             return found
@@ -208,10 +218,17 @@ class Oanda:
             ) from None
         self.last_latency_ms = (time.perf_counter() - started) * 1000
         if status < 300:
-            return orjson.loads(text)
+            try:
+                return orjson.loads(text)
+            except orjson.JSONDecodeError:
+                raise ExchangeError(
+                    VENUE, f"{method} {path}: HTTP {status}, unreadable answer", unsure=True
+                ) from None
         try:
             payload = orjson.loads(text)
         except orjson.JSONDecodeError:
+            payload = {}
+        if not isinstance(payload, dict):
             payload = {}
         reject = payload.get("orderRejectTransaction") or {}
         message = payload.get("errorMessage") or reject.get("rejectReason") or text[:300]

@@ -88,14 +88,13 @@ class _Seen:
         self.size = size
         self.ids: OrderedDict[tuple[str, str], None] = OrderedDict()
 
-    def first_time(self, symbol: str, event_id: str) -> bool:
-        key = (symbol, event_id)
-        if key in self.ids:
-            return False
-        self.ids[key] = None
+    def seen(self, symbol: str, event_id: str) -> bool:
+        return (symbol, event_id) in self.ids
+
+    def add(self, symbol: str, event_id: str) -> None:
+        self.ids[(symbol, event_id)] = None
         if len(self.ids) > self.size:
             self.ids.popitem(last=False)
-        return True
 
 
 @dataclass
@@ -128,25 +127,32 @@ class Feed:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def deliver(self, event: MarketEvent) -> None:
-        if not self._seen.first_time(event.symbol, event.event_id):
+        """To the sink, once: an event counts as delivered only when the sink took it (a
+        sink that fails ends the session, and the event comes again after the reconnect)."""
+        if self._seen.seen(event.symbol, event.event_id):
             self.stats.duplicates += 1
             return
         await self.sink(event)
+        self._seen.add(event.symbol, event.event_id)
         self.stats.delivered += 1
 
     def stop(self) -> None:
         self._stop.set()
 
     async def _session_until_stopped(self) -> bool:
-        """Runs one session; False if the feed was stopped meanwhile (the session cancelled)."""
+        """Runs one session; False if the feed was stopped meanwhile (the session cancelled).
+        Both tasks end with it, however it ends (a cancelled feed closes its connection)."""
         session = asyncio.ensure_future(self.session(self.deliver))
         stopped = asyncio.ensure_future(self._stop.wait())
-        await asyncio.wait({session, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if not session.done():
-            session.cancel()
-            await asyncio.gather(session, return_exceptions=True)
+        try:
+            await asyncio.wait({session, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (session, stopped):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(session, stopped, return_exceptions=True)
+        if session.cancelled():
             return False
-        stopped.cancel()
         session.result()  # raises what ended the session
         return True
 
@@ -161,8 +167,11 @@ class Feed:
                 if not await self._session_until_stopped():
                     return
                 reason = "session ended"
-            except (StreamEnded, aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            except (StreamEnded, aiohttp.ClientError, TimeoutError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # noqa: BLE001 - a bad message or a sink outage: reconnect
+                reason = f"{type(exc).__name__}: {exc}"
+                log.warning("%s feed session failed: %s", self.venue, reason)
             self.stats.last_reason = reason
             if self._stop.is_set():
                 return
@@ -234,7 +243,6 @@ class BinanceUSTrades:
         trade_id = int(trade["a"])
         if trade_id <= self.last_id.get(symbol, -1):
             return
-        self.last_id[symbol] = trade_id
         await deliver(
             MarketEvent(
                 venue="binanceus",
@@ -247,6 +255,8 @@ class BinanceUSTrades:
                 received_ms=now_ms(),
             )
         )
+        # Only once delivered: a failed delivery is fetched again after the reconnect.
+        self.last_id[symbol] = trade_id
 
     async def _aggregate_trades(
         self, http: aiohttp.ClientSession, symbol: str, from_id: int, before_id: int
@@ -349,7 +359,7 @@ class OandaPrices:
     """Prices of `instruments` (e.g. EUR_USD) from OANDA's HTTP pricing stream."""
 
     account_id: str
-    token: str
+    token: str = field(repr=False)
     instruments: Sequence[str]
     stream_url: str = OANDA_STREAM_PRACTICE
     # HEARTBEATs come every 5 s: this long without a line ends the session.

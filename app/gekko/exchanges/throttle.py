@@ -37,6 +37,8 @@ BUDGETS: dict[str, tuple[str, str | None]] = {
 }
 # A call waits this long for room at most, then fails (the caller's own deadline is shorter).
 DEFAULT_MAX_WAIT_S = 30.0
+# Binance.US: past this share of the minute's request weight (its header), wait for the next.
+WEIGHT_PAUSE_SHARE = 0.9
 
 
 @dataclass
@@ -73,10 +75,14 @@ class Throttle:
                 continue
             full = [item for item in items if not await self._limiter.test(item, self.venue)]
             if not full:
-                for item in items:
-                    await self._limiter.hit(item, self.venue)
-                self.waited_s += time.monotonic() - started
-                return
+                # Taken only if every hit counts: test() and hit() are two awaits, and another
+                # call may have taken the room between them (a hit that did count while a
+                # later one did not leaves a slot unused: on the safe side).
+                taken = [await self._limiter.hit(item, self.venue) for item in items]
+                if all(taken):
+                    self.waited_s += time.monotonic() - started
+                    return
+                full = [item for item, ok in zip(items, taken, strict=True) if not ok]
             stats = [await self._limiter.get_window_stats(item, self.venue) for item in full]
             # reset_time is wall-clock seconds: when the oldest request leaves the window.
             wait = max(0.01, max(s.reset_time for s in stats) - time.time())
@@ -94,8 +100,11 @@ class Throttle:
 
 class ThrottledExchange:
     """An adapter behind its credential's throttle: every call waits for room; a 429 or 418
-    pauses the venue for Retry-After and the call is made again (an order with its same client
-    order id, which the adapter first looks up where the outcome is unknown)."""
+    (the venue refused the request, so nothing happened) pauses the venue for Retry-After and
+    the call is made again. A call whose outcome is unsure is never made again here.
+
+    Binance.US counts request weight, not requests: when its X-MBX-USED-WEIGHT-1M header
+    shows the minute's budget nearly spent, the venue is paused until the next minute."""
 
     def __init__(self, exchange: Exchange, throttle: Throttle, *, attempts: int = 5) -> None:
         self.exchange = exchange
@@ -108,14 +117,23 @@ class ThrottledExchange:
         for attempt in range(1, self.attempts + 1):
             await self.throttle.acquire(order=order)
             try:
-                return await call()
+                result = await call()
             except ExchangeError as exc:
-                if exc.http_status not in (418, 429) or attempt == self.attempts:
+                if exc.unsure or exc.http_status not in (418, 429) or attempt == self.attempts:
                     raise
                 self.backoffs += 1
                 # Retry-After, or a doubling pause when the venue gave none.
                 self.throttle.pause(exc.retry_after_s or min(60.0, 2.0**attempt))
+                continue
+            finally:
+                self._mind_the_weight()
+            return result
         raise ExchangeError(self.venue, "no attempt made")  # attempts < 1
+
+    def _mind_the_weight(self) -> None:
+        used = getattr(self.exchange, "used_weight_1m", None)
+        if used is not None and used >= WEIGHT_PAUSE_SHARE * self.throttle.requests.amount:
+            self.throttle.pause(60.0 - time.time() % 60.0)
 
     async def place_order(self, order: OrderRequest) -> ExchangeOrder:
         return await self._call(lambda: self.exchange.place_order(order), order=True)

@@ -64,9 +64,12 @@ class Venue:
 
 
 def _binanceus(env: Mapping[str, str], url: str) -> Exchange:
-    secret = env["GEKKO_BINANCEUS_API_SECRET"].strip()
+    secret = env["GEKKO_BINANCEUS_API_SECRET"].strip().replace("\\n", "\n")
     if secret.startswith("-----BEGIN"):
-        key = serialization.load_pem_private_key(secret.encode(), password=None)
+        try:
+            key = serialization.load_pem_private_key(secret.encode(), password=None)
+        except (ValueError, TypeError) as exc:  # not PEM, or protected by a passphrase
+            raise VenueSettingsError(f"GEKKO_BINANCEUS_API_SECRET: {exc}") from None
         if not isinstance(key, Ed25519PrivateKey):
             raise VenueSettingsError("GEKKO_BINANCEUS_API_SECRET: a PEM key must be Ed25519")
         credentials = binanceus.Credentials(env["GEKKO_BINANCEUS_API_KEY"].strip(), ed25519_key=key)

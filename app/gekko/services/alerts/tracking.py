@@ -481,14 +481,20 @@ class EscalationLoop:
             del self.missing_since[alert["id"]]
             resolved += 1
             if alert.get("silence_id"):
-                await self._end_silence(alert, since)
+                # Fired again already (a new start, the same labels): posting this occurrence
+                # as resolved would end the live one in Alertmanager.
+                refired = any(fingerprint == alert["fingerprint"] for fingerprint, _ in listed)
+                await self._end_silence(alert, since, post_resolution=not refired)
         return resolved
 
-    async def _end_silence(self, alert: Mapping[str, Any], resolved_at: datetime) -> None:
+    async def _end_silence(
+        self, alert: Mapping[str, Any], resolved_at: datetime, *, post_resolution: bool
+    ) -> None:
         """An acknowledgement's silence ends with its alert: the same failure firing again
         later is a new incident and must notify. The silence held back the resolved
         notification, so the occurrence is posted again as resolved for Alertmanager to send
-        it (see resolved_occurrence). Best effort: the silence expires anyway."""
+        it (see resolved_occurrence), unless the same alert fires again already. Best effort:
+        the silence expires anyway."""
         try:
             await self.alertmanager.expire_silence(alert["silence_id"], LOOP_DEADLINE_S)
         except AlertmanagerError as exc:
@@ -497,6 +503,8 @@ class EscalationLoop:
             )
             if self.metrics is not None:
                 self.metrics.alertmanager_failures.labels("expire").inc()
+            return
+        if not post_resolution:
             return
         try:
             await self.alertmanager.post_alerts(
