@@ -8,10 +8,15 @@ request whose answer was lost is settled by asking for that id, never by sending
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
+
+import aiohttp
+import orjson
 
 Side = Literal["buy", "sell"]
 OrderType = Literal["market", "limit"]
@@ -136,3 +141,64 @@ class Exchange(Protocol):
     async def symbols(self) -> dict[str, SymbolRules]: ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    text: str
+    headers: Mapping[str, str]
+
+
+class VenueHttp:
+    """The HTTP side the adapters share: one aiohttp session, its timeout, the last latency,
+    and what a request without an answer, or with an unreadable 2xx one, means (unsure: an
+    order may stand)."""
+
+    def __init__(self, venue: str, timeout_s: float) -> None:
+        self.venue = venue
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.last_latency_ms: float | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    async def send(
+        self, method: str, url: str, what: str, *, data: bytes | None, headers: Mapping[str, str]
+    ) -> Answer:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self.timeout)
+        started = time.perf_counter()
+        try:
+            async with self._session.request(method, url, data=data, headers=dict(headers)) as resp:
+                answer = Answer(resp.status, await resp.text(), dict(resp.headers))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ExchangeError(
+                self.venue, f"{what}: no answer ({type(exc).__name__})", unsure=True
+            ) from None
+        self.last_latency_ms = (time.perf_counter() - started) * 1000
+        return answer
+
+    def accepted(self, answer: Answer, what: str) -> Any:
+        """The JSON of a 2xx answer."""
+        try:
+            return orjson.loads(answer.text)
+        except orjson.JSONDecodeError:
+            raise ExchangeError(
+                self.venue, f"{what}: HTTP {answer.status}, unreadable answer", unsure=True
+            ) from None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def error_payload(text: str) -> dict[str, Any]:
+    """A refusal's JSON object, or {} for a body that is not one."""
+    try:
+        payload = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def retry_after_s(value: str | None) -> float | None:
+    return float(value) if value and value.isdigit() else None

@@ -23,8 +23,6 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
-import aiohttp
-import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gekko.exchanges.base import (
@@ -34,6 +32,9 @@ from gekko.exchanges.base import (
     OrderRequest,
     OrderStatus,
     SymbolRules,
+    VenueHttp,
+    error_payload,
+    retry_after_s,
 )
 
 VENUE = "binanceus"
@@ -158,21 +159,14 @@ class BinanceUS:
         self.credentials = credentials
         self.base_url = base_url.rstrip("/")
         self.recv_window_ms = recv_window_ms
-        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.http = VenueHttp(VENUE, timeout_s)
         self.attempts = attempts
         self.clock_ms = clock_ms
         # From X-MBX-USED-WEIGHT-1M of the last answer: the request weight used this minute.
         self.used_weight_1m: int | None = None
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self.timeout)
-        return self._session
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self.http.close()
 
     # --- the venue's calls -----------------------------------------------------------------
 
@@ -302,38 +296,23 @@ class BinanceUS:
         sent_headers = dict(headers)
         if body:
             sent_headers["Content-Type"] = "application/x-www-form-urlencoded"
-        try:
-            async with self._client().request(
-                method, url, data=body.encode() if body else None, headers=sent_headers
-            ) as resp:
-                text = await resp.text()
-                if "X-MBX-USED-WEIGHT-1M" in resp.headers:
-                    self.used_weight_1m = int(resp.headers["X-MBX-USED-WEIGHT-1M"])
-                status, retry_after = resp.status, resp.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ExchangeError(
-                VENUE, f"{method} {path}: no answer ({type(exc).__name__})", unsure=True
-            ) from None
-        if status < 300:
-            try:
-                return orjson.loads(text)
-            except orjson.JSONDecodeError:
-                # Accepted, but the answer is unreadable: for an order, it may stand.
-                raise ExchangeError(
-                    VENUE, f"{method} {path}: HTTP {status} with an unreadable answer", unsure=True
-                ) from None
-        raise _error(method, path, status, text, retry_after)
+        what = f"{method} {path}"
+        answer = await self.http.send(
+            method, url, what, data=body.encode() if body else None, headers=sent_headers
+        )
+        if "X-MBX-USED-WEIGHT-1M" in answer.headers:
+            self.used_weight_1m = int(answer.headers["X-MBX-USED-WEIGHT-1M"])
+        if answer.status < 300:
+            return self.http.accepted(answer, what)
+        raise _error(method, path, answer.status, answer.text, answer.headers.get("Retry-After"))
 
 
 def _error(
     method: str, path: str, status: int, text: str, retry_after: str | None
 ) -> ExchangeError:
-    try:
-        payload = orjson.loads(text)
-        code, message = payload.get("code"), payload.get("msg") or text[:300]
-    except (orjson.JSONDecodeError, AttributeError):
-        code, message = None, text.strip()[:300] or "no message"
-    wait = float(retry_after) if retry_after and retry_after.isdigit() else None
+    payload = error_payload(text)
+    code = payload.get("code")
+    message = payload.get("msg") or text.strip()[:300] or "no message"
     if status in (418, 429):
         hint = (
             "rate limit exceeded: back off for Retry-After"
@@ -347,7 +326,7 @@ def _error(
         f"{method} {path}: {message}",
         http_status=status,
         code=code,
-        retry_after_s=wait,
+        retry_after_s=retry_after_s(retry_after),
         # A 5xx from Binance means the outcome is unknown (its docs: "the execution status is
         # UNKNOWN and could have been a success").
         unsure=status >= 500,

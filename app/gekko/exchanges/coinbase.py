@@ -22,7 +22,6 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-import aiohttp
 import jwt
 import orjson
 from cryptography.hazmat.primitives import serialization
@@ -35,6 +34,9 @@ from gekko.exchanges.base import (
     OrderRequest,
     OrderStatus,
     SymbolRules,
+    VenueHttp,
+    error_payload,
+    retry_after_s,
 )
 
 VENUE = "coinbase"
@@ -155,20 +157,16 @@ class Coinbase:
     ) -> None:
         self.credentials = credentials
         self.base_url = base_url.rstrip("/")
-        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.http = VenueHttp(VENUE, timeout_s)
         self.attempts = attempts
         self.clock = clock
-        self.last_latency_ms: float | None = None
-        self._session: aiohttp.ClientSession | None = None
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self.timeout)
-        return self._session
+    @property
+    def last_latency_ms(self) -> float | None:
+        return self.http.last_latency_ms
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self.http.close()
 
     async def place_order(self, order: OrderRequest) -> ExchangeOrder:
         body = order_body(order)
@@ -293,35 +291,17 @@ class Coinbase:
             headers["Content-Type"] = "application/json"
             data = orjson.dumps(body)
         url = self.base_url + full_path + (f"?{urlencode(query)}" if query else "")
-        started = time.perf_counter()
-        try:
-            async with self._client().request(method, url, data=data, headers=headers) as resp:
-                text, status = await resp.text(), resp.status
-                retry_after = resp.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ExchangeError(
-                VENUE, f"{method} {full_path}: no answer ({type(exc).__name__})", unsure=True
-            ) from None
-        self.last_latency_ms = (time.perf_counter() - started) * 1000
-        if status < 300:
-            try:
-                return orjson.loads(text)
-            except orjson.JSONDecodeError:
-                raise ExchangeError(
-                    VENUE, f"{method} {full_path}: HTTP {status}, unreadable answer", unsure=True
-                ) from None
-        try:
-            payload = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            payload = {}
-        if not isinstance(payload, dict):
-            payload = {}
+        what = f"{method} {full_path}"
+        answer = await self.http.send(method, url, what, data=data, headers=headers)
+        if answer.status < 300:
+            return self.http.accepted(answer, what)
+        payload = error_payload(answer.text)
         raise ExchangeError(
             VENUE,
-            f"{method} {full_path}: {payload.get('message') or text.strip()[:300]}",
-            http_status=status,
+            f"{what}: {payload.get('message') or answer.text.strip()[:300]}",
+            http_status=answer.status,
             code=payload.get("error"),
-            retry_after_s=float(retry_after) if retry_after and retry_after.isdigit() else None,
-            unsure=status >= 500,
-            explanation=EXPLAINED.get(status, ""),
+            retry_after_s=retry_after_s(answer.headers.get("Retry-After")),
+            unsure=answer.status >= 500,
+            explanation=EXPLAINED.get(answer.status, ""),
         )

@@ -9,14 +9,12 @@ Units are signed: a sell is negative units.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 import orjson
 
 from gekko.exchanges.base import (
@@ -26,6 +24,9 @@ from gekko.exchanges.base import (
     OrderRequest,
     OrderStatus,
     SymbolRules,
+    VenueHttp,
+    error_payload,
+    retry_after_s,
 )
 
 VENUE = "oanda"
@@ -102,18 +103,14 @@ class Oanda:
     ) -> None:
         self.credentials = credentials
         self.base_url = base_url.rstrip("/")
-        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self.last_latency_ms: float | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self.http = VenueHttp(VENUE, timeout_s)
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self.timeout)
-        return self._session
+    @property
+    def last_latency_ms(self) -> float | None:
+        return self.http.last_latency_ms
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self.http.close()
 
     @property
     def _account(self) -> str:
@@ -205,31 +202,14 @@ class Oanda:
         if body is not None:
             headers["Content-Type"] = "application/json"
             data = orjson.dumps(body)
-        started = time.perf_counter()
-        try:
-            async with self._client().request(
-                method, self.base_url + path, data=data, headers=headers
-            ) as resp:
-                text, status = await resp.text(), resp.status
-                retry_after = resp.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ExchangeError(
-                VENUE, f"{method} {path}: no answer ({type(exc).__name__})", unsure=True
-            ) from None
-        self.last_latency_ms = (time.perf_counter() - started) * 1000
-        if status < 300:
-            try:
-                return orjson.loads(text)
-            except orjson.JSONDecodeError:
-                raise ExchangeError(
-                    VENUE, f"{method} {path}: HTTP {status}, unreadable answer", unsure=True
-                ) from None
-        try:
-            payload = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            payload = {}
-        if not isinstance(payload, dict):
-            payload = {}
+        what = f"{method} {path}"
+        answer = await self.http.send(
+            method, self.base_url + path, what, data=data, headers=headers
+        )
+        if answer.status < 300:
+            return self.http.accepted(answer, what)
+        status, text = answer.status, answer.text
+        payload = error_payload(text)
         reject = payload.get("orderRejectTransaction") or {}
         message = payload.get("errorMessage") or reject.get("rejectReason") or text[:300]
         code = payload.get("errorCode") or reject.get("rejectReason")
@@ -238,7 +218,7 @@ class Oanda:
             f"{method} {path}: {message}",
             http_status=status,
             code=code,
-            retry_after_s=float(retry_after) if retry_after and retry_after.isdigit() else None,
+            retry_after_s=retry_after_s(answer.headers.get("Retry-After")),
             unsure=status >= 500,
             explanation=EXPLAINED.get(status, ""),
         )
