@@ -337,6 +337,7 @@ containers:
 import os
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.urls import open_url
@@ -498,11 +499,27 @@ class Reconciler(object):
                     pass  # it exited on its own meanwhile
         if signalled:
             time.sleep(self.params["drain_seconds"])
-        for container in containers:
-            try:
-                container.stop(timeout=self.params["stop_timeout"])
-            except NotFound:
-                pass  # already gone (a -previous copy left by an interrupted run, removed above)
+        # All at once: each stop waits for its server's graceful shutdown, and a round (or a
+        # rollback) would otherwise wait for them one after another.
+        self.each(self.stop, containers)
+
+    def stop(self, container):
+        try:
+            container.stop(timeout=self.params["stop_timeout"])
+        except NotFound:
+            pass  # already gone (a -previous copy left by an interrupted run, removed above)
+
+    @staticmethod
+    def each(action, containers):
+        """Apply `action` to every container concurrently; the first error is raised."""
+        containers = list(containers)
+        if len(containers) < 2:
+            for container in containers:
+                action(container)
+            return
+        with ThreadPoolExecutor(max_workers=min(8, len(containers))) as pool:
+            for _done in pool.map(action, containers):
+                pass
 
     def remove(self, container):
         try:
@@ -625,9 +642,8 @@ class Reconciler(object):
         for name, old in previous.items():
             old.rename(name)
             old.start()
-        for old in stopped:
-            # Drained (out of discovery) and maybe stopped: a restart brings either state back.
-            old.restart(timeout=self.params["stop_timeout"])
+        # Drained (out of discovery) and maybe stopped: a restart brings either state back.
+        self.each(lambda old: old.restart(timeout=self.params["stop_timeout"]), stopped)
         if previous:
             try:
                 self.wait_healthy(list(previous.values()))

@@ -4,6 +4,8 @@ Tests that only read run first; the modules that redeploy, tear down or load the
 them, in REDEPLOY_ORDER (pytest_collection_modifyitems below makes that order true whatever
 pytest selects). Each finds the stack healthy and leaves it healthy; test_rollouts leaves its
 two-instance shape for test_lifecycle, whose teardown and redeploy restore the inventory's.
+GEKKO_E2E_PART=early|late runs the part before or from test_key_rotation on (`make test` runs the
+early part beside the unit and integration tests).
 """
 
 import os
@@ -31,8 +33,8 @@ SERVICES = list(DOMAIN_SERVICES)
 REDEPLOY_ORDER = (
     "test_alerting",
     "test_central_logs",
-    "test_key_rotation",
     "test_runtime_settings",
+    "test_key_rotation",
     "test_rollback",
     "test_catalogue_scale",
     "test_rollouts",
@@ -40,9 +42,29 @@ REDEPLOY_ORDER = (
 )
 
 
-def pytest_collection_modifyitems(items):
+# `make test` runs the suite in two parts (GEKKO_E2E_PART): "early" beside the unit and
+# integration tests, as soon as the fresh deploy is up (what reads, or waits on Prometheus and
+# Alertmanager, or changes the stack without timing anything), and "late" alone, after them
+# (what times a rollback or counts failed requests under load, which a busy machine would make
+# flaky). `make e2e` runs both, early first.
+LATE = REDEPLOY_ORDER[REDEPLOY_ORDER.index("test_key_rotation") :]
+PART = os.environ.get("GEKKO_E2E_PART", "all")
+
+
+def _module(item) -> str:
+    return item.module.__name__.rsplit(".", 1)[-1]
+
+
+def pytest_collection_modifyitems(config, items):
+    if PART not in ("all", "early", "late"):
+        raise pytest.UsageError(f"GEKKO_E2E_PART must be all, early or late, not {PART!r}")
+    if PART != "all":
+        keep = [i for i in items if (_module(i) in LATE) == (PART == "late")]
+        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+        items[:] = keep
+
     def rank(item) -> int:
-        module = item.module.__name__.rsplit(".", 1)[-1]
+        module = _module(item)
         return REDEPLOY_ORDER.index(module) + 1 if module in REDEPLOY_ORDER else 0
 
     items.sort(key=rank)  # stable: file order within each rank
