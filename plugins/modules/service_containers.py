@@ -513,13 +513,8 @@ class Reconciler(object):
     def each(action, containers):
         """Apply `action` to every container concurrently; the first error is raised."""
         containers = list(containers)
-        if len(containers) < 2:
-            for container in containers:
-                action(container)
-            return
-        with ThreadPoolExecutor(max_workers=min(8, len(containers))) as pool:
-            for _done in pool.map(action, containers):
-                pass
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(containers)))) as pool:
+            list(pool.map(action, containers))
 
     def remove(self, container):
         try:
