@@ -160,18 +160,20 @@ def plan(desired, existing):
     return steps, prune
 
 
-def rounds(steps):
+def rounds(steps, in_waves=True):
     """Group changing steps by wave, then by instance position within their service.
 
     Waves run in order (dependencies first); within a wave, round k holds the k-th changing
     instance of every service, so services roll in parallel while each keeps the others of its
     instances serving. Canary services put their first instance in a round of its own.
+    Without `in_waves` every service is in one wave (a rollback: they all ran together before).
     """
     by_wave = {}
     for step in steps:
         if step["action"] == "unchanged":
             continue
-        by_wave.setdefault(step["spec"].get("wave", 0), []).append(step)
+        wave = step["spec"].get("wave", 0) if in_waves else 0
+        by_wave.setdefault(wave, []).append(step)
     ordered = []
     for wave in sorted(by_wave):
         position = {}

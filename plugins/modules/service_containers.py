@@ -231,6 +231,13 @@ options:
     description: Seconds between the drain signal and the stop.
     type: float
     default: 3
+  in_waves:
+    description:
+      - Start the changing containers wave by wave, dependencies first (O(containers[].wave)).
+      - A rollback sets C(false). Every container it restores ran together before, so they all
+        start in one round and the release is back one health wait sooner.
+    type: bool
+    default: true
   stop_timeout:
     description: Seconds a container gets to exit after SIGTERM.
     type: int
@@ -780,7 +787,7 @@ class Reconciler(object):
 
         self.actions = []
         try:
-            for _wave, index, steps_in_round in planning.rounds(steps):
+            for _wave, index, steps_in_round in planning.rounds(steps, self.params["in_waves"]):
                 previous, new = self.run_round(steps_in_round, existing)
                 canaries = [
                     s
@@ -901,6 +908,7 @@ def main():
             prune=dict(type="bool", default=False),
             drain_signal=dict(type="str", default="SIGUSR1"),
             drain_seconds=dict(type="float", default=3),
+            in_waves=dict(type="bool", default=True),
             stop_timeout=dict(type="int", default=10),
             health_timeout=dict(type="int", default=90),
             canary=dict(

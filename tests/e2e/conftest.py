@@ -200,6 +200,12 @@ PLAYBOOK_LOGS = REPO / ".build" / "e2e-playbook-logs"
 shutil.rmtree(PLAYBOOK_LOGS, ignore_errors=True)
 
 
+# The redeploys of the rollback and rollout tests change the application alone, so they leave
+# the engine, base images, central logs, datastores and monitoring as they stand (deploy.yml's
+# tags), as an operator would. The fresh deploy and test_lifecycle's deploys run every part.
+APP_ONLY = ("--skip-tags", "engine,base_images,logs,datastores,monitoring")
+
+
 def ansible_playbook(playbook: str, *args: str) -> subprocess.CompletedProcess:
     """Run one of the collection's playbooks on the local inventory, as `make deploy` does."""
     # GEKKO_OPERATOR: who ran it, as the audit log records it.

@@ -91,15 +91,24 @@ class SteadyTraffic:
         assert self.failures == [], f"{what}: {self.failures[:10]}"
 
 
+def order_history(gateway: httpx.Client, headers: dict) -> list[int]:
+    """The ids of every order in a user's history, page by page (newest first)."""
+    ids: list[int] = []
+    while True:
+        params = {"limit": 500, **({"before": ids[-1]} if ids else {})}
+        listed = gateway.get("/api/v1/trading/orders", params=params, headers=headers)
+        assert listed.status_code == 200, listed.text
+        page = [o["id"] for o in listed.json()["orders"]]
+        if not page:
+            return ids
+        assert not ids or page[0] < ids[-1], "a page must start after the previous one"
+        ids += page
+
+
 def orders_kept(gateway: httpx.Client, users: list[dict]) -> int:
     """Every order acknowledged to a user is in their history, once; returns how many."""
     for user in users:
-        listed = gateway.get(
-            "/api/v1/trading/orders", params={"limit": 500}, headers=user["headers"]
-        )
-        assert listed.status_code == 200, listed.text
-        stored = [o["id"] for o in listed.json()["orders"]]
-        assert len(user["acked"]) < 500, "more orders than one history page: shorten the test"
+        stored = order_history(gateway, user["headers"])
         lost, unexpected = set(user["acked"]) - set(stored), set(stored) - set(user["acked"])
         assert sorted(stored) == sorted(user["acked"]), (
             f"acknowledged {len(user['acked'])} orders, stored {len(stored)}: "

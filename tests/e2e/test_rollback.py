@@ -16,7 +16,7 @@ import docker
 import pytest
 import yaml
 
-from .conftest import OPERATOR, REPO, ansible_playbook, audit_log, wait_for_health
+from .conftest import APP_ONLY, OPERATOR, REPO, ansible_playbook, audit_log, wait_for_health
 from .rollout import APP_ENV, assert_runs_release, releases, running_containers
 
 CATALOGUE = yaml.safe_load((REPO / "roles/common/defaults/main.yml").read_text())["gekko_services"]
@@ -30,7 +30,7 @@ def catalogue_with(service: str, **changes) -> list[dict]:
 def deploy_with(tmp_path, extra: dict):
     path = tmp_path / "extra.json"
     path.write_text(json.dumps(extra))
-    return ansible_playbook("deploy.yml", "-e", f"@{path}")
+    return ansible_playbook("deploy.yml", *APP_ONLY, "-e", f"@{path}")
 
 
 def what_runs() -> dict[str, tuple]:

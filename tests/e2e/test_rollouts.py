@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from .conftest import (
+    APP_ONLY,
     REPO,
     ansible_playbook,
     prometheus_targets,
@@ -70,7 +71,7 @@ def deploy(tmp_path, mark: str, catalogue: list[dict]):
             }
         )
     )
-    return ansible_playbook("deploy.yml", "-e", f"@{extra}")
+    return ansible_playbook("deploy.yml", *APP_ONLY, "-e", f"@{extra}")
 
 
 def marks() -> set[str]:

@@ -220,3 +220,26 @@ def test_candles_and_quotes(stack):
         f"{stack.gateway}/api/v1/market-data/candles/BTC-USD", params={"limit": 0}
     )
     assert bad_limit.status_code == 422
+
+
+def test_order_history_pages_by_id_without_gaps_or_repeats(stack):
+    auth, _user_id = new_user(stack.gateway)
+    placed = []
+    for _ in range(5):
+        resp = _execute(stack, auth, symbol="ETH-USD", side="buy", quantity="0.01")
+        assert resp.status_code == 201, resp.text
+        placed.append(resp.json()["id"])
+    url = f"{stack.gateway}/api/v1/trading/orders"
+    first = httpx.get(url, params={"limit": 2}, headers=auth).json()["orders"]
+    # An order placed between two pages must not shift the next page.
+    assert _execute(stack, auth, symbol="ETH-USD", side="buy", quantity="0.01").status_code == 201
+    seen = [o["id"] for o in first]
+    for _page in range(5):  # 5 orders in pages of 2, and an empty one to end
+        page = httpx.get(url, params={"limit": 2, "before": seen[-1]}, headers=auth).json()
+        if not page["orders"]:
+            break
+        seen += [o["id"] for o in page["orders"]]
+    assert seen == sorted(placed, reverse=True)
+    bad = httpx.get(url, params={"before": "yesterday"}, headers=auth)
+    assert bad.status_code == 422
+    assert bad.headers["content-type"].startswith("application/problem+json")

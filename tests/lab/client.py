@@ -42,9 +42,18 @@ def new_user(client: httpx.Client, prefix: str) -> dict:
 
 
 def stored_orders(client: httpx.Client, user: dict) -> list[str]:
-    listed = client.get("/api/v1/trading/orders", params={"limit": 500}, headers=user["headers"])
-    listed.raise_for_status()
-    return [order["id"] for order in listed.json()["orders"]]
+    """Every order in the user's history, page by page (newest first)."""
+    ids: list = []
+    while True:
+        params = {"limit": 500, **({"before": ids[-1]} if ids else {})}
+        listed = client.get("/api/v1/trading/orders", params=params, headers=user["headers"])
+        listed.raise_for_status()
+        page = [order["id"] for order in listed.json()["orders"]]
+        if not page:
+            return ids
+        if ids and page[0] >= ids[-1]:
+            raise RuntimeError("the order history repeated a page")
+        ids += page
 
 
 def smoke(client: httpx.Client) -> dict:

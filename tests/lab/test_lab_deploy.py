@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from .conftest import (
+    APP_ONLY,
     CONTROLLER_DAEMON_JSON,
     HOSTS,
     INVENTORY,
@@ -268,7 +269,7 @@ def catalogue_file(directory, mark: str, changed=("trading", "market_data"), **e
 def test_a_rolling_deploy_across_the_services_hosts_fails_no_request(lab, tmp_path):
     before = containers_everywhere()
     with Traffic(tmp_path) as traffic:
-        run, _ = deploy(tmp_path, "-e", catalogue_file(tmp_path, "2"))
+        run, _ = deploy(tmp_path, *APP_ONLY, "-e", catalogue_file(tmp_path, "2"))
     assert run.returncode == 0, run.stdout[-4000:]
     outcome = traffic.outcome
     assert sum(outcome["outcomes"].values()) >= 100, outcome["outcomes"]
@@ -318,7 +319,7 @@ def test_a_failed_deploy_is_rolled_back_on_every_host_within_30_s(lab, tmp_path)
     # Both services hosts replace trading, then verify fails (a smoke trade on a symbol that does
     # not exist): every host must be back on the last good release.
     broken = catalogue_file(tmp_path, "3", changed=["trading"], gekko_smoke_symbol="NOPE-USD")
-    run, report = deploy(tmp_path, "-e", broken)
+    run, report = deploy(tmp_path, *APP_ONLY, "-e", broken)
     assert run.returncode != 0 and report["status"] == "failed"
     assert "The deploy failed in verify" in run.stdout + run.stderr
     # ansible-core writes a failed task's message to stderr.

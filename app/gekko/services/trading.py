@@ -391,13 +391,18 @@ async def list_orders(
     pool: Pool,
     status: Literal["open", "filled", "cancelled"] | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    before: Annotated[int | None, Query(ge=1)] = None,
 ) -> dict[str, list[OrderOut]]:
+    """Newest first. The next page: `before` = the smallest id of this one (a keyset page, so
+    orders placed meanwhile never shift or repeat what the next page holds)."""
     rows = await pool.fetch(
         f"SELECT {_ORDER_COLUMNS} FROM trading.orders "  # noqa: S608 - constant columns
-        "WHERE user_id = $1 AND ($2::text IS NULL OR status = $2) ORDER BY id DESC LIMIT $3",
+        "WHERE user_id = $1 AND ($2::text IS NULL OR status = $2) "
+        "AND ($4::bigint IS NULL OR id < $4) ORDER BY id DESC LIMIT $3",
         user_id,
         status,
         limit,
+        before,
     )
     return {"orders": [_order(r) for r in rows]}
 

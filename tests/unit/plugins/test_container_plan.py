@@ -83,6 +83,13 @@ def test_rounds_follow_waves_then_instance_position():
     ]
     assert shape == [(0, 0, ["users"]), (1, 0, ["db-client", "t1"]), (1, 1, ["t2"])]
 
+    # A rollback restores without waves: every service's k-th instance in one round.
+    flat = [
+        (wave, index, sorted(s["slot"][0] for s in group))
+        for wave, index, group in plan.rounds(steps, in_waves=False)
+    ]
+    assert flat == [(0, 0, ["db-client", "t1", "users"]), (0, 1, ["t2"])]
+
 
 def test_spec_hash_covers_runtime_fields_only():
     base = dict(image_id="sha256:1", command=["serve"], env={"A": "1"}, memory="512m")
