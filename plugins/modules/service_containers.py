@@ -238,6 +238,12 @@ options:
         start in one round and the release is back one health wait sooner.
     type: bool
     default: true
+  canary_analysis:
+    description:
+      - Judge the first new instance of a C(canary) service on its error rate before the others.
+      - A rollback sets C(false). The release it restores has served already.
+    type: bool
+    default: true
   stop_timeout:
     description: Seconds a container gets to exit after SIGTERM.
     type: int
@@ -789,13 +795,9 @@ class Reconciler(object):
         try:
             for _wave, index, steps_in_round in planning.rounds(steps, self.params["in_waves"]):
                 previous, new = self.run_round(steps_in_round, existing)
-                canaries = [
-                    s
-                    for s in steps_in_round
-                    if index == 0
-                    and s["action"] == "replace"
-                    and s["spec"].get("strategy") == "canary"
-                ]
+                canaries = (
+                    canary_steps(steps_in_round, index) if self.params["canary_analysis"] else []
+                )
                 try:
                     for step in canaries:
                         self.canary_check(step)
@@ -837,6 +839,16 @@ class Reconciler(object):
         for item in result["containers"]:
             item["restart_count"] = self.restart_count({}, item["name"])
         self.module.exit_json(**result)
+
+
+def canary_steps(steps_in_round, index):
+    """The steps of a round whose new container is a canary to judge: the first replaced
+    instance of each canary service."""
+    return [
+        s
+        for s in steps_in_round
+        if index == 0 and s["action"] == "replace" and s["spec"].get("strategy") == "canary"
+    ]
 
 
 def main():
@@ -909,6 +921,7 @@ def main():
             drain_signal=dict(type="str", default="SIGUSR1"),
             drain_seconds=dict(type="float", default=3),
             in_waves=dict(type="bool", default=True),
+            canary_analysis=dict(type="bool", default=True),
             stop_timeout=dict(type="int", default=10),
             health_timeout=dict(type="int", default=90),
             canary=dict(

@@ -391,7 +391,7 @@ async def list_orders(
     pool: Pool,
     status: Literal["open", "filled", "cancelled"] | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
 ) -> dict[str, list[OrderOut]]:
     """Newest first. The next page: `before` = the smallest id of this one (a keyset page, so
     orders placed meanwhile never shift or repeat what the next page holds)."""

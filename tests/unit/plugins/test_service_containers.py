@@ -147,6 +147,15 @@ def test_a_canary_serving_errors_fails_on_its_rate_not_a_padded_one(events):
     assert "served 33.3% server errors over 3 requests (limit 5.0%)" in error
 
 
+def test_only_the_first_replaced_instance_of_a_canary_service_is_judged():
+    def step(name, strategy, action="replace"):
+        return {"slot": (name, 1), "action": action, "spec": {"strategy": strategy}}
+
+    first = [step("t1", "canary"), step("u1", "rolling"), step("m1", "canary", "start")]
+    assert [s["slot"][0] for s in sc.canary_steps(first, 0)] == ["t1"]
+    assert sc.canary_steps([step("t2", "canary")], 1) == []
+
+
 class FakeEngine:
     """images.get and containers.create of a Docker client; created containers' arguments kept."""
 
