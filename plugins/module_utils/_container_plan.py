@@ -165,7 +165,7 @@ def rounds(steps, in_waves=True):
 
     Waves run in order (dependencies first); within a wave, round k holds the k-th changing
     instance of every service, so services roll in parallel while each keeps the others of its
-    instances serving. Canary services put their first instance in a round of its own.
+    instances serving (round 0 holds each canary service's first instance, judged before round 1).
     Without `in_waves` every service is in one wave (a rollback: they all ran together before).
     """
     by_wave = {}

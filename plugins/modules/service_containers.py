@@ -844,10 +844,12 @@ class Reconciler(object):
 def canary_steps(steps_in_round, index):
     """The steps of a round whose new container is a canary to judge: the first replaced
     instance of each canary service."""
+    if index != 0:
+        return []
     return [
         s
         for s in steps_in_round
-        if index == 0 and s["action"] == "replace" and s["spec"].get("strategy") == "canary"
+        if s["action"] == "replace" and s["spec"].get("strategy") == "canary"
     ]
 
 

@@ -41,9 +41,9 @@ def new_user(client: httpx.Client, prefix: str) -> dict:
     return {"headers": {"Authorization": f"Bearer {login.json()['access_token']}"}, "acked": []}
 
 
-def stored_orders(client: httpx.Client, user: dict) -> list[str]:
+def stored_orders(client: httpx.Client, user: dict) -> list[int]:
     """Every order in the user's history, page by page (newest first)."""
-    ids: list = []
+    ids: list[int] = []
     while True:
         params = {"limit": 500, **({"before": ids[-1]} if ids else {})}
         listed = client.get("/api/v1/trading/orders", params=params, headers=user["headers"])
