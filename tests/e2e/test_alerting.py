@@ -5,7 +5,7 @@ is back, acknowledged or not.
 
 The receivers are real servers on loopback, where inventories/local points Alertmanager: an SMTP
 sink (aiosmtpd) on 2525 and a Slack-format and webhook sink on 9097. InstanceDown fires after its
-`for` (1 minute); local escalates after 60 s (gekko_alert_escalate_after_s).
+`for` (1 minute); local escalates after 30 s (gekko_alert_escalate_after_s).
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ def test_a_stopped_service_alerts_escalates_unless_acknowledged_and_resolves(gat
         hook = wait_until(lambda: inbox.posts_to("/webhook/oncall", UNACKED), "webhook", 30, 1)
         assert hook[0]["alerts"][0]["annotations"]["runbook_url"] == RUNBOOK
 
-        # Nobody acknowledged gamification's: a minute later a copy goes to the second receiver
+        # Nobody acknowledged gamification's: 30 s later a copy goes to the second receiver
         # (an earlier run's copies may still be active: this alert's carries its id).
         unacked = alert_of(gateway, admin, UNACKED, since, "firing")
         assert unacked, "gamification's alert is firing"

@@ -1,7 +1,7 @@
 """Rollouts of one shared two-instance stack under steady traffic that reads and places orders:
-a rolling deploy with a canary (promoted), a canary rolled back and a blue-green deploy, and the
-operator playbooks (rollback, restart, scale). None may fail a client request or lose an
-acknowledged order.
+one deploy that rolls some services, switches others blue-green and promotes a canary, a canary
+rolled back, and the operator playbooks (rollback, restart, scale). None may fail a client
+request or lose an acknowledged order.
 
 The module's first deploy gives every service in the order path (users, market data, trading,
 portfolio) two instances; the tests below then run in file order on that stack. The stack stays
@@ -43,12 +43,16 @@ CANARY = re.compile(
 )
 
 
-def two_instances(strategy: str = "rolling", market_data: dict | None = None) -> list[dict]:
-    """The inventory's catalogue, every service with `strategy` and the order path doubled;
-    `market_data` overrides that service's entry (a canary, its settings)."""
+def two_instances(
+    strategy: str = "rolling", market_data: dict | None = None, blue_green: frozenset = frozenset()
+) -> list[dict]:
+    """The inventory's catalogue, every service with `strategy` (those in `blue_green` with
+    blue_green) and the order path doubled; `market_data` overrides that service's entry (a
+    canary, its settings)."""
     catalogue = []
     for service in CATALOGUE:
-        service = dict(service, strategy=strategy)
+        chosen = "blue_green" if service["name"] in blue_green else strategy
+        service = dict(service, strategy=chosen)
         if service["name"] in ORDER_PATH:
             service["instances"] = 2
         if service["name"] == "market_data":
@@ -91,18 +95,42 @@ def users(gateway, tmp_path_factory):
     return register_users(gateway, 4, "ro")
 
 
-def test_rolling_deploy_with_a_healthy_canary_replaces_every_instance(tmp_path, gateway, users):
-    """Every service rolls instance by instance; market data's first new instance is a canary,
-    judged on the traffic it served before the others follow."""
+# One deploy proves the three strategies (a deploy each took about 2 minutes): these services
+# switch blue-green, market data's first new instance is a canary, the others roll.
+BLUE_GREEN = frozenset({"users", "portfolio", "social", "signals"})
+
+
+def test_rolling_blue_green_and_canary_deploy_replaces_every_instance(tmp_path, gateway, users):
+    """Rolled services are replaced instance by instance; blue-green ones start a whole new set
+    beside the old and switch to it; market data's first new instance is a canary, judged on
+    the traffic it served before the others follow."""
+    catalogue = two_instances(market_data={"strategy": "canary"}, blue_green=BLUE_GREEN)
+    before = running_containers()
     with SteadyTraffic(users) as traffic:
-        run = deploy(tmp_path, "rolling", two_instances(market_data={"strategy": "canary"}))
+        run = deploy(tmp_path, "rolling", catalogue)
     assert run.returncode == 0, run.stdout[-4000:]
     rate, requests, verdict = canary_result(run)
     print(f"healthy canary: {requests} requests, error rate {rate}, {verdict}")
     assert verdict == "pass" and requests >= 20 and rate <= 0.05
-    traffic.assert_clean("rolling with a canary")
+    traffic.assert_clean("rolling, blue-green and a canary")
     assert marks() == {"rolling"}, "every instance runs the new configuration"
-    print(f"rolling: {orders_kept(gateway, users)} acknowledged orders kept")
+    after = running_containers()
+
+    # The gateway always switches blue-green (roles/app_services/vars/main.yml).
+    switching = BLUE_GREEN | {"gateway"}
+
+    def names(found: dict, blue_green: bool) -> set[str]:
+        return {n for n, c in found.items() if (c["service"] in switching) == blue_green}
+
+    # Rolled: the same instances, each started anew. Blue-green: the same number of instances,
+    # all in the other colour's containers (the old set is gone).
+    rolled = names(before, False)
+    assert names(after, False) == rolled
+    assert all(after[n]["started"] > before[n]["started"] for n in rolled)
+    switched_from, switched_to = names(before, True), names(after, True)
+    assert len(switched_to) == len(switched_from) and not switched_to & switched_from
+    assert {after[n]["service"] for n in switched_to} == switching
+    print(f"rollout: {orders_kept(gateway, users)} acknowledged orders kept")
 
 
 def test_rollback_playbook_restores_the_previous_release(gateway, users):
@@ -209,14 +237,3 @@ def test_canary_serving_errors_is_rolled_back_with_the_release(tmp_path, gateway
     assert releases()["current"]["id"] == last_good["id"]
     assert_runs_release(last_good)
     orders_kept(gateway, users)
-
-
-def test_blue_green_deploy_switches_every_service_without_a_failed_request(
-    tmp_path, gateway, users
-):
-    with SteadyTraffic(users) as traffic:
-        run = deploy(tmp_path, "blue-green", two_instances(strategy="blue_green"))
-    assert run.returncode == 0, run.stdout[-4000:]
-    traffic.assert_clean("blue-green")
-    assert marks() == {"blue-green"}
-    print(f"blue-green: {orders_kept(gateway, users)} acknowledged orders kept")
