@@ -401,9 +401,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
         env = dict(os.environ, **lab_secrets())
-        # The controller's namespace is not the machine's localhost: its facts (addresses) are
-        # cached apart from a local deploy's, which may run at the same time.
-        env.setdefault("ANSIBLE_CACHE_PLUGIN_CONNECTION", str(ROOT / "facts"))
         return in_namespace(CONTROLLER["name"], argv, env=env).returncode
     return 0
 
