@@ -44,15 +44,14 @@ CANARY = re.compile(
 
 
 def two_instances(
-    strategy: str = "rolling", market_data: dict | None = None, blue_green: frozenset = frozenset()
+    market_data: dict | None = None, blue_green: frozenset = frozenset()
 ) -> list[dict]:
-    """The inventory's catalogue, every service with `strategy` (those in `blue_green` with
-    blue_green) and the order path doubled; `market_data` overrides that service's entry (a
-    canary, its settings)."""
+    """The inventory's catalogue with the order path doubled, every service rolling but those
+    in `blue_green`; `market_data` overrides that service's entry (a canary, its settings)."""
     catalogue = []
     for service in CATALOGUE:
-        chosen = "blue_green" if service["name"] in blue_green else strategy
-        service = dict(service, strategy=chosen)
+        strategy = "blue_green" if service["name"] in blue_green else "rolling"
+        service = dict(service, strategy=strategy)
         if service["name"] in ORDER_PATH:
             service["instances"] = 2
         if service["name"] == "market_data":
