@@ -20,6 +20,9 @@ REGISTRY_PREFIX = "gekko:registry:"
 REGISTRY_INDEX = "gekko:registry:index"
 REGISTRY_TTL_S = 15
 HEARTBEAT_INTERVAL_S = 5.0
+# Until an instance's record says "ok" it beats this often, so it is routable (and its /health
+# passes) within a fraction of a second of becoming ready, not a whole heartbeat later.
+NOT_READY_INTERVAL_S = 0.5
 
 log = logging.getLogger("gekko.registry")
 
@@ -58,6 +61,7 @@ class RegistryHeartbeat:
         health_probe: Callable[[], Awaitable[str]],
         *,
         interval_s: float = HEARTBEAT_INTERVAL_S,
+        not_ready_interval_s: float = NOT_READY_INTERVAL_S,
         ttl_s: int = REGISTRY_TTL_S,
     ) -> None:
         self.redis = redis
@@ -66,11 +70,20 @@ class RegistryHeartbeat:
         self.url = url
         self.health_probe = health_probe
         self.interval_s = interval_s
+        self.not_ready_interval_s = not_ready_interval_s
         self.ttl_s = ttl_s
         self.key = registry_key(service, instance_id)
         self.registered_at = time.time()
         self._task: asyncio.Task[None] | None = None
         self._failing = False
+        # The health the registry holds for this instance as far as we know: None before the
+        # first write and after a failed one (the record may have expired meanwhile).
+        self.published: str | None = None
+
+    @property
+    def registered_ready(self) -> bool:
+        """True when the registry says this instance is ready, so the gateway may route to it."""
+        return self.published == "ok"
 
     async def beat(self) -> None:
         health = await self.health_probe()
@@ -81,22 +94,28 @@ class RegistryHeartbeat:
             pipe.set(self.key, orjson.dumps(record), ex=self.ttl_s)
             pipe.sadd(REGISTRY_INDEX, self.key)
             await pipe.execute()
+        self.published = health
+
+    async def tick(self) -> float:
+        """One heartbeat that never raises (the instance keeps serving without Redis); returns
+        the seconds until the next one."""
+        try:
+            await self.beat()
+            if self._failing:
+                log.info("registry heartbeat restored for %s", self.key)
+            self._failing = False
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not self._failing:
+                log.warning("registry heartbeat failed for %s: %s", self.key, exc)
+            self._failing = True
+            self.published = None
+        return self.interval_s if self.registered_ready else self.not_ready_interval_s
 
     async def _run(self) -> None:
         while True:
-            try:
-                await self.beat()
-                if self._failing:
-                    log.info("registry heartbeat restored for %s", self.key)
-                self._failing = False
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # Keep serving without Redis; retry on the next tick.
-                if not self._failing:
-                    log.warning("registry heartbeat failed for %s: %s", self.key, exc)
-                self._failing = True
-            await asyncio.sleep(self.interval_s)
+            await asyncio.sleep(await self.tick())
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"heartbeat:{self.key}")

@@ -57,6 +57,11 @@ Hook = Callable[[FastAPI], Awaitable[None]]
 HealthDetails = Callable[[FastAPI], dict[str, Any]]
 
 
+def _registered_ready(app: FastAPI) -> bool:
+    heartbeat = app.state.heartbeat
+    return heartbeat is not None and heartbeat.registered_ready
+
+
 def build_service_app(
     service: str,
     settings: Settings,
@@ -91,6 +96,7 @@ def build_service_app(
             app.state.redis, service, settings.instance_id, settings.advertise_url, probe
         )
         heartbeat.start()
+        app.state.heartbeat = heartbeat
         # SIGUSR1 from the deployment drains the instance before it is stopped: it leaves the
         # registry (the gateway stops routing to it within a refresh) and fails its health check,
         # while requests in flight complete.
@@ -129,6 +135,7 @@ def build_service_app(
     app.state.settings = settings
     app.state.service = service
     app.state.drain_hooks = []
+    app.state.heartbeat = None  # the lifespan registers the instance and sets it
     # Access tokens are verified with the published keys (re-read when a rotation replaces them).
     app.state.verify_keys = VerifyKeys(settings.jwt_verify_keys_file)
     app.state.revoked_sessions = None  # the lifespan connects Redis and sets it
@@ -153,6 +160,10 @@ def build_service_app(
     async def health() -> JSONResponse:
         checks = await dependency_checks(app.state.pool, app.state.redis)
         status = "draining" if app.state.draining else overall_status(checks)
+        if status == "ok" and not _registered_ready(app):
+            # Ready means routable: a rollout that waits for this check and then drains the
+            # old instances must find the new ones already in the gateway's registry.
+            status = "registering"
         body: dict[str, Any] = {
             "status": status,
             "service": service,
