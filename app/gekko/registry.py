@@ -115,7 +115,8 @@ class RegistryHeartbeat:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(await self.tick())
+            delay = await self.tick()
+            await asyncio.sleep(delay)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"heartbeat:{self.key}")

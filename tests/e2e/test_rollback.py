@@ -119,7 +119,9 @@ def test_failing_health_check(tmp_path, gateway, last_good, admin):
 
 
 def test_invalid_configuration_at_runtime(tmp_path, gateway, last_good):
-    # Passes the inventory checks, but the services refuse a static discovery map that is not JSON.
+    # Passes the inventory checks and the services (which do not read it), but the gateway, which
+    # rolls out last, refuses a static discovery map that is not JSON: the worst case, every
+    # container of the release to restore.
     run = deploy_with(tmp_path, {"gekko_app_extra_env": {"GEKKO_STATIC_SERVICES": "not-json"}})
     assert_rolled_back(run, gateway, last_good, "an invalid configuration")
     env = Path("/etc/gekko/app.env").read_text()

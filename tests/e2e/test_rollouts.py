@@ -1,16 +1,18 @@
-"""Rollouts of one shared two-instance stack under steady traffic that reads and places orders:
-one deploy that rolls some services, switches others blue-green and promotes a canary, a canary
-rolled back, and the operator playbooks (rollback, restart, scale). None may fail a client
-request or lose an acknowledged order.
+"""Rollouts of the deployed stack under steady traffic that reads and places orders: one deploy
+that rolls some services, switches others blue-green and promotes a canary, a canary rolled back,
+and the operator playbooks (rollback, restart, scale). None may fail a client request or lose an
+acknowledged order.
 
-The module's first deploy gives every service in the order path (users, market data, trading,
-portfolio) two instances; the tests below then run in file order on that stack. The stack stays
-so after the module: test_lifecycle runs next (conftest.REDEPLOY_ORDER) and its teardown and
-fresh redeploy put the inventory's catalogue back.
+The module's first deploy makes the order path (users, market data, trading, portfolio)
+redundant, as an operator would (gekko_order_path_min_instances: 2, two instances of each); the
+tests below then run in file order on that stack. The stack stays so after the module:
+test_lifecycle runs next (conftest.REDEPLOY_ORDER) and its teardown and fresh redeploy put the
+inventory's catalogue back.
 """
 
 import json
 import re
+from collections import Counter
 
 import pytest
 import yaml
@@ -43,17 +45,15 @@ CANARY = re.compile(
 )
 
 
-def two_instances(
+def with_strategies(
     market_data: dict | None = None, blue_green: frozenset = frozenset()
 ) -> list[dict]:
-    """The inventory's catalogue with the order path doubled, every service rolling but those
-    in `blue_green`; `market_data` overrides that service's entry (a canary, its settings)."""
+    """The inventory's catalogue, every service rolling but those in `blue_green`; `market_data`
+    overrides that service's entry (a canary, its settings)."""
     catalogue = []
     for service in CATALOGUE:
         strategy = "blue_green" if service["name"] in blue_green else "rolling"
         service = dict(service, strategy=strategy)
-        if service["name"] in ORDER_PATH:
-            service["instances"] = 2
         if service["name"] == "market_data":
             service.update(market_data or {})
         catalogue.append(service)
@@ -67,6 +67,7 @@ def deploy(tmp_path, mark: str, catalogue: list[dict]):
         json.dumps(
             {
                 "gekko_services": catalogue,
+                "gekko_order_path_min_instances": 2,
                 "gekko_app_extra_env": {"GEKKO_ROLLOUT_MARK": mark},
                 "gekko_canary_window_seconds": CANARY_WINDOW,
                 # The crash watch after a rollout is the rollback tests' concern.
@@ -87,9 +88,11 @@ def marks() -> set[str]:
 
 @pytest.fixture(scope="module")
 def users(gateway, tmp_path_factory):
-    """Four traders on the two-instance stack."""
-    setup = deploy(tmp_path_factory.mktemp("setup"), "setup", two_instances())
+    """Four traders on the stack with a redundant order path."""
+    setup = deploy(tmp_path_factory.mktemp("setup"), "setup", with_strategies())
     assert setup.returncode == 0, setup.stdout[-4000:]
+    per_service = Counter(c["service"] for c in running_containers().values())
+    assert {s: per_service[s] for s in ORDER_PATH} == dict.fromkeys(ORDER_PATH, 2), per_service
     wait_for_health(gateway)
     return register_users(gateway, 4, "ro")
 
@@ -103,7 +106,7 @@ def test_rolling_blue_green_and_canary_deploy_replaces_every_instance(tmp_path, 
     """Rolled services are replaced instance by instance; blue-green ones start a whole new set
     beside the old and switch to it; market data's first new instance is a canary, judged on
     the traffic it served before the others follow."""
-    catalogue = two_instances(market_data={"strategy": "canary"}, blue_green=BLUE_GREEN)
+    catalogue = with_strategies(market_data={"strategy": "canary"}, blue_green=BLUE_GREEN)
     before = running_containers()
     with SteadyTraffic(users) as traffic:
         run = deploy(tmp_path, "rolling", catalogue)
@@ -217,7 +220,7 @@ def canary_result(run) -> tuple[float, int, str]:
 
 def test_canary_serving_errors_is_rolled_back_with_the_release(tmp_path, gateway, users):
     last_good = releases()["current"]
-    bad = two_instances(
+    bad = with_strategies(
         market_data={"strategy": "canary", "env": {"GEKKO_CHAOS_ERROR_RATE": "0.5"}}
     )
     with SteadyTraffic(users) as traffic:
