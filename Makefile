@@ -12,7 +12,7 @@ PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup engine deploy deploy-runner deployed-checks test-side-code test-side-deploy teardown test checks lint sanity unit integration coverage molecule e2e bench clean lab lab-down lab-test dashboards
+.PHONY: help setup engine deploy deploy-runner deployed-checks teardown test checks lint sanity unit integration coverage molecule e2e bench clean lab lab-down lab-test dashboards
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -53,7 +53,7 @@ collections/ansible_collections/gekko/platform:
 # made them flaky when tried side by side (docs/benchmarks.md). The local stack is torn down
 # before the lab (its data kept): `make deploy` brings it back.
 test: $(VENV)/.test $(VENV)/.system-test-deps $(VENV)/.browser engine collections/ansible_collections/gekko/platform ## Everything CI runs (the deploy through ansible-runner)
-	$(MAKE) --no-print-directory -j2 --output-sync=recurse test-side-code test-side-deploy
+	$(MAKE) --no-print-directory -j2 --output-sync=recurse checks deployed-checks
 	$(MAKE) --no-print-directory e2e E2E_PART=late
 	@# The local stack's idle containers (health checks, heartbeats, scrapes) keep about half a
 	@# core busy: the lab's hosts get both cores once it is down (its data stays).
@@ -67,18 +67,6 @@ deployed-checks: $(VENV)/.test $(VENV)/.browser
 	$(MAKE) --no-print-directory deploy-runner
 	$(MAKE) --no-print-directory molecule
 	$(MAKE) --no-print-directory e2e E2E_PART=early
-
-# make test's first stage, in two sides of about the same length (the unit and integration tests
-# are the longest part; lint and sanity fill the deploy side's end).
-test-side-code: $(VENV)/.test
-	$(MAKE) --no-print-directory unit
-	$(MAKE) --no-print-directory integration ENGINE_READY=1
-	$(MAKE) --no-print-directory coverage
-
-test-side-deploy: $(VENV)/.test $(VENV)/.browser
-	$(MAKE) --no-print-directory deployed-checks
-	$(MAKE) --no-print-directory lint
-	$(MAKE) --no-print-directory sanity
 
 checks: ## lint, sanity, unit, integration and coverage, one after another
 	$(MAKE) --no-print-directory lint
