@@ -57,7 +57,7 @@ test: $(VENV)/.test $(VENV)/.system-test-deps $(VENV)/.browser engine collection
 	$(MAKE) --no-print-directory e2e E2E_PART=late
 	@# The local stack's idle containers (health checks, heartbeats, scrapes) keep about half a
 	@# core busy: the lab's hosts get both cores once it is down (its data stays).
-	$(BIN)/ansible-playbook playbooks/teardown.yml -i $(INVENTORY)
+	$(MAKE) --no-print-directory teardown ANSIBLE_ARGS=
 	$(MAKE) --no-print-directory lab-test
 
 # The fresh deploy, then, still beside the checks, what needs a deployed stack but not a quiet
