@@ -386,11 +386,15 @@ class Reconciler(object):
             try:
                 spec["image_id"] = self.client.images.get(spec["image"]).id
             except ImageNotFound:
-                self.module.fail_json(
-                    msg="image %s for container %s is not on the host. Fix: build or pull it first "
-                    "(gekko.platform.app_image builds the application image)."
-                    % (spec["image"], spec["name"])
-                )
+                if not self.module.check_mode:
+                    self.module.fail_json(
+                        msg="image %s for container %s is not on the host. Fix: build or pull it first "
+                        "(gekko.platform.app_image builds the application image)."
+                        % (spec["image"], spec["name"])
+                    )
+                # A check run of a deploy that would build the image first: no id yet, and
+                # every container of it would be replaced.
+                spec["image_id"] = "missing:%s" % spec["image"]
             env = {}
             for path in spec["env_files"]:
                 try:

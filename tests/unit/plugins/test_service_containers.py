@@ -209,3 +209,32 @@ def test_a_log_driver_reaches_docker_and_the_spec_hash():
     reconciler.create(logged, "b", 8101)
     assert "log_config" not in engine.created[0]
     assert engine.created[1]["log_config"] == {"Type": "syslog", "Config": syslog["options"]}
+
+
+class NoImages(FakeEngine):
+    def get(self, ref):
+        raise sc.ImageNotFound("No such image: " + ref)
+
+
+class Failed(Exception):
+    pass
+
+
+def test_a_missing_image_fails_a_run_but_a_check_run_plans_a_replacement():
+    """A deploy's check run comes before the image it would build exists: it must report the
+    containers as replaced, while a real run refuses to start without the image."""
+
+    def fail_json(**result):
+        raise Failed(result["msg"])
+
+    def reconciler(check_mode):
+        module = FakeModule(containers=[container_spec()], selector={})
+        module.check_mode, module.fail_json = check_mode, fail_json
+        return sc.Reconciler(module, NoImages())
+
+    with pytest.raises(Failed, match="gekko/app:1 for container gekko-users is not on the host"):
+        reconciler(check_mode=False).desired_specs()
+    (planned,) = reconciler(check_mode=True).desired_specs()
+    assert planned["image_id"] == "missing:gekko/app:1"
+    present = sc.Reconciler(FakeModule(containers=[container_spec()], selector={}), FakeEngine())
+    assert planned["hash"] != present.desired_specs()[0]["hash"]
