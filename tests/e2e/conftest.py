@@ -2,8 +2,9 @@
 
 Tests that only read run first; the modules that redeploy, tear down or load the stack run after
 them, in REDEPLOY_ORDER (pytest_collection_modifyitems below makes that order true whatever
-pytest selects). Each finds the stack healthy and leaves it healthy; test_rollouts leaves its
-two-instance shape for test_lifecycle, whose teardown and redeploy restore the inventory's.
+pytest selects). Each finds the stack healthy and leaves it healthy; test_lifecycle's teardown
+and redeploy give the order path two instances, the shape test_rollouts runs on and leaves
+(`make deploy` puts the inventory's back).
 GEKKO_E2E_PART=early|late runs the part before or from test_key_rotation on (`make test` runs the
 early part beside the unit and integration tests).
 """
@@ -28,8 +29,9 @@ SECRETS = Path(os.environ.get("GEKKO_E2E_SECRETS", Path.home() / ".gekko/secrets
 SERVICES = list(DOMAIN_SERVICES)
 
 # Modules that change the stack, in the order they run (after every other test).
-# test_rollouts leaves its two-instance stack for test_lifecycle, whose teardown and fresh
-# redeploy bring the inventory's stack back (a restore deploy of its own would cost minutes).
+# test_lifecycle's redeploy after its teardown stands the order path up redundant, as an operator
+# would for rollouts (gekko_order_path_min_instances: 2): test_rollouts runs on that stack rather
+# than paying for a setup deploy of its own.
 REDEPLOY_ORDER = (
     "test_alerting",
     "test_central_logs",
@@ -37,8 +39,8 @@ REDEPLOY_ORDER = (
     "test_key_rotation",
     "test_rollback",
     "test_catalogue_scale",
-    "test_rollouts",
     "test_lifecycle",
+    "test_rollouts",
 )
 
 

@@ -1,8 +1,10 @@
 """Teardown removes containers but keeps the data; a redeploy then changes nothing.
 
-These run last in the e2e suite (conftest.REDEPLOY_ORDER), in file order: the teardown removes
-whatever shape the earlier modules left (test_rollouts' two-instance stack), the deploy after it
-stands the inventory's stack up fresh, and a second deploy must report no change.
+These run after the other modules that change the stack but test_rollouts
+(conftest.REDEPLOY_ORDER), in file order: the teardown removes whatever shape the earlier modules
+left, the deploy after it stands the stack up fresh with a redundant order path (two instances
+of each of its services, the shape test_rollouts runs on), and a second deploy of the same must
+report no change.
 """
 
 import contextlib
@@ -12,6 +14,9 @@ import time
 import docker
 
 from .conftest import OPERATOR, ansible_playbook, audit_log, wait_for_health
+
+# As an operator makes the order path redundant before rolling it out (test_rollouts).
+REDUNDANT = ("-e", "gekko_order_path_min_instances=2")
 
 RECAP = re.compile(
     r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M
@@ -46,7 +51,7 @@ def test_teardown_keeps_data_and_a_redeploy_brings_it_back(gateway, trader):
     volumes = {v.name for v in engine.volumes.list()}
     assert {"gekko-postgres-data", "gekko-redis-data"} <= volumes
 
-    up = ansible_playbook("deploy.yml")
+    up = ansible_playbook("deploy.yml", *REDUNDANT)
     assert up.returncode == 0, up.stdout[-3000:]
     wait_for_health(gateway)
     login = gateway.post(
@@ -58,7 +63,7 @@ def test_teardown_keeps_data_and_a_redeploy_brings_it_back(gateway, trader):
 
 def test_second_deploy_reports_no_changes():
     started = time.monotonic()
-    run = ansible_playbook("deploy.yml")
+    run = ansible_playbook("deploy.yml", *REDUNDANT)
     elapsed = time.monotonic() - started
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     hosts = recap(run.stdout)

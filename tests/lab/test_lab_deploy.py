@@ -106,7 +106,7 @@ def test_each_host_got_only_the_images_it_runs_shipped_from_the_controller(lab):
     assert images("lab-gw-1") == {"gekko/app"}
     for host in SERVICES_HOSTS:
         assert images(host) == {"gekko/app", "gekko/signals"}
-    # Nothing was built on a host: no base, runtime or build-stage image is there.
+    # Nothing was built on a host: no base or runtime image is there.
 
 
 def test_the_controllers_own_engine_configuration_is_left_alone(lab):
