@@ -19,3 +19,11 @@ python3 -m venv /opt/gekko
 /opt/gekko/bin/pip install --quiet --disable-pip-version-check --no-index --no-cache-dir \
     --no-compile --find-links /mnt/wheels -r "/mnt/requirements/$1"
 find /opt/gekko -name '__pycache__' -prune -exec rm -rf {} +
+# PyTorch's wheel carries what only building or testing against it needs: C++ headers (62 MB),
+# C++ test binaries (83 MB) and test and protobuf tools in bin/ (50 MB). The runtime keeps
+# torch_shm_manager alone of bin/.
+torch="$(/opt/gekko/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/torch"
+rm -rf "$torch/include" "$torch/test"
+if [ -d "$torch/bin" ]; then
+    find "$torch/bin" -mindepth 1 -maxdepth 1 ! -name torch_shm_manager -exec rm -rf {} +
+fi

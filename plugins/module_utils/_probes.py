@@ -77,6 +77,36 @@ def docker_version(docker_host, timeout):
         return _error_text(exc)
 
 
+def deployment_ports(docker_host, deployment, component_ports, timeout):
+    """The ports one deployment's running containers hold (empty when no engine answers).
+
+    An application container names its port in its slot label; a component listed in
+    component_ports (PostgreSQL, Redis) holds that port. A container without a deployment label
+    predates it and belongs to `gekko`.
+    """
+    if DOCKER_IMPORT_ERROR:
+        return set()
+    try:
+        client = docker.DockerClient(base_url=docker_host, timeout=timeout)
+        try:
+            running = client.api.containers(filters={"label": "gekko.platform/component"})
+        finally:
+            client.close()
+    except Exception:  # no engine yet (a first deploy): nothing is the platform's own
+        return set()
+    ports = set()
+    for container in running:
+        labels = container.get("Labels") or {}
+        if labels.get("gekko.platform/deployment", "gekko") != deployment:
+            continue
+        if "gekko.platform/slot" in labels:
+            ports.add(int(labels["gekko.platform/slot"]))
+        component = labels.get("gekko.platform/component")
+        if component in component_ports:
+            ports.add(int(component_ports[component]))
+    return ports
+
+
 def http_get(module, url, timeout, max_bytes=0):
     """GET url, reading at most max_bytes of the body.
 

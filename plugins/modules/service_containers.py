@@ -113,7 +113,7 @@ options:
         default: true
       healthcheck:
         description: Health check with C(test) (list), C(interval), C(timeout), C(start_period)
-          (seconds) and C(retries).
+          (seconds) and C(retries). A C(start_period) of 0 means none; left out, the image's.
         type: dict
       restart_policy:
         description: Restart policy.
@@ -366,6 +366,15 @@ except ImportError:
 NANO = 1000000000
 
 
+def start_period_ns(check):
+    """The health check's start period for the engine, which reads a zero as "the image's" (20 s
+    in the platform's images): an explicit 0 is sent as the shortest period it accepts (1 ms);
+    none given inherits the image's."""
+    if "start_period" not in check:
+        return 0
+    return max(int(float(check["start_period"]) * NANO), NANO // 1000)
+
+
 class RolloutError(Exception):
     pass
 
@@ -497,7 +506,7 @@ class Reconciler(object):
                 "interval": int(float(check.get("interval", 5)) * NANO),
                 "timeout": int(float(check.get("timeout", 3)) * NANO),
                 "retries": int(check.get("retries", 3)),
-                "start_period": int(float(check.get("start_period", 0)) * NANO),
+                "start_period": start_period_ns(check),
             }
         container = self.client.containers.create(**kwargs)
         container.start()

@@ -90,6 +90,19 @@ options:
     type: list
     elements: int
     default: []
+  owned_by:
+    description:
+      - A deployment (its C(gekko.platform/deployment) label; a container without one belongs to
+        V(gekko)) whose running containers' ports also count as owned, read from the engine at
+        O(docker_host) in the same call; omitted, only O(owned_ports) count.
+      - An application container holds the port in its C(gekko.platform/slot) label, a
+        component named in O(component_ports) (the datastores) holds that port. No engine
+        answering (a first deploy) owns none.
+    type: str
+  component_ports:
+    description: Ports of the components that carry no slot label, by C(gekko.platform/component).
+    type: dict
+    default: {}
   required_commands:
     description: Commands that must be on the PATH.
     type: list
@@ -499,6 +512,12 @@ def network(module, facts):
 
 def run_checks(module):
     facts = {}
+    params = module.params
+    if params["owned_by"]:
+        found = probes.deployment_ports(
+            params["docker_host"], params["owned_by"], params["component_ports"], params["timeout"]
+        )
+        params["owned_ports"] = sorted(set(params["owned_ports"]) | found)
     results = hardware(module.params, facts)
     results.extend(resources(module.params, facts))
     results.extend(software_checks(module, facts))
@@ -516,6 +535,8 @@ ARGUMENT_SPEC = dict(
     min_disk_free_gb=dict(type="float", default=10),
     required_ports=dict(type="list", elements="int", default=[]),
     owned_ports=dict(type="list", elements="int", default=[]),
+    owned_by=dict(type="str"),
+    component_ports=dict(type="dict", default={}),
     required_commands=dict(type="list", elements="str", default=[]),
     os_min_versions=dict(type="dict", default={"debian": "11", "ubuntu": "22.04", "macos": "12"}),
     docker_required=dict(type="str", choices=["required", "optional", "skip"], default="optional"),

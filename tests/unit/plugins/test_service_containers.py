@@ -238,3 +238,11 @@ def test_a_missing_image_fails_a_run_but_a_check_run_plans_a_replacement():
     assert planned["image_id"] == "missing:gekko/app:1"
     present = sc.Reconciler(FakeModule(containers=[container_spec()], selector={}), FakeEngine())
     assert planned["hash"] != present.desired_specs()[0]["hash"]
+
+
+def test_a_start_period_of_zero_means_none_not_the_images():
+    # The engine reads 0 as "inherit the image's" (20 s in the platform's images), which made a
+    # failing health check take 20 s longer to fail a rollout than its settings say.
+    assert sc.start_period_ns({"start_period": 0}) == 1_000_000
+    assert sc.start_period_ns({"start_period": 15}) == 15 * sc.NANO
+    assert sc.start_period_ns({"test": ["CMD", "true"]}) == 0  # left out: the image's

@@ -177,3 +177,56 @@ def test_an_endpoint_without_a_port_fails_saying_how_to_write_it(host):
     result = by_name(results)["endpoint:db.internal"]
     assert result["status"] == "fail"
     assert "write host:port or a URL" in result["message"]
+
+
+class FakeEngine:
+    """docker.DockerClient as deployment_ports uses it: the running containers' labels."""
+
+    running: list[dict] = []
+
+    def __init__(self, base_url, timeout):
+        self.api = self  # client.api.containers(): the SDK's low-level call
+
+    def containers(self, filters):
+        assert filters == {"label": "gekko.platform/component"}
+        return FakeEngine.running
+
+    def close(self):
+        pass
+
+
+Listener = namedtuple("Listener", "status laddr pid")
+Address = namedtuple("Address", "port")
+
+
+def test_a_redeploy_owns_the_ports_of_its_own_running_containers(host, monkeypatch):
+    """The deployment's containers (read from the engine in the same call) hold their ports: a
+    slot label for an application container, the component's port for a datastore, no
+    deployment label meaning `gekko`. Another deployment's container holding a port fails."""
+    FakeEngine.running = [
+        {"Labels": {"gekko.platform/component": "trading", "gekko.platform/slot": "8003"}},
+        {"Labels": {"gekko.platform/component": "postgres", "gekko.platform/deployment": "gekko"}},
+        {
+            "Labels": {
+                "gekko.platform/component": "gateway",
+                "gekko.platform/slot": "8000",
+                "gekko.platform/deployment": "staging",
+            }
+        },
+    ]
+    monkeypatch.setattr(probes, "docker", type("Docker", (), {"DockerClient": FakeEngine}))
+    monkeypatch.setattr(probes, "DOCKER_IMPORT_ERROR", None)
+    monkeypatch.setattr(
+        host,
+        "net_connections",
+        lambda kind: [Listener("LISTEN", Address(p), None) for p in (8000, 8003, 5432)],
+    )
+    params = dict(required_ports=[8000, 8003, 5432], component_ports={"postgres": 5432})
+    results, dummy = validate_host.run_checks(FakeModule(owned_by="gekko", **params))
+    status = {r["name"]: r["status"] for r in results if r["name"].startswith("port")}
+    assert status == {"port:8000": "fail", "port:8003": "ok", "port:5432": "ok"}
+
+    # Without an engine (a first deploy) nothing is owned, and the check still runs.
+    monkeypatch.setattr(probes, "DOCKER_IMPORT_ERROR", "no docker SDK")
+    results, dummy = validate_host.run_checks(FakeModule(owned_by="gekko", **params))
+    assert {r["status"] for r in results if r["name"].startswith("port")} == {"fail"}

@@ -1,0 +1,72 @@
+"""gekko.platform.tls_identity: a TLS identity's folder, key and certificates in one call."""
+
+import datetime
+import os
+import stat
+
+from ansible_collections.community.crypto.plugins.filter.x509_certificate_info import (
+    x509_certificate_info_filter,
+)
+from ansible_collections.gekko.platform.plugins.modules import tls_identity
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
+
+UID, GID = os.getuid(), os.getgid()
+
+
+def certificate_for(key_path) -> str:
+    """A self-signed certificate for the key on disk, as PEM."""
+    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "app@host")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def test_a_first_run_makes_a_private_folder_and_key_then_nothing_changes(tmp_path):
+    folder = tmp_path / "app"
+    changed, fingerprint, cert, ca = tls_identity.ensure_identity(str(folder), UID, GID, False)
+    assert changed and (cert, ca) == ("", "")
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o750
+    assert stat.S_IMODE((folder / "tls.key").stat().st_mode) == 0o600
+    assert not (folder / "tls.key.new").exists()
+
+    again = tls_identity.ensure_identity(str(folder), UID, GID, False)
+    assert again == (False, fingerprint, "", "")
+
+
+def test_the_fingerprint_is_the_one_community_crypto_reads_from_the_certificate(tmp_path):
+    """The tls role compares the two to decide whether a certificate is due."""
+    folder = tmp_path / "app"
+    dummy, fingerprint, dummy, dummy = tls_identity.ensure_identity(str(folder), UID, GID, False)
+    pem = certificate_for(folder / "tls.key")
+    (folder / "tls.crt").write_text(pem)
+    (folder / "ca.crt").write_text("CA")
+    changed, again, cert, ca = tls_identity.ensure_identity(str(folder), UID, GID, False)
+    assert (changed, cert, ca) == (False, pem, "CA")
+    assert x509_certificate_info_filter(pem)["public_key_fingerprints"]["sha256"] == fingerprint
+
+
+def test_a_loosened_key_is_tightened_and_a_check_run_changes_nothing(tmp_path):
+    folder = tmp_path / "app"
+    tls_identity.ensure_identity(str(folder), UID, GID, False)
+    key = folder / "tls.key"
+    key.chmod(0o644)
+    assert tls_identity.ensure_identity(str(folder), UID, GID, True)[0] is True
+    assert stat.S_IMODE(key.stat().st_mode) == 0o644, "a check run writes nothing"
+    assert tls_identity.ensure_identity(str(folder), UID, GID, False)[0] is True
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+
+    missing = tmp_path / "redis"
+    assert tls_identity.ensure_identity(str(missing), UID, GID, True) == (True, "", "", "")
+    assert not missing.exists()
