@@ -51,7 +51,8 @@ def test_teardown_keeps_data_and_a_redeploy_brings_it_back(gateway, trader):
     volumes = {v.name for v in engine.volumes.list()}
     assert {"gekko-postgres-data", "gekko-redis-data"} <= volumes
 
-    up = ansible_playbook("deploy.yml", *REDUNDANT)
+    # The crash watch after a rollout (10 s by default) is test_rollback's concern.
+    up = ansible_playbook("deploy.yml", *REDUNDANT, "-e", "gekko_settle_seconds=2")
     assert up.returncode == 0, up.stdout[-3000:]
     wait_for_health(gateway)
     login = gateway.post(
