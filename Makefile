@@ -62,16 +62,15 @@ test: $(VENV)/.test $(VENV)/.system-test-deps $(VENV)/.browser engine collection
 
 # The fresh deploy, then, still beside the checks, what needs a deployed stack but not a quiet
 # machine: molecule, and the e2e tests that read, wait on alerts or change the stack without
-# timing it (tests/e2e/conftest.py: GEKKO_E2E_PART). Sanity runs on this side too: the two
-# sides then take about as long (the integration tests are the longest job of the other).
+# timing it (tests/e2e/conftest.py: GEKKO_E2E_PART).
 deployed-checks: $(VENV)/.test $(VENV)/.browser
 	$(MAKE) --no-print-directory deploy-runner
 	$(MAKE) --no-print-directory molecule
 	$(MAKE) --no-print-directory e2e E2E_PART=early
-	$(MAKE) --no-print-directory sanity
 
-checks: ## lint, unit, integration and coverage, one after another
+checks: ## lint, sanity, unit, integration and coverage, one after another
 	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory sanity
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory integration ENGINE_READY=1
 	$(MAKE) --no-print-directory coverage

@@ -1,5 +1,6 @@
 # The Gekko platform images: one image, one command per component (`gekko serve <component>`),
-# built offline on a runtime image (runtime.Dockerfile) that already holds the dependencies.
+# built offline on a runtime image (roles/app_image, app/images/runtime-install.sh) that already
+# holds the dependencies.
 #
 #   target app      on gekko/runtime:app-<digest>:      the gateway, the domain services and migrations
 #   target signals  on gekko/runtime:signals-<digest>:  the signals service, with PyTorch and its model

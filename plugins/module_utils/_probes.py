@@ -99,11 +99,12 @@ def deployment_ports(docker_host, deployment, component_ports, timeout):
         labels = container.get("Labels") or {}
         if labels.get("gekko.platform/deployment", "gekko") != deployment:
             continue
-        if "gekko.platform/slot" in labels:
-            ports.add(int(labels["gekko.platform/slot"]))
         component = labels.get("gekko.platform/component")
-        if component in component_ports:
-            ports.add(int(component_ports[component]))
+        for port in (labels.get("gekko.platform/slot"), component_ports.get(component)):
+            try:
+                ports.add(int(port))
+            except (TypeError, ValueError):  # none, or a label not written by the platform
+                pass
     return ports
 
 

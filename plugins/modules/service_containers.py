@@ -369,8 +369,8 @@ NANO = 1000000000
 def start_period_ns(check):
     """The health check's start period for the engine, which reads a zero as "the image's" (20 s
     in the platform's images): an explicit 0 is sent as the shortest period it accepts (1 ms);
-    none given inherits the image's."""
-    if "start_period" not in check:
+    none given (or null) inherits the image's."""
+    if check.get("start_period") is None:
         return 0
     return max(int(float(check["start_period"]) * NANO), NANO // 1000)
 

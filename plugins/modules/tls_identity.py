@@ -13,9 +13,11 @@ module: tls_identity
 short_description: The host side of one TLS identity in one call
 description:
   - Makes sure the identity's folder exists with its owner and mode, and that it holds an EC
-    P-256 private key (C(tls.key), made when missing, written only through a new file of mode
-    0600 renamed into place), then returns the key's public key fingerprint and the
-    certificates the folder has (C(tls.crt), C(ca.crt)).
+    P-256 private key (C(tls.key), made when missing, unreadable or of another kind, written
+    only through a new file of mode 0600 renamed into place), then returns the key's public key
+    fingerprint and the certificates the folder has (C(tls.crt), C(ca.crt)).
+  - The folder belongs to the identity's user, so nothing in it is followed as a link; a link
+    (or anything but a regular file) where the key or a certificate should be fails the task.
   - The controller decides from that whether a certificate is due (C(gekko.platform.tls) role,
     C(issue) tasks); a redeploy with nothing due makes this one call per identity instead of a
     C(file), an C(openssl_privatekey) and two C(slurp) calls.
@@ -80,6 +82,7 @@ import grp
 import hashlib
 import os
 import pwd
+import stat
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -110,15 +113,57 @@ def fingerprint(private_key):
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
-def ensure_owner_and_mode(path, uid, gid, mode, check_mode):
-    """Whether the path's owner or mode had to change (changed unless a check run)."""
-    status = os.stat(path)
-    if (status.st_uid, status.st_gid, status.st_mode & 0o7777) == (uid, gid, mode):
+class NotAFile(Exception):
+    """A link or special file where the identity keeps a key or a certificate."""
+
+
+def regular_file(path):
+    """Whether `path` is a regular file (never following a link); False when it is missing."""
+    try:
+        status = os.lstat(path)
+    except FileNotFoundError:
         return False
-    if not check_mode:
-        os.chown(path, uid, gid)
-        os.chmod(path, mode)
+    if not stat.S_ISREG(status.st_mode):
+        raise NotAFile("%s is not a regular file (a link or a special file); remove it" % path)
     return True
+
+
+def ensure_owner_and_mode(path, uid, gid, mode, check_mode):
+    """Whether the path's owner or mode had to change (changed unless a check run). Changed
+    through a descriptor opened without following a link, so a file swapped for a link in the
+    meantime is refused, not followed."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | (os.O_DIRECTORY if mode == FOLDER_MODE else 0)
+    descriptor = os.open(path, flags)
+    try:
+        status = os.fstat(descriptor)
+        if (status.st_uid, status.st_gid, stat.S_IMODE(status.st_mode)) == (uid, gid, mode):
+            return False
+        if not check_mode:
+            os.fchown(descriptor, uid, gid)
+            os.fchmod(descriptor, mode)
+        return True
+    finally:
+        os.close(descriptor)
+
+
+def read_file(path):
+    """The bytes of a regular file, opened without following a link; None when it is missing."""
+    if not regular_file(path):
+        return None
+    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(descriptor, "rb") as handle:
+        return handle.read()
+
+
+def usable_key(pem):
+    """The key in `pem` when it is an unencrypted EC P-256 private key, else None."""
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError):
+        return None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        return None
+    return key
 
 
 def write_key(path, uid, gid):
@@ -130,7 +175,7 @@ def write_key(path, uid, gid):
         serialization.NoEncryption(),
     )
     partial = path + ".new"
-    if os.path.exists(partial):
+    if os.path.lexists(partial):
         os.unlink(partial)
     descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_MODE)
     try:
@@ -144,16 +189,15 @@ def write_key(path, uid, gid):
 
 
 def read_text(path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return ""
+    content = read_file(path)
+    return "" if content is None else content.decode("utf-8", "replace")
 
 
 def ensure_identity(folder, uid, gid, check_mode):
     """(changed, fingerprint, certificate, CA certificate) of the identity in `folder`."""
     changed = False
+    if os.path.islink(folder):
+        raise NotAFile("%s is a link, not the identity's folder; remove it" % folder)
     if not os.path.isdir(folder):
         changed = True
         if check_mode:
@@ -162,9 +206,10 @@ def ensure_identity(folder, uid, gid, check_mode):
     changed |= ensure_owner_and_mode(folder, uid, gid, FOLDER_MODE, check_mode)
 
     key_path = os.path.join(folder, "tls.key")
-    if os.path.exists(key_path):
-        with open(key_path, "rb") as handle:
-            key = serialization.load_pem_private_key(handle.read(), password=None)
+    pem = read_file(key_path)
+    # A key that cannot be read, or of another kind, is replaced (its certificate is then due).
+    key = usable_key(pem) if pem is not None else None
+    if key is not None:
         changed |= ensure_owner_and_mode(key_path, uid, gid, KEY_MODE, check_mode)
         key_fingerprint = fingerprint(key)
     elif check_mode:
@@ -199,9 +244,12 @@ def main():
         gid = numeric_id(module.params["group"], grp.getgrnam)
     except KeyError as exc:
         module.fail_json(msg="No such user or group on the host: %s" % exc)
-    changed, key_fingerprint, certificate, ca_certificate = ensure_identity(
-        module.params["path"], uid, gid, module.check_mode
-    )
+    try:
+        changed, key_fingerprint, certificate, ca_certificate = ensure_identity(
+            module.params["path"], uid, gid, module.check_mode
+        )
+    except NotAFile as exc:
+        module.fail_json(msg=str(exc))
     module.exit_json(
         changed=changed,
         public_key_fingerprint=key_fingerprint,

@@ -94,7 +94,8 @@ options:
     description:
       - A deployment (its C(gekko.platform/deployment) label; a container without one belongs to
         V(gekko)) whose running containers' ports also count as owned, read from the engine at
-        O(docker_host) in the same call; omitted, only O(owned_ports) count.
+        O(docker_host) in the same call (not with O(docker_required=skip)); omitted, only
+        O(owned_ports) count.
       - An application container holds the port in its C(gekko.platform/slot) label, a
         component named in O(component_ports) (the datastores) holds that port. No engine
         answering (a first deploy) owns none.
@@ -513,7 +514,7 @@ def network(module, facts):
 def run_checks(module):
     facts = {}
     params = module.params
-    if params["owned_by"]:
+    if params["owned_by"] and params["docker_required"] != "skip":
         found = probes.deployment_ports(
             params["docker_host"], params["owned_by"], params["component_ports"], params["timeout"]
         )

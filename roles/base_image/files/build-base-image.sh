@@ -18,16 +18,22 @@ excludes=()
 for path in "$@"; do excludes+=("--exclude=./$path"); done
 rootfs=$workdir/rootfs
 
-# Whatever happens, nothing stays mounted in the workspace (removing it through a bind mount
-# would empty the cache) and the workspace goes.
-cleanup() {
-  for mount in "$rootfs/var/cache/apt/archives" "$rootfs/proc"; do
-    if mountpoint -q "$mount"; then umount "$mount"; fi
+# Nothing may stay mounted in the workspace when it is removed: through the bind mount that
+# would empty the cache. Mounts a killed run left (SIGKILL, an async timeout: no trap runs) go
+# first; when this run ends, by success or failure, its own mounts and workspace go.
+unmount_below() {
+  findmnt --list --noheadings --output TARGET | awk -v below="$1/" 'index($0, below) == 1' \
+    | sort -r | while read -r mount; do
+    umount "$mount"
   done
+}
+cleanup() {
+  unmount_below "$workdir"
   rm -rf "$workdir"
 }
 trap cleanup EXIT
 
+unmount_below "$workdir"
 rm -rf "$workdir"
 mkdir -p --mode=0700 "$workdir" "$cache"
 # cp -a keeps the device nodes, hard links and owners debootstrap made.
@@ -41,7 +47,9 @@ mount --bind "$cache" "$rootfs/var/cache/apt/archives"
 # for the fetch; the image keeps its own resolv.conf.
 printf '#!/bin/sh\nexit 101\n' > "$rootfs/usr/sbin/policy-rc.d"
 chmod 0755 "$rootfs/usr/sbin/policy-rc.d"
-mv "$rootfs/etc/resolv.conf" "$workdir/resolv.conf"
+if [ -e "$rootfs/etc/resolv.conf" ] || [ -L "$rootfs/etc/resolv.conf" ]; then
+  mv "$rootfs/etc/resolv.conf" "$workdir/resolv.conf"
+fi
 cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
 
 # The seed's package lists are debootstrap's: no apt-get update, the same versions. No
@@ -53,7 +61,10 @@ DEBIAN_FRONTEND=noninteractive chroot "$rootfs" apt-get install --yes --no-insta
   -o PackageManager::Configure=smart -o DPkg::ConfigurePending=true -o Dpkg::Use-Pty=false \
   "${packages[@]}"
 
-mv "$workdir/resolv.conf" "$rootfs/etc/resolv.conf"
+rm "$rootfs/etc/resolv.conf"
+if [ -e "$workdir/resolv.conf" ] || [ -L "$workdir/resolv.conf" ]; then
+  mv "$workdir/resolv.conf" "$rootfs/etc/resolv.conf"
+fi
 rm "$rootfs/usr/sbin/policy-rc.d"
 umount "$rootfs/var/cache/apt/archives" "$rootfs/proc"
 

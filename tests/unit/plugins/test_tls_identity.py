@@ -4,15 +4,21 @@ import datetime
 import os
 import stat
 
+import pytest
 from ansible_collections.community.crypto.plugins.filter.x509_certificate_info import (
     x509_certificate_info_filter,
 )
 from ansible_collections.gekko.platform.plugins.modules import tls_identity
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 UID, GID = os.getuid(), os.getgid()
+
+
+def rsa_key():
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
 def certificate_for(key_path) -> str:
@@ -70,3 +76,42 @@ def test_a_loosened_key_is_tightened_and_a_check_run_changes_nothing(tmp_path):
     missing = tmp_path / "redis"
     assert tls_identity.ensure_identity(str(missing), UID, GID, True) == (True, "", "", "")
     assert not missing.exists()
+
+
+def test_a_link_in_the_identitys_folder_is_refused_not_followed(tmp_path):
+    """The folder belongs to the identity's user: a link where the key was must not make root
+    hand another file to that user, nor read one for it."""
+    folder = tmp_path / "log-relay"
+    tls_identity.ensure_identity(str(folder), UID, GID, False)
+    secret = tmp_path / "root-only.pem"
+    secret.write_text("not theirs")
+    secret.chmod(0o400)
+    (folder / "tls.key").unlink()
+    (folder / "tls.key").symlink_to(secret)
+    with pytest.raises(tls_identity.NotAFile, match="tls.key is not a regular file"):
+        tls_identity.ensure_identity(str(folder), UID, GID, False)
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o400
+
+    (folder / "tls.key").unlink()
+    tls_identity.ensure_identity(str(folder), UID, GID, False)
+    (folder / "tls.crt").symlink_to(secret)
+    with pytest.raises(tls_identity.NotAFile, match="tls.crt"):
+        tls_identity.ensure_identity(str(folder), UID, GID, False)
+
+
+def test_an_unreadable_key_or_one_of_another_kind_is_replaced(tmp_path):
+    folder = tmp_path / "app"
+    dummy, first, dummy, dummy = tls_identity.ensure_identity(str(folder), UID, GID, False)
+    (folder / "tls.key").write_text("garbage")
+    changed, second, dummy, dummy = tls_identity.ensure_identity(str(folder), UID, GID, False)
+    assert changed and second and second != first
+
+    rsa = rsa_key().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    (folder / "tls.key").write_bytes(rsa)
+    changed, third, dummy, dummy = tls_identity.ensure_identity(str(folder), UID, GID, False)
+    assert changed and third not in ("", second)
+    assert tls_identity.ensure_identity(str(folder), UID, GID, False)[:2] == (False, third)

@@ -205,6 +205,7 @@ def test_a_redeploy_owns_the_ports_of_its_own_running_containers(host, monkeypat
     deployment label meaning `gekko`. Another deployment's container holding a port fails."""
     FakeEngine.running = [
         {"Labels": {"gekko.platform/component": "trading", "gekko.platform/slot": "8003"}},
+        {"Labels": {"gekko.platform/component": "odd", "gekko.platform/slot": "not-a-port"}},
         {"Labels": {"gekko.platform/component": "postgres", "gekko.platform/deployment": "gekko"}},
         {
             "Labels": {
