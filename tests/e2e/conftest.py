@@ -10,6 +10,7 @@ early part beside the unit and integration tests).
 """
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -28,11 +29,13 @@ PROMETHEUS = os.environ.get("GEKKO_E2E_PROMETHEUS_URL", "http://127.0.0.1:9090")
 SECRETS = Path(os.environ.get("GEKKO_E2E_SECRETS", Path.home() / ".gekko/secrets/local"))
 SERVICES = list(DOMAIN_SERVICES)
 
-# Modules that change the stack, in the order they run (after every other test).
+# Modules that run playbooks or change the stack, in the order they run (after every other
+# test); test_noop_deploy first, on the stack as the fresh deploy left it.
 # test_lifecycle's redeploy after its teardown stands the order path up redundant, as an operator
 # would for rollouts (gekko_order_path_min_instances: 2): test_rollouts runs on that stack rather
 # than paying for a setup deploy of its own.
 REDEPLOY_ORDER = (
+    "test_noop_deploy",
     "test_alerting",
     "test_central_logs",
     "test_runtime_settings",
@@ -206,6 +209,19 @@ shutil.rmtree(PLAYBOOK_LOGS, ignore_errors=True)
 # the engine, base images, central logs, datastores and monitoring as they stand (deploy.yml's
 # tags), as an operator would. The fresh deploy and test_lifecycle's deploys run every part.
 APP_ONLY = ("--skip-tags", "engine,base_images,logs,datastores,monitoring")
+
+
+RECAP = re.compile(
+    r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M
+)
+
+
+def recap(output: str) -> dict:
+    """The PLAY RECAP of a playbook's output: host -> ok, changed and failed counts."""
+    return {
+        m[0]: {"ok": int(m[1]), "changed": int(m[2]), "failed": int(m[4])}
+        for m in RECAP.findall(output)
+    }
 
 
 def ansible_playbook(playbook: str, *args: str) -> subprocess.CompletedProcess:

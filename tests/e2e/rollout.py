@@ -75,11 +75,11 @@ class SteadyTraffic:
     def __enter__(self):
         for thread in self.threads:
             thread.start()
-        time.sleep(2)  # traffic is flowing before the rollout starts
+        time.sleep(1)  # traffic is flowing before the rollout starts
         return self
 
     def __exit__(self, *exc):
-        time.sleep(2)  # and after it ended
+        time.sleep(1)  # and after it ended
         self.stop.set()
         for thread in self.threads:
             thread.join(timeout=15)

@@ -147,9 +147,16 @@ def test_service_that_crashes_after_start(tmp_path, gateway, last_good):
 
 
 def test_dependency_that_is_down(tmp_path, gateway, last_good):
-    # The new release points at a Redis that does not answer: its services never turn healthy.
+    # The new release points at a Redis that does not answer: its services never turn ready.
+    # What is under test is that readiness and the rollback, not the grace period a slow start
+    # gets (15 s, 60 s for the model server), so this release's services get 3 s of it.
+    quick = {"test": ["CMD", "gekko-healthcheck"], "interval": 3, "timeout": 5, "retries": 3}
     run = deploy_with(
-        tmp_path, {"gekko_app_extra_env": {"GEKKO_REDIS_URL": "redis://127.0.0.1:6399/0"}}
+        tmp_path,
+        {
+            "gekko_app_extra_env": {"GEKKO_REDIS_URL": "redis://127.0.0.1:6399/0"},
+            "gekko_services": [dict(s, healthcheck=dict(quick, start_period=3)) for s in CATALOGUE],
+        },
     )
     assert_rolled_back(run, gateway, last_good, "a dependency that is down")
 

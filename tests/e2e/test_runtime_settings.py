@@ -1,14 +1,13 @@
 """Runtime settings (rate limits, feature flags) reach running services without a restart.
 
 They are applied with playbooks/runtime.yml, the activate step alone (a deploy applies the same
-role; the no-op deploy in test_lifecycle covers it there)."""
+role; the no-op deploy in test_noop_deploy covers it there)."""
 
 import json
 
 import docker
 
-from .conftest import OPERATOR, ansible_playbook, audit_log, wait_until
-from .test_lifecycle import recap
+from .conftest import OPERATOR, ansible_playbook, audit_log, recap, wait_until
 
 
 def started_at() -> dict[str, str]:

@@ -229,21 +229,24 @@ def tls_stack(postgres, redis_server) -> Iterator[TlsStack]:
 
 def test_gateway_reaches_the_service_over_verified_tls(tls_stack):
     gateway = f"https://{LOOPBACK}:{tls_stack.stack.ports['gateway']}"
-    client = httpx.Client(verify=client_context(tls_stack.pki, cert=False), timeout=5)
-    quotes = client.get(f"{gateway}/api/v1/market-data/quotes/BTC-USD")
-    assert quotes.status_code == 200, quotes.text
+    # Closed at the end: an idle TLS connection whose client never reads the server's
+    # close_notify holds the gateway's shutdown for its whole 10 s grace.
+    with httpx.Client(verify=client_context(tls_stack.pki, cert=False), timeout=5) as client:
+        quotes = client.get(f"{gateway}/api/v1/market-data/quotes/BTC-USD")
+        assert quotes.status_code == 200, quotes.text
 
-    # The service registered itself (over TLS to Redis) with its https address. The gateway
-    # routed through its static entry already; the registration shows at its next registry read.
-    def registered() -> set[str]:
-        listed = client.get(f"{gateway}/services", headers=OPS).json()
-        return {i["url"] for i in listed["services"]["market_data"] if i["source"] == "redis"}
+        # The service registered itself (over TLS to Redis) with its https address. The gateway
+        # routed through its static entry already; the registration shows at its next registry
+        # read.
+        def registered() -> set[str]:
+            listed = client.get(f"{gateway}/services", headers=OPS).json()
+            return {i["url"] for i in listed["services"]["market_data"] if i["source"] == "redis"}
 
-    eventually(
-        lambda: f"https://{LOOPBACK}:{tls_stack.service_port}" in registered(),
-        10,
-        "the TLS service's own registration",
-    )
+        eventually(
+            lambda: f"https://{LOOPBACK}:{tls_stack.service_port}" in registered(),
+            10,
+            "the TLS service's own registration",
+        )
 
 
 HEALTH = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"

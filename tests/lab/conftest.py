@@ -147,11 +147,11 @@ class Traffic:
             assert self.process.poll() is None, self.process.communicate()[0]
             assert time.monotonic() < deadline, "the lab's client did not start"
             time.sleep(0.2)
-        time.sleep(2)  # traffic flows before the change starts
+        time.sleep(1)  # traffic flows before the change starts
         return self
 
     def __exit__(self, *exc):
-        time.sleep(2)  # and after it ended
+        time.sleep(1)  # and after it ended
         self.result.with_suffix(".stop").touch()
         output, _ = self.process.communicate(timeout=120)
         assert self.process.returncode == 0, output

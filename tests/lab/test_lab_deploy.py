@@ -262,8 +262,7 @@ def catalogue_file(directory, mark: str, changed=("trading", "market_data"), **e
         dict(s, env={"GEKKO_LAB_RELEASE": mark}) if s["name"] in changed else s for s in CATALOGUE
     ]
     path = directory / f"catalogue-{mark}.yml"
-    # The crash watch after a rollout (10 s by default) is the local rollback tests' concern.
-    settings = {"gekko_services": services, "gekko_settle_seconds": 2, **extra}
+    settings = {"gekko_services": services, **extra}
     path.write_text(yaml.safe_dump(settings))
     return f"@{path}"
 
