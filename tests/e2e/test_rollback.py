@@ -20,6 +20,10 @@ from .conftest import APP_ONLY, OPERATOR, REPO, ansible_playbook, audit_log, wai
 from .rollout import APP_ENV, assert_runs_release, releases, running_containers
 
 CATALOGUE = yaml.safe_load((REPO / "roles/common/defaults/main.yml").read_text())["gekko_services"]
+# The health check of a service whose catalogue entry names none.
+DEFAULT_HEALTHCHECK = yaml.safe_load((REPO / "roles/app_services/vars/main.yml").read_text())[
+    "_gekko_default_healthcheck"
+]
 ROLLED_BACK = re.compile(r"The last good release was restored in ([0-9.]+) s")
 
 
@@ -149,13 +153,16 @@ def test_service_that_crashes_after_start(tmp_path, gateway, last_good):
 def test_dependency_that_is_down(tmp_path, gateway, last_good):
     # The new release points at a Redis that does not answer: its services never turn ready.
     # What is under test is that readiness and the rollback, not the grace period a slow start
-    # gets (15 s, 60 s for the model server), so this release's services get 3 s of it.
-    quick = {"test": ["CMD", "gekko-healthcheck"], "interval": 3, "timeout": 5, "retries": 3}
+    # gets (15 s, 60 s for the model server): each service keeps its own check, with 3 s of it.
+    quick = [
+        dict(s, healthcheck=dict(s.get("healthcheck") or DEFAULT_HEALTHCHECK, start_period=3))
+        for s in CATALOGUE
+    ]
     run = deploy_with(
         tmp_path,
         {
             "gekko_app_extra_env": {"GEKKO_REDIS_URL": "redis://127.0.0.1:6399/0"},
-            "gekko_services": [dict(s, healthcheck=dict(quick, start_period=3)) for s in CATALOGUE],
+            "gekko_services": quick,
         },
     )
     assert_rolled_back(run, gateway, last_good, "a dependency that is down")
