@@ -229,6 +229,7 @@ def lab_secrets() -> dict[str, str]:
     if not path.exists():
         names = [
             "GEKKO_POSTGRES_PASSWORD",
+            "GEKKO_POSTGRES_APP_PASSWORD",
             "GEKKO_REDIS_PASSWORD",
             "GEKKO_ADMIN_PASSWORD",
             "GEKKO_MONITOR_PASSWORD",
@@ -365,6 +366,8 @@ def down() -> None:
     shutil.rmtree(ROOT / "inventory", ignore_errors=True)
     shutil.rmtree(ROOT / "facts", ignore_errors=True)
     (ROOT / "secrets.json").unlink(missing_ok=True)
+    # The anchors name rows of the lab's audit log, gone with its hosts' data.
+    (ROOT / "audit-anchors").unlink(missing_ok=True)
     STATE.unlink()
     print("lab: removed")
 

@@ -13,6 +13,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
 
 from gekko import healthprobe
 from gekko.config import COMPONENTS, ConfigError, database_url_from_env, load_settings
@@ -176,8 +177,11 @@ def _migrate() -> int:
             file=sys.stderr,
         )
         return 2
+    # The migrations run as the database's owner; the services' own role (GEKKO_DATABASE_URL) is
+    # then made or mended to hold only the privileges they use (gekko.security.db_roles).
+    owner_url = os.environ.get("GEKKO_MIGRATE_DATABASE_URL", "").strip() or database_url
     try:
-        result = run_migrations(database_url, wait_s)
+        result = run_migrations(owner_url, wait_s)
     except DatabaseUnavailableError as exc:
         print(f"gekko-migrate: error: {exc}", file=sys.stderr)
         return 1
@@ -186,7 +190,30 @@ def _migrate() -> int:
         print(f"gekko-migrate: error: migration failed: {exc}", file=sys.stderr)
         return 1
     print(format_result(result), flush=True)
-    return _bootstrap_accounts(database_url)
+    if owner_url != database_url:
+        status = _application_role(owner_url, database_url)
+        if status:
+            return status
+    return _bootstrap_accounts(owner_url)
+
+
+def _application_role(owner_url: str, database_url: str) -> int:
+    import asyncio
+
+    import asyncpg
+
+    from gekko.migrate import redact
+    from gekko.security.db_roles import DatabaseRoleError, ensure_application_role
+
+    try:
+        lines = asyncio.run(ensure_application_role(owner_url, database_url))
+    except (DatabaseRoleError, asyncpg.PostgresError, OSError) as exc:
+        role = redact(database_url)
+        print(f"gekko-migrate: error: the services' database role ({role}): {exc}", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(f"gekko-migrate: {line}", flush=True)
+    return 0
 
 
 def _bootstrap_accounts(database_url: str) -> int:
@@ -266,9 +293,27 @@ def _reencrypt(check: bool) -> int:
     return 1 if left.left or left.unreadable else 0
 
 
-def _audit_record(event: str, operator: str, component: str, details: list[str]) -> int:
+def _anchor_lines(path: str | None) -> list[str]:
+    """The first word of each line of an anchors file (the controller's: ROW:HASH time event)."""
+    if not path:
+        return []
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    return [line.split()[0] for line in text.splitlines() if line.strip()]
+
+
+def _audit_anchors(texts: list[str]) -> list:
+    from gekko.security.audit_anchors import Anchor
+
+    return [Anchor.parse(text) for text in texts]
+
+
+def _audit_record(
+    event: str, operator: str, component: str, details: list[str], anchor_texts: list[str]
+) -> int:
     """`gekko audit record`: one row for an operation outside the services (a deploy, a
-    rollback, a rotation), with who ran it."""
+    rollback, a rotation), with who ran it. Prints the chain's new head, for the caller to keep
+    as an anchor; with --anchor, an earlier head that no longer matches is reported (exit 3)
+    after the row is written: the operation happened either way."""
     import asyncio
     from datetime import UTC, datetime
 
@@ -276,13 +321,16 @@ def _audit_record(event: str, operator: str, component: str, details: list[str])
 
     from gekko.correlation import correlation_id_var
     from gekko.security.audit import AuditEntry, append
+    from gekko.security.audit_anchors import check_anchors
 
     try:
         database_url = database_url_from_env()
-        pairs = dict(item.split("=", 1) for item in details)
-    except ConfigError as exc:
+        anchors = _audit_anchors(anchor_texts)
+    except (ConfigError, ValueError) as exc:
         print(f"gekko-audit: configuration error: {exc}", file=sys.stderr)
         return 2
+    try:
+        pairs = dict(item.split("=", 1) for item in details)
     except ValueError:
         print("gekko-audit: each --detail is name=value", file=sys.stderr)
         return 2
@@ -294,41 +342,49 @@ def _audit_record(event: str, operator: str, component: str, details: list[str])
         details={"operator": operator, **pairs},
     )
 
-    async def write() -> None:
+    async def write() -> tuple[list[str], tuple[int, bytes]]:
         conn = await asyncpg.connect(database_url, timeout=10)
         try:
-            await append(conn, [entry])
+            problems = await check_anchors(conn, anchors) if anchors else []
+            return problems, await append(conn, [entry])
         finally:
             await conn.close()
 
-    asyncio.run(write())
-    print(f"gekko-audit: recorded {event} by {operator}", flush=True)
-    return 0
+    problems, (seq, head) = asyncio.run(write())
+    print(f"gekko-audit: recorded {event} by {operator} at row {seq}, anchor {seq}:{head.hex()}",
+          flush=True)  # fmt: skip
+    for problem in problems:
+        print(f"gekko-audit: the audit log was altered: {problem}", file=sys.stderr)
+    return 3 if problems else 0
 
 
-def _audit_verify() -> int:
+def _audit_verify(anchor_texts: list[str]) -> int:
     """`gekko audit verify`: walks the audit log's hash chain; exit 1 at the first row that
-    does not fit (changed, removed or reordered)."""
+    does not fit (changed, removed or reordered), or when an anchored row is gone or changed
+    (the chain rewritten or cut back past it)."""
     import asyncio
 
     import asyncpg
 
     from gekko.security.audit import ChainReport, verify_stored_chain
+    from gekko.security.audit_anchors import check_anchors
 
     try:
         database_url = database_url_from_env()
-    except ConfigError as exc:
+        anchors = _audit_anchors(anchor_texts)
+    except (ConfigError, ValueError) as exc:
         print(f"gekko-audit: configuration error: {exc}", file=sys.stderr)
         return 2
 
-    async def verify() -> ChainReport:
+    async def verify() -> tuple[ChainReport, list[str]]:
         conn = await asyncpg.connect(database_url, timeout=10)
         try:
-            return await verify_stored_chain(conn)
+            report = await verify_stored_chain(conn)
+            return report, await check_anchors(conn, anchors) if anchors else []
         finally:
             await conn.close()
 
-    report = asyncio.run(verify())
+    report, problems = asyncio.run(verify())
     if report.broken_at is not None:
         print(
             f"gekko-audit: the chain breaks at row {report.broken_at}: {report.reason} "
@@ -336,7 +392,13 @@ def _audit_verify() -> int:
             file=sys.stderr,
         )
         return 1
-    print(f"gekko-audit: {report.rows} row(s), chain intact, head {report.head.hex()}", flush=True)
+    for problem in problems:
+        print(f"gekko-audit: the audit log was altered: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    anchored = f", {len(anchors)} anchor(s) match" if anchors else ""
+    print(f"gekko-audit: {report.rows} row(s), chain intact{anchored}, head {report.head.hex()}",
+          flush=True)  # fmt: skip
     return 0
 
 
@@ -360,12 +422,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply database migrations (alembic upgrade head)")
     audit = sub.add_parser("audit", help="the audit log")
     audit_actions = audit.add_subparsers(dest="action", required=True)
-    audit_actions.add_parser("verify", help="check the hash chain from the first row")
+    verify = audit_actions.add_parser("verify", help="check the hash chain from the first row")
     record = audit_actions.add_parser("record", help="append a row (deploys, rollbacks)")
     record.add_argument("event", help="for example deploy-succeeded")
     record.add_argument("--operator", required=True, help="who ran it")
     record.add_argument("--component", default="deploy")
     record.add_argument("--detail", action="append", default=[], metavar="NAME=VALUE")
+    verify.add_argument(
+        "--anchors-file",
+        metavar="PATH",
+        help="anchors, one per line (ROW:HASH first on each; - for standard input)",
+    )
+    for action in (verify, record):
+        action.add_argument(
+            "--anchor",
+            action="append",
+            default=[],
+            metavar="ROW:HASH",
+            help="a row's hash written down when it was appended: it must still be there",
+        )
     reencrypt = sub.add_parser(
         "reencrypt", help="move every value encrypted at rest to the newest data key"
     )
@@ -437,9 +512,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(args.component)
     if args.command == "audit" and args.action == "record":
-        return _audit_record(args.event, args.operator, args.component, args.detail)
+        return _audit_record(args.event, args.operator, args.component, args.detail, args.anchor)
     if args.command == "audit":
-        return _audit_verify()
+        return _audit_verify(args.anchor + _anchor_lines(args.anchors_file))
     if args.command == "reencrypt":
         return _reencrypt(args.check)
     if args.command == "alerts":

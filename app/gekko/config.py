@@ -54,6 +54,13 @@ DEFAULT_PORTS: dict[str, int] = {
 
 # The only component that holds the private key and signs access tokens.
 TOKEN_ISSUER_COMPONENT = "users"  # noqa: S105 - a component name, not a secret
+# The components that store secrets encrypted with the data keys: TOTP seeds (users), the
+# venue keys users link (trading).
+DATA_KEY_COMPONENTS = frozenset({"users", "trading"})
+# Where orders go (gekko.exchanges.base.Mode): the built-in paper exchange, a venue's sandbox or
+# practice host, or the live venue.
+EXCHANGE_MODES = ("paper", "sandbox", "live")
+VENUE_NAMES = ("binanceus", "coinbase", "oanda")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -181,8 +188,12 @@ class Settings:
     # GEKKO_JWT_SIGNING_KEY_FILE: the private key, for the users service only.
     jwt_verify_keys_file: str
     jwt_signing_key_file: str = ""
-    # GEKKO_DATA_KEYS_FILE: the data keys secrets at rest are encrypted with (users service).
+    # GEKKO_DATA_KEYS_FILE: the data keys secrets at rest are encrypted with (users, trading).
     data_keys_file: str = ""
+    # GEKKO_EXCHANGE_MODE: paper (the default everywhere), sandbox or live; and
+    # GEKKO_<VENUE>_BASE_URL, a venue's host overridden (a proxy, a double on loopback).
+    exchange_mode: str = "paper"
+    venue_base_urls: dict[str, str] = field(default_factory=dict)
     bind_host: str = "127.0.0.1"
     port: int = 8000
     instance_id: str = ""
@@ -275,21 +286,40 @@ def token_key_files(component: str, env: Mapping[str, str]) -> tuple[str, str]:
 
 def data_keys_file(component: str, env: Mapping[str, str]) -> str:
     """The data keys' file, for the components that store secrets (the users service keeps
-    the TOTP seeds), checked now so a bad file stops the start with a clear message."""
-    if component != TOKEN_ISSUER_COMPONENT:
+    the TOTP seeds, trading the venue keys), checked now so a bad file stops the start with a
+    clear message."""
+    if component not in DATA_KEY_COMPONENTS:
         return ""
     path = env.get("GEKKO_DATA_KEYS_FILE", "").strip()
     if not path:
         raise ConfigError(
-            "GEKKO_DATA_KEYS_FILE is required for the users service: the file of data keys "
-            "(one random secret of 32+ characters per line, the newest last) that TOTP seeds "
-            "are encrypted with"
+            f"GEKKO_DATA_KEYS_FILE is required for the {component} service: the file of data "
+            "keys (one random secret of 32+ characters per line, the newest last) that the "
+            "secrets it stores are encrypted with"
         )
     try:
         DataKeys(path=path)
     except KeyFileError as exc:
         raise ConfigError(f"data keys: {exc}") from None
     return path
+
+
+def parse_exchange_mode(env: Mapping[str, str]) -> str:
+    mode = (env.get("GEKKO_EXCHANGE_MODE", "").strip() or "paper").lower()
+    if mode not in EXCHANGE_MODES:
+        raise ConfigError(f"GEKKO_EXCHANGE_MODE must be one of {', '.join(EXCHANGE_MODES)}")
+    return mode
+
+
+def parse_venue_base_urls(env: Mapping[str, str]) -> dict[str, str]:
+    urls = {}
+    for venue in VENUE_NAMES:
+        url = env.get(f"GEKKO_{venue.upper()}_BASE_URL", "").strip()
+        if url and not url.startswith(("https://", "http://")):
+            raise ConfigError(f"GEKKO_{venue.upper()}_BASE_URL must be an http(s) URL")
+        if url:
+            urls[venue] = url.rstrip("/")
+    return urls
 
 
 def parse_static_services(raw: str) -> dict[str, list[str]]:
@@ -447,6 +477,8 @@ def load_settings(component: str, env: Mapping[str, str] | None = None) -> Setti
         jwt_verify_keys_file=verify_keys_file,
         jwt_signing_key_file=signing_key_file,
         data_keys_file=keys_file,
+        exchange_mode=parse_exchange_mode(env),
+        venue_base_urls=parse_venue_base_urls(env),
         bind_host=bind_host,
         port=port,
         instance_id=env.get("GEKKO_INSTANCE_ID", "").strip() or f"{component}-{port}",

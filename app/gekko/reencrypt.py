@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from gekko.exchanges.credentials import venue_key_context
 from gekko.security.crypto import DataKeys, DecryptError
 from gekko.services.user_mfa import seed_context
 
@@ -29,6 +30,7 @@ class EncryptedColumn:
 # Every column that holds a value encrypted with the data keys.
 ENCRYPTED_COLUMNS = (
     EncryptedColumn("users.mfa", "user_id", "secret_encrypted", seed_context),  # type: ignore[arg-type]
+    EncryptedColumn("trading.venue_keys", "id", "credentials_encrypted", venue_key_context),
 )
 
 

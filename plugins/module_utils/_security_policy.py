@@ -191,6 +191,25 @@ def check_log_levels(environment, log_levels):
     ]
 
 
+# ------------------------------------------------------------------ exchanges
+
+
+def check_exchange_mode(environment, exchange_mode):
+    """Live trading sends users' orders, with their own keys, to real venues: never by default,
+    and never without a recorded approval."""
+    if exchange_mode != "live":
+        return []
+    return [
+        violation(
+            "exchange-live",
+            "gekko_exchange_mode is live in %s: orders go to the real venues with users' own "
+            "keys" % environment,
+            "prove the environment in sandbox mode first (gekko_exchange_mode: sandbox), then "
+            "deploy live with the approval's ticket (-e gekko_security_approval=<ticket>)",
+        )
+    ]
+
+
 # ------------------------------------------------------------------ containers
 
 
@@ -411,6 +430,7 @@ def evaluate(settings):
     found += check_bind_address(settings["bind_address"], settings["tls_enabled"])
     found += check_admin_mfa(settings.get("rbac_source"), settings.get("admin_totp_seed_problem"))
     found += check_log_levels(settings["environment"], settings.get("log_levels"))
+    found += check_exchange_mode(settings["environment"], settings.get("exchange_mode", "paper"))
     found += check_containers(
         settings.get("service_containers"), settings.get("containers"), image_users
     )

@@ -59,6 +59,13 @@ options:
         C(gekko_dynamic_config.log_level) to an empty string (not set).
     type: dict
     default: {}
+  exchange_mode:
+    description:
+      - Where orders go (C(gekko_exchange_mode)). V(live) is a violation (C(exchange-live))
+        that only an approval lets through.
+    type: str
+    default: paper
+    choices: [paper, sandbox, live]
   service_containers:
     description:
       - Container specs as M(gekko.platform.service_containers) receives them. What a spec
@@ -214,6 +221,7 @@ ARGUMENT_SPEC = dict(
     tls_enabled=dict(type="bool", required=True),
     bind_address=dict(type="str", required=True),
     log_levels=dict(type="dict", default={}),
+    exchange_mode=dict(type="str", default="paper", choices=["paper", "sandbox", "live"]),
     service_containers=dict(type="list", elements="dict", default=[]),
     containers=dict(type="list", elements="dict", default=[]),
     images=dict(

@@ -7,8 +7,12 @@ instances of each of its services, the shape test_rollouts runs on). A second de
 reporting no change is test_noop_deploy's, on the fresh deploy's stack.
 """
 
+import asyncio
 import contextlib
+import stat
+from pathlib import Path
 
+import asyncpg
 import docker
 
 from .conftest import OPERATOR, ansible_playbook, audit_log, wait_for_health
@@ -55,3 +59,31 @@ def test_each_deploy_is_in_the_audit_log_with_who_ran_it(gateway, admin):
     assert latest["details"]["operator"] == OPERATOR
     assert latest["details"]["release"].startswith("r-")
     assert latest["details"]["environment"] == "local"
+
+
+def test_each_recorded_operation_is_anchored_on_the_controller_and_the_log_verifies(
+    gateway, admin, secret
+):
+    """The controller keeps each recorded row's number and hash (0600); the newest is the last
+    deploy's row as the database holds it, and audit-verify.yml checks the chain and every
+    anchor the earlier playbooks of this run left."""
+    anchors = Path.home() / ".gekko/audit/local/anchors"
+    assert stat.S_IMODE(anchors.stat().st_mode) == 0o600
+    lines = anchors.read_text().splitlines()
+    anchor, _, event = lines[-1].split()
+    seq, digest = anchor.split(":")
+    assert event == "deploy-succeeded"
+    assert int(seq) == audit_log(gateway, admin, "deploy-succeeded")[0]["seq"]
+
+    async def stored_hash() -> bytes:
+        conn = await asyncpg.connect(host="127.0.0.1", port=5432, user="gekko", database="gekko",
+                                     password=secret("postgres_password"))  # fmt: skip
+        try:
+            return await conn.fetchval("SELECT hash FROM audit.events WHERE seq = $1", int(seq))
+        finally:
+            await conn.close()
+
+    assert asyncio.run(stored_hash()).hex() == digest
+    checked = ansible_playbook("audit-verify.yml")
+    assert checked.returncode == 0, checked.stdout[-3000:]
+    assert f"chain intact, {len(lines)} anchor(s) match" in checked.stdout

@@ -16,8 +16,8 @@ RUNNER_ARTIFACTS = REPO / ".build" / "runner" / "artifacts"
 
 def secret_values() -> dict[str, str]:
     values = {}
-    for name in ("postgres_password", "redis_password", "admin_password", "monitor_password",
-                 "admin_totp_secret", "smoke_password"):  # fmt: skip
+    for name in ("postgres_password", "postgres_app_password", "redis_password", "admin_password",
+                 "monitor_password", "admin_totp_secret", "smoke_password"):  # fmt: skip
         path = SECRETS / name
         if path.exists():
             values[name] = path.read_text().split()[0]
@@ -100,3 +100,20 @@ def test_no_secret_in_what_the_playbooks_printed_or_recorded(values):
             found[str(path.relative_to(REPO))] = hit
     assert found == {}
     print(f"{len(sources)} playbook outputs searched for {len(values)} secrets")
+
+
+def test_the_database_owners_password_stays_where_postgresql_runs(values):
+    """The application containers sign in to PostgreSQL as the services' role, which is no
+    superuser; the owner's password is only in PostgreSQL's own container and its exporter's,
+    on the datastores host (a one-off migrations container uses it and is removed)."""
+    engine = docker.from_env()
+    containers = engine.containers.list(filters={"label": "gekko.platform/deployment"})
+    holders = sorted(
+        container.name
+        for container in containers
+        if "postgres_password" in leaks(json.dumps(container.attrs["Config"]["Env"]), values)
+    )
+    assert holders == ["gekko-postgres", "gekko-postgres-exporter"]
+    gateway = next(c for c in containers if c.labels.get("gekko.platform/component") == "gateway")
+    url = next(e for e in gateway.attrs["Config"]["Env"] if e.startswith("GEKKO_DATABASE_URL="))
+    assert url.startswith("GEKKO_DATABASE_URL=postgresql://gekko_app:")

@@ -27,6 +27,8 @@ import asyncpg
 import httpx
 import pytest
 
+from doubles.oanda import OandaDouble
+from doubles.serve import serve_in_thread
 from gekko.config import DOMAIN_SERVICES
 from gekko.security.crypto import generate_data_keys_file
 from gekko.security.rbac import Role
@@ -87,14 +89,29 @@ def _as_postgres(cmd: list[str]) -> list[str]:
 
 @dataclass
 class Postgres:
+    """The server, its owner (the migrations' role) and the services' least-privileged role,
+    which `gekko migrate` creates, as a deploy does."""
+
     port: int
     password: str
     user: str = "gekko"
     database: str = "gekko"
+    app_user: str = "gekko_app"
+    app_password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
 
     @property
     def url(self) -> str:
-        return f"postgresql://{self.user}:{self.password}@{LOOPBACK}:{self.port}/{self.database}"
+        return self.owner_url(self.database)
+
+    @property
+    def app_url(self) -> str:
+        return self.services_url(self.database)
+
+    def owner_url(self, database: str) -> str:
+        return f"postgresql://{self.user}:{self.password}@{LOOPBACK}:{self.port}/{database}"
+
+    def services_url(self, database: str) -> str:
+        return f"postgresql://{self.app_user}:{self.app_password}@{LOOPBACK}:{self.port}/{database}"
 
     def fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
         async def run() -> list[asyncpg.Record]:
@@ -234,7 +251,8 @@ OPS = as_role(Role.OPERATOR)
 def base_env(pg: Postgres, redis: RedisServer) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GEKKO_")}
     env.update(
-        GEKKO_DATABASE_URL=pg.url,
+        GEKKO_DATABASE_URL=pg.app_url,
+        GEKKO_MIGRATE_DATABASE_URL=pg.url,
         GEKKO_REDIS_URL=redis.url,
         GEKKO_JWT_VERIFY_KEYS_FILE=VERIFY_KEYS_FILE,
         GEKKO_JWT_SIGNING_KEY_FILE=SIGNING_KEY_FILE,
@@ -320,12 +338,30 @@ class Stack:
             proc.wait()
 
 
+# The OANDA practice account the stack's trading service checks linked keys against: a double on
+# loopback (tests/doubles). The other venues point at a closed loopback port, so nothing a test
+# sends (the fuzz test's keys included) ever leaves the machine.
+OANDA_TOKEN = "oanda-practice-token-of-the-run"
+OANDA_ACCOUNT = "101-004-1234567-001"
+CLOSED_PORT_URL = f"http://{LOOPBACK}:9"
+
+
+@pytest.fixture(scope="session")
+def oanda_double() -> Iterator[str]:
+    url, stop = serve_in_thread(OandaDouble(OANDA_TOKEN, OANDA_ACCOUNT).app())
+    try:
+        yield url
+    finally:
+        stop()
+
+
 @pytest.fixture(scope="session")
 def stack(
     postgres: Postgres,
     redis_server: RedisServer,
     migrate_runs: list,
     alertmanager: AlertmanagerDouble,
+    oanda_double: str,
 ) -> Iterator[Stack]:
     if migrate_runs[0].returncode != 0:
         pytest.fail(f"gekko migrate failed:\n{migrate_runs[0].stderr}")
@@ -333,6 +369,12 @@ def stack(
     st = Stack(env=base_env(postgres, redis_server), root=root, postgres=postgres)
     st.env["GEKKO_SIGNAL_MODEL_PATH"] = str(train_signal_model(root / "signal-model.pt"))
     st.env["GEKKO_ALERTMANAGER_URL"] = alertmanager.url
+    st.env.update(
+        GEKKO_EXCHANGE_MODE="sandbox",
+        GEKKO_OANDA_BASE_URL=oanda_double,
+        GEKKO_BINANCEUS_BASE_URL=CLOSED_PORT_URL,
+        GEKKO_COINBASE_BASE_URL=CLOSED_PORT_URL,
+    )
     try:
         for service in SERVICES:
             st.start(service, service)

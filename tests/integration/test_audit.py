@@ -4,6 +4,8 @@ change or remove a row, and `gekko audit verify` finds a row altered behind its 
 
 from __future__ import annotations
 
+import asyncio
+import re
 import secrets
 import subprocess
 
@@ -11,6 +13,8 @@ import asyncpg
 import httpx
 import pytest
 
+from gekko.security import audit as audit_module
+from gekko.security.audit import chain_hash, entry_from_row
 from gekko.security.rbac import Role
 
 from .conftest import as_role, eventually, gekko_cmd, new_user
@@ -26,10 +30,11 @@ def audit(stack, **filters) -> list[dict]:
     return answer.json()["events"]
 
 
-def verify(stack) -> subprocess.CompletedProcess:
+def verify(stack, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        gekko_cmd("audit", "verify"), env=stack.env, capture_output=True, text=True, timeout=60
-    )
+        gekko_cmd("audit", "verify", *args), env=stack.env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
 
 
 def test_sign_ins_and_refusals_are_audited_with_their_correlation_ids(stack):
@@ -178,3 +183,78 @@ def test_verify_finds_a_row_altered_behind_the_databases_back(stack):
         )
         stack.postgres.fetch(bypass.format("ENABLE"))
     assert verify(stack).returncode == 0
+
+
+def record(stack, *anchors: str) -> subprocess.CompletedProcess:
+    argv = ["audit", "record", "anchor-test", "--operator", "tester"]
+    for anchor in anchors:
+        argv += ["--anchor", anchor]
+    return subprocess.run(gekko_cmd(*argv), env=stack.env, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+
+
+def anchor_of(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode in (0, 3), done.stderr
+    return re.search(r"anchor (\d+:[0-9a-f]{64})", done.stdout)[1]
+
+
+def rewrite_from(stack, seq: int, event: str) -> None:
+    """What someone with the server's keys can do: change a row and recompute every hash from
+    it on, under the writers' lock, so the chain reads as intact again."""
+
+    async def run() -> None:
+        conn = await asyncpg.connect(stack.postgres.url)
+        try:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", audit_module._CHAIN_LOCK)
+                await conn.execute("ALTER TABLE audit.events DISABLE TRIGGER events_append_only")
+                prev = await conn.fetchval("SELECT prev_hash FROM audit.events WHERE seq = $1", seq)
+                rows = await conn.fetch(
+                    "SELECT * FROM audit.events WHERE seq >= $1 ORDER BY seq", seq
+                )
+                for row in rows:
+                    forged = dict(row, event=event) if row["seq"] == seq else dict(row)
+                    digest = chain_hash(bytes(prev), entry_from_row(forged), row["seq"])
+                    await conn.execute(
+                        "UPDATE audit.events SET event = $2, prev_hash = $3, hash = $4"
+                        " WHERE seq = $1",
+                        row["seq"], forged["event"], prev, digest,
+                    )  # fmt: skip
+                    prev = digest
+                await conn.execute("ALTER TABLE audit.events ENABLE TRIGGER events_append_only")
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def test_anchors_find_a_chain_rewritten_or_cut_back_which_the_chain_alone_cannot(stack):
+    first = anchor_of(record(stack))
+    assert verify(stack, "--anchor", first).returncode == 0
+    second = record(stack, first)
+    assert second.returncode == 0, second.stderr
+    second_anchor = anchor_of(second)
+    seq = int(second_anchor.split(":")[0])
+
+    rewrite_from(stack, seq, "nothing-to-see")
+    assert verify(stack).returncode == 0  # the chain alone reads as intact
+    rewritten = verify(stack, "--anchor", first, "--anchor", second_anchor)
+    assert rewritten.returncode == 1
+    assert f"row {seq} no longer has its anchored hash" in rewritten.stderr
+
+    # The next operation's record is written, and says what it found (exit 3).
+    third = record(stack, second_anchor)
+    assert third.returncode == 3
+    assert f"the audit log was altered: row {seq} no longer has its anchored hash" in third.stderr
+    third_seq = int(anchor_of(third).split(":")[0])
+    assert third_seq > seq
+
+    stack.postgres.fetch("ALTER TABLE audit.events DISABLE TRIGGER events_append_only")
+    try:
+        stack.postgres.fetch("DELETE FROM audit.events WHERE seq >= $1", third_seq)
+    finally:
+        stack.postgres.fetch("ALTER TABLE audit.events ENABLE TRIGGER events_append_only")
+    assert verify(stack).returncode == 0
+    cut = verify(stack, "--anchor", anchor_of(third))
+    assert cut.returncode == 1
+    assert f"row {third_seq} is gone: the log was cut back past it" in cut.stderr

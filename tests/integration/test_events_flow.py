@@ -241,7 +241,8 @@ def outage_stack(postgres, redis_server, migrate_runs) -> Iterator[tuple[Stack, 
     outage = Outage(root, free_port(), secrets.token_urlsafe(12))
     outage.start_redis()
     env = base_env(postgres, redis_server)
-    env["GEKKO_DATABASE_URL"] = postgres.url.rsplit("/", 1)[0] + f"/{database}"
+    env["GEKKO_DATABASE_URL"] = postgres.services_url(database)
+    env["GEKKO_MIGRATE_DATABASE_URL"] = postgres.owner_url(database)
     env["GEKKO_REDIS_URL"] = outage.url
     migrated = subprocess.run(gekko_cmd("migrate"), env=env, capture_output=True, text=True)
     assert migrated.returncode == 0, migrated.stderr

@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PASSWORD_ENV = (
     "GEKKO_POSTGRES_PASSWORD",
+    "GEKKO_POSTGRES_APP_PASSWORD",
     "GEKKO_REDIS_PASSWORD",
     "GEKKO_ADMIN_PASSWORD",
     "GEKKO_MONITOR_PASSWORD",
@@ -33,6 +34,7 @@ SECRET_ENV = (
 )
 VAULT_PASSWORDS = (
     "gekko_vault_postgres_password",
+    "gekko_vault_postgres_app_password",
     "gekko_vault_redis_password",
     "gekko_vault_admin_password",
     "gekko_vault_monitor_password",

@@ -36,17 +36,21 @@ def _user(stack: Stack) -> tuple[str, int]:
 def test_migrate_applies_then_reports_up_to_date(migrate_runs):
     first, second = migrate_runs
     assert first.returncode == 0, first.stderr
-    assert first.stdout.strip().splitlines()[-1] == (
-        "gekko-migrate: applied 7 revision(s), now at 0007_alerts"
-    )
+    assert first.stdout.strip().splitlines() == [
+        "gekko-migrate: applied 8 revision(s), now at 0008_venue_keys",
+        "gekko-migrate: database role 'gekko_app' created",
+        "gekko-migrate: database role 'gekko_app' granted the tables of alerts, audit, "
+        "gamification, portfolio, social, trading, users",
+    ]
     assert second.returncode == 0, second.stderr
-    assert second.stdout.strip().splitlines()[-1] == "gekko-migrate: up to date at 0007_alerts"
+    # Nothing changed, so nothing is said beyond the revision (the deploy reports no change).
+    assert second.stdout.strip().splitlines() == ["gekko-migrate: up to date at 0008_venue_keys"]
 
 
 def test_migrate_fails_clearly_when_database_unreachable(stack):
     env = dict(
         stack.env,
-        GEKKO_DATABASE_URL=f"postgresql://gekko:pw@127.0.0.1:{free_port()}/gekko",
+        GEKKO_MIGRATE_DATABASE_URL=f"postgresql://gekko:pw@127.0.0.1:{free_port()}/gekko",
         GEKKO_MIGRATE_WAIT_S="2",  # the default 30 s wait for a starting PostgreSQL
     )
     proc = subprocess.run(

@@ -19,7 +19,9 @@ BIN = Path(sys.executable).parent
 RECAP = re.compile(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=0\s+failed=(\d+)", re.M)
 
 
-def validate(tmp_path, inventory, *args: str) -> tuple[subprocess.CompletedProcess, str]:
+def validate(
+    tmp_path, inventory, *args: str, playbook: str = "validate.yml", tags: str = "schema"
+) -> tuple[subprocess.CompletedProcess, str]:
     env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
     env.update(
         ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
@@ -29,8 +31,8 @@ def validate(tmp_path, inventory, *args: str) -> tuple[subprocess.CompletedProce
         GEKKO_REPORT_DIR=str(tmp_path / "reports"),
     )
     run = subprocess.run(
-        [str(BIN / "ansible-playbook"), str(REPO / "playbooks/validate.yml"),
-         "--tags", "schema", "--check", "-i", str(inventory), *args],
+        [str(BIN / "ansible-playbook"), str(REPO / "playbooks" / playbook),
+         "--tags", tags, "--check", "-i", str(inventory), *args],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     return run, run.stdout + run.stderr
@@ -105,6 +107,43 @@ def test_debug_logging_in_prod_is_refused_unless_approved(tmp_path, prod):
     assert run.returncode == 0, output
     assert "approval SEC-123 waives 1 violation(s)" in output
     assert all(result == (0, 0) for result in recap(output).values()), output
+
+
+def test_runtime_settings_pass_the_gate_before_they_reach_a_host(tmp_path, prod):
+    """DEBUG logging cannot reach prod live either: runtime.yml stops at the gate, before it
+    connects to any host (the example hosts do not exist)."""
+    inventory, password = prod
+    run, output = validate(
+        tmp_path, inventory, "--vault-password-file", str(password),
+        "-e", '{"gekko_dynamic_config": {"log_level": "DEBUG"}}',
+        playbook="runtime.yml", tags="all",
+    )  # fmt: skip
+    assert_refused(run, output, "[debug-logging] gekko_dynamic_config.log_level is DEBUG in prod")
+    assert "UNREACHABLE" not in output
+
+
+@pytest.mark.parametrize(
+    ("playbook", "args"),
+    [("scale.yml", ["-e", "service=trading", "-e", "instances=2"]), ("rotate-secrets.yml", [])],
+)
+def test_the_playbooks_that_change_a_running_platform_pass_the_gate_first(tmp_path, playbook, args):
+    run, output = validate(
+        tmp_path, REPO / "inventories/local", "-e", "gekko_bind_address=0.0.0.0", *args,
+        playbook=playbook, tags="all",
+    )  # fmt: skip
+    assert_refused(run, output, "[bind-without-tls] gekko_bind_address is 0.0.0.0")
+    assert "Rotate: make the next" not in output and "Activate: scale" not in output
+
+
+def test_live_trading_is_refused_unless_approved(tmp_path):
+    local = REPO / "inventories/local"
+    run, output = validate(tmp_path, local, "-e", "gekko_exchange_mode=live")
+    assert_refused(run, output, "[exchange-live] gekko_exchange_mode is live in local")
+    run, output = validate(
+        tmp_path, local, "-e", "gekko_exchange_mode=live", "-e", "gekko_security_approval=SEC-9"
+    )
+    assert run.returncode == 0, output
+    assert "approval SEC-9 waives 1 violation(s)" in output
 
 
 def test_an_approval_must_name_a_ticket(tmp_path):

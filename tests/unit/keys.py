@@ -12,8 +12,8 @@ from gekko.security.tokens import SigningKey, VerifyKeys, generate_key_files
 _KEYS_DIR = tempfile.mkdtemp(prefix="gekko-keys-")
 SIGNING_KEY_FILE, VERIFY_KEYS_FILE = generate_key_files(_KEYS_DIR)
 DATA_KEYS_FILE = generate_data_keys_file(_KEYS_DIR)
-# The settings every component needs (the signing key and the data keys are used by the users
-# service only).
+# The settings every component needs (the signing key is used by the users service only, the
+# data keys by users and trading).
 TOKEN_ENV = {
     "GEKKO_JWT_VERIFY_KEYS_FILE": VERIFY_KEYS_FILE,
     "GEKKO_JWT_SIGNING_KEY_FILE": SIGNING_KEY_FILE,

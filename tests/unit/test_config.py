@@ -33,15 +33,34 @@ def test_only_the_users_service_holds_the_signing_key():
     assert load_settings("users", ENV).jwt_signing_key_file == ENV["GEKKO_JWT_SIGNING_KEY_FILE"]
 
 
-def test_only_the_users_service_holds_the_data_keys_and_they_must_be_strong(tmp_path):
+def test_only_the_services_that_store_secrets_hold_the_data_keys_and_they_must_be_strong(
+    tmp_path,
+):
     env = {k: v for k, v in ENV.items() if k != "GEKKO_DATA_KEYS_FILE"}
-    with pytest.raises(ConfigError, match="GEKKO_DATA_KEYS_FILE is required for the users"):
-        load_settings("users", env)
-    assert load_settings("trading", ENV).data_keys_file == ""
+    for component in ("users", "trading"):  # TOTP seeds; venue keys
+        with pytest.raises(
+            ConfigError, match=f"GEKKO_DATA_KEYS_FILE is required for the {component}"
+        ):
+            load_settings(component, env)
+    assert load_settings("portfolio", ENV).data_keys_file == ""
     weak = tmp_path / "data-keys"
     weak.write_text("short\n")
     with pytest.raises(ConfigError, match="data keys: .*at least 32"):
         load_settings("users", {**ENV, "GEKKO_DATA_KEYS_FILE": str(weak)})
+
+
+def test_the_exchange_mode_is_paper_unless_set_and_venue_hosts_are_urls():
+    assert load_settings("trading", ENV).exchange_mode == "paper"
+    env = {**ENV, "GEKKO_EXCHANGE_MODE": "Sandbox", "GEKKO_OANDA_BASE_URL": "http://127.0.0.1:9/"}
+    settings = load_settings("trading", env)
+    assert (settings.exchange_mode, settings.venue_base_urls) == (
+        "sandbox",
+        {"oanda": "http://127.0.0.1:9"},
+    )
+    with pytest.raises(ConfigError, match="GEKKO_EXCHANGE_MODE must be one of paper, sandbox"):
+        load_settings("trading", {**ENV, "GEKKO_EXCHANGE_MODE": "real"})
+    with pytest.raises(ConfigError, match="GEKKO_COINBASE_BASE_URL must be an http"):
+        load_settings("trading", {**ENV, "GEKKO_COINBASE_BASE_URL": "ftp://x"})
 
 
 def test_unreadable_or_wrong_key_files_are_clear_errors(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from doubles.binanceus import BinanceDouble
 from gekko.exchanges.base import ExchangeError, OrderRequest, OrderStatus
 from gekko.exchanges.binanceus import (
     BinanceUS,
@@ -19,8 +20,6 @@ from gekko.exchanges.binanceus import (
     hmac_signature,
     total_params,
 )
-
-from .binanceus_double import BinanceDouble
 
 # The example of the docs' "SIGNED Endpoint Examples for POST /api/v3/order" (HMAC keys).
 DOCS_KEY = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A"

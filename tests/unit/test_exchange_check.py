@@ -4,22 +4,19 @@ when the settings are missing."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 from collections.abc import Iterator
 
 import pytest
-from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from doubles.binanceus import BinanceDouble
+from doubles.coinbase import CoinbaseDouble
+from doubles.oanda import OandaDouble
+from doubles.serve import serve_in_thread
 from gekko.cli import main as gekko_main
 from gekko.exchanges.cli import main
-
-from .binanceus_double import BinanceDouble
-from .coinbase_double import CoinbaseDouble
-from .oanda_double import OandaDouble
 
 SECRET = "s" * 64
 
@@ -27,25 +24,16 @@ SECRET = "s" * 64
 @pytest.fixture
 def serve() -> Iterator:
     """Runs an aiohttp app on a loopback port in a thread (the CLI runs its own event loop)."""
-    runners = []
+    stops = []
 
-    def start(app: web.Application) -> str:
-        loop = asyncio.new_event_loop()
-        runner = web.AppRunner(app)
-        loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        loop.run_until_complete(site.start())
-        port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001 - the bound port
-        thread = threading.Thread(target=loop.run_forever, daemon=True)
-        thread.start()
-        runners.append((loop, runner, thread))
-        return f"http://127.0.0.1:{port}"
+    def start(app) -> str:
+        url, stop = serve_in_thread(app)
+        stops.append(stop)
+        return url
 
     yield start
-    for loop, runner, thread in runners:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(5)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
+    for stop in stops:
+        stop()
 
 
 def _binance_env(url: str, secret: str = SECRET) -> dict[str, str]:

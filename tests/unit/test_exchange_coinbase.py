@@ -12,10 +12,9 @@ from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from doubles.coinbase import CoinbaseDouble
 from gekko.exchanges.base import ExchangeError, OrderRequest, OrderStatus
 from gekko.exchanges.coinbase import Coinbase, Credentials, build_jwt, order_body, request_uri
-
-from .coinbase_double import CoinbaseDouble
 
 KEY_NAME = (
     "organizations/9c0d6b2e-0000-4000-8000-000000000001"

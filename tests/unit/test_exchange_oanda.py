@@ -9,10 +9,9 @@ from decimal import Decimal
 import pytest
 from aiohttp.test_utils import TestServer
 
+from doubles.oanda import OandaDouble
 from gekko.exchanges.base import ExchangeError, OrderRequest, OrderStatus
 from gekko.exchanges.oanda import LIVE_URL, PRACTICE_URL, Credentials, Oanda, order_body
-
-from .oanda_double import OandaDouble
 
 TOKEN, ACCOUNT = "0123456789abcdef-0123456789abcdef", "101-004-1234567-001"
 SELL = OrderRequest("gekko-s1", "EUR_USD", "sell", "limit", Decimal(100), Decimal("1.2"))

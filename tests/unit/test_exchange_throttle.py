@@ -11,11 +11,10 @@ import pytest
 from aiohttp.test_utils import TestServer
 from limits import parse
 
+from doubles.binanceus import BinanceDouble
 from gekko.exchanges.base import ExchangeError, OrderRequest
 from gekko.exchanges.binanceus import BinanceUS, Credentials
 from gekko.exchanges.throttle import BUDGETS, Throttle, ThrottledExchange
-
-from .binanceus_double import BinanceDouble
 
 
 def test_the_documented_budgets():

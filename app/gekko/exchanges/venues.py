@@ -35,6 +35,11 @@ class Venue:
     urls: Mapping[Mode, str | None]
     credential_env: tuple[str, ...]
     build: Callable[[Mapping[str, str], str], Exchange]
+    # The same credentials as a user links them (gekko.exchanges.credentials), in the order of
+    # credential_env, and the one that names the key (its last characters are shown, never the
+    # rest).
+    credential_fields: tuple[str, ...] = ("api_key", "api_secret")
+    hint_field: str = "api_key"
 
     def base_url(self, mode: Mode, env: Mapping[str, str]) -> str:
         override = env.get(f"GEKKO_{self.name.upper()}_BASE_URL", "").strip()
@@ -118,6 +123,9 @@ VENUES: dict[str, Venue] = {
         {Mode.SANDBOX: oanda.PRACTICE_URL, Mode.LIVE: oanda.LIVE_URL},
         ("GEKKO_OANDA_API_TOKEN", "GEKKO_OANDA_ACCOUNT_ID"),
         _oanda,
+        ("api_token", "account_id"),
+        # The account names the key: the token is the secret.
+        "account_id",
     ),
 }
 

@@ -152,8 +152,9 @@ async def verify_stored_chain(conn: asyncpg.Connection, page: int = 5000) -> Cha
         after = rows[-1]["seq"]
 
 
-async def append(conn: asyncpg.Connection, entries: list[AuditEntry]) -> None:
-    """Appends entries to the chain in one transaction (the lock keeps writers in turn)."""
+async def append(conn: asyncpg.Connection, entries: list[AuditEntry]) -> tuple[int, bytes]:
+    """Appends entries to the chain in one transaction (the lock keeps writers in turn); returns
+    the chain's head after them: the last row's number and hash."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _CHAIN_LOCK)
         last = await conn.fetchrow("SELECT seq, hash FROM audit.events ORDER BY seq DESC LIMIT 1")
@@ -186,6 +187,7 @@ async def append(conn: asyncpg.Connection, entries: list[AuditEntry]) -> None:
             """,
             rows,
         )
+    return seq, prev
 
 
 def storable(text: str) -> str:

@@ -66,6 +66,10 @@ ADMINISTER = Permission("administer", frozenset({Role.ADMIN}))
 ADMINISTER_STEP_UP = Permission(
     "administer-step-up", frozenset({Role.ADMIN}), fresh_mfa_s=STEP_UP_MAX_AGE_S
 )
+# Linking or removing a venue key (gekko.services.venue_keys): traders, with step-up.
+TRADE_STEP_UP = Permission(
+    "trade-step-up", frozenset({Role.TRADER, Role.ADMIN}), fresh_mfa_s=STEP_UP_MAX_AGE_S
+)
 # A signed-in user weakening their own account (turning MFA off): step-up as well.
 SIGNED_IN_STEP_UP = Permission("signed-in-step-up", ALL_ROLES, fresh_mfa_s=STEP_UP_MAX_AGE_S)
 

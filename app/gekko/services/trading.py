@@ -42,12 +42,16 @@ from gekko.domain.exchange import (
 from gekko.domain.prices import UnknownSymbolError, normalize_symbol, quote
 from gekko.outbox import add_event
 from gekko.problems import ProblemError
+from gekko.security.crypto import DataKeys
 from gekko.security.rbac import SIGNED_IN, TRADE, AccessTable
+from gekko.services import venue_keys
 from gekko.services.deps import Pool, UserId
 from gekko.services.wiring import start_relay, stop_all, wake_relay
 
 PREFIX = "/api/v1/trading"
 router = APIRouter(prefix=PREFIX, tags=["trading"])
+# The routers make up the service: orders here, the linked venue keys in venue_keys.
+ROUTERS = (router, venue_keys.router)
 # Who may call each route (gekko.security.rbac); a route missing here stops the service.
 ACCESS: AccessTable = {
     ("POST", PREFIX + "/execute"): TRADE,
@@ -55,6 +59,7 @@ ACCESS: AccessTable = {
     ("DELETE", PREFIX + "/orders/{order_id}"): TRADE,
     ("GET", PREFIX + "/orders"): SIGNED_IN,
     ("GET", PREFIX + "/account"): SIGNED_IN,
+    **venue_keys.ACCESS,
 }
 log = logging.getLogger("gekko.trading")
 
@@ -492,6 +497,11 @@ async def _matcher(app: FastAPI) -> None:
             raise
         except Exception:
             log.exception("limit-order matcher pass failed")
+
+
+def configure(app: FastAPI) -> None:
+    # The keys the linked venue keys are encrypted with (re-read when a rotation replaces them).
+    app.state.data_keys = DataKeys(path=app.state.settings.data_keys_file)
 
 
 async def start(app: FastAPI) -> None:

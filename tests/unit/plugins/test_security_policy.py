@@ -172,6 +172,21 @@ def test_debug_logging_outside_prod_and_other_levels_pass(environment, level):
     assert policy.check_log_levels(environment, {"gekko_log_level": level}) == []
 
 
+# ------------------------------------------------------------------ exchanges
+
+
+def test_live_trading_is_a_waivable_violation_in_any_environment():
+    found = policy.check_exchange_mode("staging", "live")
+    assert rules(found) == ["exchange-live"]
+    assert found[0]["waivable"] is True
+    assert "gekko_security_approval" in found[0]["fix"]
+
+
+@pytest.mark.parametrize("mode", ["paper", "sandbox"])
+def test_paper_and_sandbox_trading_pass(mode):
+    assert policy.check_exchange_mode("prod", mode) == []
+
+
 # ------------------------------------------------------------------ containers
 
 
