@@ -17,7 +17,8 @@ Metrics (where they come from)
 - gekko_http_requests_total{component,route,method,status_class} and
   gekko_http_request_duration_seconds{component,route,method}: every gateway and service
   process (gekko.metrics); jobs `gateway` and `services` (label `service`).
-- gekko_kpi_*: the gateway's KPI snapshot (gekko.kpis), served on /dashboard/metrics.
+- gekko_kpi_*: the gateway's KPI snapshot (gekko.kpis), served on /dashboard/metrics; job
+  `kpis`, scraped with the credential gekko.platform.prometheus writes.
 - gekko_inference_*, gekko_gpu_*: the signals service (gekko.signals.telemetry).
 - gekko_upstream_*, gekko_circuit_breaker_*, gekko_ratelimit_*: the gateway
   (gekko.gateway.telemetry); gekko_security_events_total{event}: every component.

@@ -190,6 +190,9 @@ class Settings:
     jwt_signing_key_file: str = ""
     # GEKKO_DATA_KEYS_FILE: the data keys secrets at rest are encrypted with (users, trading).
     data_keys_file: str = ""
+    # GEKKO_KPI_SCRAPE_TOKEN_SHA256: the hash of Prometheus's credential for the gateway's
+    # /dashboard/metrics (gekko.gateway.dashboard); empty: only signed-in viewers read it.
+    kpi_scrape_token_sha256: str = ""
     # GEKKO_EXCHANGE_MODE: paper (the default everywhere), sandbox or live; and
     # GEKKO_<VENUE>_BASE_URL, a venue's host overridden (a proxy, a double on loopback).
     exchange_mode: str = "paper"
@@ -302,6 +305,13 @@ def data_keys_file(component: str, env: Mapping[str, str]) -> str:
     except KeyFileError as exc:
         raise ConfigError(f"data keys: {exc}") from None
     return path
+
+
+def parse_sha256(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip().lower()
+    if value and (len(value) != 64 or any(c not in "0123456789abcdef" for c in value)):
+        raise ConfigError(f"{name} must be a SHA-256 in hex (64 characters)")
+    return value
 
 
 def parse_exchange_mode(env: Mapping[str, str]) -> str:
@@ -477,6 +487,9 @@ def load_settings(component: str, env: Mapping[str, str] | None = None) -> Setti
         jwt_verify_keys_file=verify_keys_file,
         jwt_signing_key_file=signing_key_file,
         data_keys_file=keys_file,
+        kpi_scrape_token_sha256=(
+            parse_sha256(env, "GEKKO_KPI_SCRAPE_TOKEN_SHA256") if component == GATEWAY else ""
+        ),
         exchange_mode=parse_exchange_mode(env),
         venue_base_urls=parse_venue_base_urls(env),
         bind_host=bind_host,

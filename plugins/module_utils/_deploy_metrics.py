@@ -13,7 +13,10 @@ __metaclass__ = type
 import re
 
 OUTCOMES = ("succeeded", "rolled_back", "failed")
+# Not an outcome: written before the deploy changes anything, to a file of its own.
+STARTED = "started"
 _FINISHED = "gekko_deploy_finished_timestamp_seconds"
+_STARTED = "gekko_deploy_started_timestamp_seconds"
 _LINE = re.compile(r'^%s\{outcome="([a-z_]+)"\} ([0-9.eE+-]+)$' % _FINISHED)
 
 
@@ -54,6 +57,21 @@ def render(finished, duration, phases, release, environment):
         % (_label(release), _label(environment)),
     ]
     return "\n".join(lines) + "\n"
+
+
+def render_started(started_at, environment):
+    """The start of the deploy under way: with no finish after it, the deploy stopped early."""
+    return (
+        "\n".join(
+            [
+                "# HELP %s Unix time the last deploy started (before it changed anything)."
+                % _STARTED,
+                "# TYPE %s gauge" % _STARTED,
+                '%s{environment="%s"} %.3f' % (_STARTED, _label(environment), started_at),
+            ]
+        )
+        + "\n"
+    )
 
 
 def phase_durations(marks, finished_at):

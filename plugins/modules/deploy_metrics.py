@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 ---
 module: deploy_metrics
-short_description: Record a finished deploy as Prometheus metrics for the node exporter
+short_description: Record a deploy's start or outcome as Prometheus metrics for the node exporter
 version_added: 0.2.0
 description:
   - Writes the deploy history to a C(.prom) file that the host's node exporter serves
@@ -20,7 +20,11 @@ description:
     (C(gekko_deploy_finished_timestamp_seconds{outcome})), and replaces the last deploy's
     duration, phase durations and release (C(gekko_deploy_duration_seconds),
     C(gekko_deploy_phase_duration_seconds{phase}), C(gekko_deploy_info)).
-  - The file is replaced atomically, so a scrape never reads half of it.
+  - With O(outcome=started), writes only when the deploy began
+    (C(gekko_deploy_started_timestamp_seconds)), to a file of its own, before the deploy changes
+    anything. A deploy that never records how it ended then shows as started and unfinished.
+  - The file is replaced atomically, so a scrape never reads half of it; its folder is made
+    when missing (a first deploy that stops early still leaves its start).
 author:
   - Gekko platform team (@gekko-platform)
 attributes:
@@ -36,10 +40,10 @@ options:
     type: path
     required: true
   outcome:
-    description: How the deploy ended.
+    description: How the deploy ended, or V(started) when it begins.
     type: str
     required: true
-    choices: [succeeded, rolled_back, failed]
+    choices: [started, succeeded, rolled_back, failed]
   started_at:
     description: Unix time the deploy began.
     type: float
@@ -91,7 +95,9 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             path=dict(type="path", required=True),
-            outcome=dict(type="str", required=True, choices=list(metrics.OUTCOMES)),
+            outcome=dict(
+                type="str", required=True, choices=[metrics.STARTED] + list(metrics.OUTCOMES)
+            ),
             started_at=dict(type="float", required=True),
             finished_at=dict(type="float"),
             phase_started=dict(type="dict", default={}),
@@ -111,18 +117,26 @@ def main():
         marks = dict((k, float(v)) for k, v in params["phase_started"].items())
     except (TypeError, ValueError):
         module.fail_json(msg="phase_started must map phase names to unix times")
-    finished = metrics.finished_times(before)
-    finished[params["outcome"]] = finished_at
-    after = metrics.render(
-        finished,
-        max(finished_at - params["started_at"], 0.0),
-        metrics.phase_durations(marks, finished_at),
-        params["release"],
-        params["environment"],
-    )
+    if params["outcome"] == metrics.STARTED:
+        after = metrics.render_started(params["started_at"], params["environment"])
+    else:
+        finished = metrics.finished_times(before)
+        finished[params["outcome"]] = finished_at
+        after = metrics.render(
+            finished,
+            max(finished_at - params["started_at"], 0.0),
+            metrics.phase_durations(marks, finished_at),
+            params["release"],
+            params["environment"],
+        )
     changed = after != before
     if changed and not module.check_mode:
         folder = os.path.dirname(params["path"]) or "."
+        try:
+            if not os.path.isdir(folder):
+                os.makedirs(folder, 0o755)
+        except (IOError, OSError) as exc:
+            module.fail_json(msg="cannot make %s: %s" % (folder, exc))
         fd, temporary = tempfile.mkstemp(dir=folder, prefix=".deploys.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w") as handle:

@@ -17,6 +17,7 @@ EXPECTED_JOBS = {
     "alertmanager",
     "prometheus",
     "gateway",
+    "kpis",
     "services",
     "node",
     "containers",
@@ -79,8 +80,14 @@ def test_every_running_service_instance_is_scraped_and_nothing_else(targets):
         ('gekko_container_running{container="gekko-postgres"} == 1', "datastore containers too"),
         ('engine_daemon_engine_info{job="docker"}', "the Docker engine's own metrics"),
         ('gekko_http_requests_total{job="services",service="trading"}', "a service's own metrics"),
+        ('gekko_kpi_fill_rate{job="kpis"}', "the KPIs, with the scrape credential"),
         ('gekko_deploy_finished_timestamp_seconds{outcome="succeeded"} > 0', "the deploy history"),
         ('gekko_deploy_phase_duration_seconds{phase="prepare"} > 0', "the deploy's phase times"),
+        (
+            "gekko_deploy_started_timestamp_seconds < on (instance) "
+            'gekko_deploy_finished_timestamp_seconds{outcome="succeeded"}',
+            "the deploy's start, before its finish",
+        ),
     ],
 )
 def test_prometheus_has_current_data_from_each_source(targets, expr, what):

@@ -123,9 +123,11 @@ def test_listeners_bind_their_hosts_address_and_postgres_admits_only_platform_ho
     assert "10.77.0.11:8102" in listening and "0.0.0.0:8102" not in listening
     hba = on_host("lab-db-1", "cat /etc/gekko/postgres/pg_hba.conf")
     rules = [line.split() for line in hba.splitlines() if line and not line.startswith("#")]
+    # The services' own role, and the owner (the migrations), from those hosts only.
     assert rules == [
-        ["hostssl", "all", "gekko", f"10.77.0.{n}/32", "scram-sha-256", "clientcert=verify-ca"]
+        ["hostssl", "all", user, f"10.77.0.{n}/32", "scram-sha-256", "clientcert=verify-ca"]
         for n in (11, 12, 13)
+        for user in ("gekko_app", "gekko")
     ]
     # The right password from an address that is not a services or gateway host: refused.
     password = on_host("lab-db-1", "sed -n 's/^POSTGRES_PASSWORD=//p' /etc/gekko/postgres.env")

@@ -63,6 +63,15 @@ def test_the_exchange_mode_is_paper_unless_set_and_venue_hosts_are_urls():
         load_settings("trading", {**ENV, "GEKKO_COINBASE_BASE_URL": "ftp://x"})
 
 
+def test_the_kpi_scrape_hash_is_the_gateways_alone_and_must_be_a_sha256():
+    digest = "ab" * 32
+    env = {**ENV, "GEKKO_KPI_SCRAPE_TOKEN_SHA256": digest.upper()}
+    assert load_settings("gateway", env).kpi_scrape_token_sha256 == digest
+    assert load_settings("trading", env).kpi_scrape_token_sha256 == ""
+    with pytest.raises(ConfigError, match="GEKKO_KPI_SCRAPE_TOKEN_SHA256 must be a SHA-256"):
+        load_settings("gateway", {**ENV, "GEKKO_KPI_SCRAPE_TOKEN_SHA256": "secret"})
+
+
 def test_unreadable_or_wrong_key_files_are_clear_errors(tmp_path):
     missing = str(tmp_path / "nope.pem")
     with pytest.raises(ConfigError, match="nope.pem cannot be read"):

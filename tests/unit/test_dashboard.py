@@ -1,3 +1,4 @@
+import hashlib
 import re
 
 import pytest
@@ -17,11 +18,14 @@ from .keys import as_role, verify_keys
 VIEWER = as_role(Role.VIEWER)
 
 
+SCRAPE_TOKEN = "prometheus-scrape-credential-of-the-test"
+
+
 def dashboard_app(registry: CollectorRegistry) -> FastAPI:
     """The dashboard's routes alone, with the gateway's permissions for them."""
     app = FastAPI()
     install_problem_handlers(app)
-    dashboard.install_dashboard(app, registry)
+    dashboard.install_dashboard(app, registry, hashlib.sha256(SCRAPE_TOKEN.encode()).hexdigest())
     app.state.verify_keys, app.state.revoked_sessions = verify_keys, None
     app.state.permissions = route_permissions(app.routes, GATEWAY_ACCESS, owner="dashboard")
     return app
@@ -98,6 +102,15 @@ def test_kpis_json_and_prometheus_export(client):
     text = generate_latest(client.registry).decode()
     assert "gekko_kpi_orders_executed_total 12.0" in text
     assert "gekko_kpi_fill_rate 0.75" in text
+
+
+def test_the_scrape_credential_opens_the_kpi_series_and_nothing_else(client):
+    scraper = {"Authorization": f"Bearer {SCRAPE_TOKEN}"}
+    served = client.get("/dashboard/metrics", headers=scraper)
+    assert served.status_code == 200 and "gekko_kpi_fill_rate 0.75" in served.text
+    assert client.get("/dashboard/kpis", headers=scraper).status_code == 401
+    wrong = {"Authorization": f"Bearer {SCRAPE_TOKEN}x"}
+    assert client.get("/dashboard/metrics", headers=wrong).status_code == 401
 
 
 def test_kpis_unavailable_is_a_503_problem(monkeypatch):

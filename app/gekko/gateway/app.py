@@ -215,7 +215,7 @@ def build_gateway_app(settings: Settings) -> FastAPI:
     if settings.edge_tls is not None:
         app.add_middleware(HstsMiddleware, max_age_s=settings.edge_tls.hsts_max_age_s)
     # The KPI series get a registry of their own: /dashboard/metrics, not the public /metrics.
-    install_dashboard(app, CollectorRegistry())
+    install_dashboard(app, CollectorRegistry(), settings.kpi_scrape_token_sha256)
 
     def own_openapi() -> dict[str, Any]:
         return get_openapi(

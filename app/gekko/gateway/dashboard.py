@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import html
 import logging
 from collections.abc import AsyncIterator
@@ -74,13 +76,28 @@ def render_page() -> str:
     )
 
 
-def install_dashboard(app: FastAPI, registry: CollectorRegistry) -> None:
+def install_dashboard(
+    app: FastAPI, registry: CollectorRegistry, scrape_token_sha256: str = ""
+) -> None:
     """Add /dashboard, /dashboard/kpis and /dashboard/metrics to `app`; the gekko_kpi_* series
     go on `registry`, served by /dashboard/metrics only: the figures are not public, so they
-    must not be on the public /metrics."""
+    must not be on the public /metrics.
+
+    `scrape_token_sha256`: the SHA-256 (hex) of Prometheus's scrape credential, a bearer token
+    that opens /dashboard/metrics alone (a viewer's access token lives an hour; a scraper needs
+    one that lasts). Only its hash is held here."""
     collector = KpiCollector()
     registry.register(collector)
     app.state.kpi_collector = collector
+
+    async def authorize_scrape(request: Request) -> None:
+        presented = request.headers.get("authorization", "")
+        scheme, _, token = presented.partition(" ")
+        if scrape_token_sha256 and scheme.lower() == "bearer" and token:
+            digest = hashlib.sha256(token.strip().encode()).hexdigest()
+            if hmac.compare_digest(digest, scrape_token_sha256):
+                return
+        await authorize(request)
 
     @app.get("/dashboard/kpis", tags=["ops"], dependencies=[Depends(authorize)])
     async def dashboard_kpis(request: Request) -> JSONResponse:
@@ -91,10 +108,11 @@ def install_dashboard(app: FastAPI, registry: CollectorRegistry) -> None:
         "/dashboard/metrics",
         tags=["ops"],
         response_class=Response,
-        dependencies=[Depends(authorize)],
+        dependencies=[Depends(authorize_scrape)],
     )
     async def dashboard_metrics() -> Response:
-        """The KPIs in Prometheus text (gekko_kpi_*), for a scraper with a viewer's token."""
+        """The KPIs in Prometheus text (gekko_kpi_*), for a viewer's token or the scrape
+        credential."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get(
