@@ -2,33 +2,18 @@
 
 import hashlib
 import json
-import os
 import stat
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-COLLECTIONS = Path(__file__).resolve().parents[3] / "collections"
-MODULE = "ansible_collections.gekko.platform.plugins.modules.config_files"
+from .module_runner import run_module
 
 
 def run(tmp_path, check=False, diff=True, **args):
-    args_file = tmp_path / "args.json"
-    args_file.write_text(
-        json.dumps(
-            {"ANSIBLE_MODULE_ARGS": dict(args, _ansible_check_mode=check, _ansible_diff=diff)}
-        )
+    return run_module(
+        "config_files", tmp_path, dict(args, _ansible_check_mode=check, _ansible_diff=diff)
     )
-    done = subprocess.run(
-        [sys.executable, "-m", MODULE, str(args_file)],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=str(COLLECTIONS)),
-        check=False,
-    )
-    return json.loads(done.stdout)
 
 
 def mode(path):

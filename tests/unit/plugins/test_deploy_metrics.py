@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 from ansible_collections.gekko.platform.plugins.module_utils import _deploy_metrics as metrics
+
+from .module_runner import run_module
 
 
 def test_a_rollback_keeps_when_the_last_success_was():
@@ -50,23 +46,13 @@ def test_label_values_are_escaped_so_the_file_stays_parseable():
     assert phase.labels == {"phase": 'we"ird'}
 
 
-def run_module(tmp_path, **args):
-    """The module as Ansible runs it: a process reading its arguments."""
-    collections = Path(__file__).resolve().parents[3] / "collections"
-    args_file = tmp_path / "args.json"
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    done = subprocess.run(
-        [sys.executable, "-m", "ansible_collections.gekko.platform.plugins.modules.deploy_metrics",
-         str(args_file)],
-        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(collections)),
-        check=False,
-    )  # fmt: skip
-    return json.loads(done.stdout)
+def run(tmp_path, **args):
+    return run_module("deploy_metrics", tmp_path, args)
 
 
 def test_a_start_is_its_own_file_made_with_its_folder_and_a_finish_leaves_it(tmp_path):
     folder = tmp_path / "metrics"  # a first deploy: the node exporter's folder is not there yet
-    started = run_module(
+    started = run(
         tmp_path, path=str(folder / "deploy-started.prom"), outcome="started",
         started_at=1700000000.0, environment="local",
     )  # fmt: skip
@@ -74,7 +60,7 @@ def test_a_start_is_its_own_file_made_with_its_folder_and_a_finish_leaves_it(tmp
     text = (folder / "deploy-started.prom").read_text()
     assert 'gekko_deploy_started_timestamp_seconds{environment="local"} 1700000000.000' in text
     assert "gekko_deploy_finished_timestamp_seconds" not in text
-    finished = run_module(
+    finished = run(
         tmp_path, path=str(folder / "deploys.prom"), outcome="succeeded",
         started_at=1700000000.0, finished_at=1700000090.0, environment="local",
     )  # fmt: skip
