@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gekko.exchanges.base import ExchangeError, Mode
-from gekko.exchanges.venues import VENUES, CheckResult, Venue, VenueSettingsError, check
+from gekko.exchanges.venues import CheckResult, Venue, VenueSettingsError, check
 from gekko.security.crypto import DataKeys
 
 # A user may hold this many keys per venue: the current one and its successor while rotating.
@@ -104,18 +104,3 @@ def refusal(error: ExchangeError | VenueSettingsError) -> Refusal:
     if error.http_status is not None and 400 <= error.http_status < 500:
         return Refusal(422, f"the venue refused this key: {error}")
     return Refusal(502, f"the venue did not answer the check; nothing was kept ({error})")
-
-
-__all__ = [
-    "MAX_KEYS_PER_VENUE",
-    "VENUES",
-    "CredentialError",
-    "Refusal",
-    "check_fields",
-    "hint",
-    "refusal",
-    "seal",
-    "unseal",
-    "venue_key_context",
-    "verify",
-]

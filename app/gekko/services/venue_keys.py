@@ -23,6 +23,7 @@ from gekko.exchanges import credentials
 from gekko.exchanges.base import ExchangeError, Mode
 from gekko.exchanges.venues import VENUES, VenueSettingsError
 from gekko.problems import ProblemError
+from gekko.security.events import SecurityEvents
 from gekko.security.rbac import TRADE, TRADE_STEP_UP, AccessTable
 from gekko.services.deps import Pool, UserId
 from gekko.services.inputs import StoredText
@@ -64,7 +65,7 @@ class VenueKeysOut(BaseModel):
     keys: list[VenueKeyOut]
 
 
-def _events(request: Request):  # noqa: ANN202 - gekko.security.events.SecurityEvents
+def _events(request: Request) -> SecurityEvents:
     return request.app.state.security_events
 
 
