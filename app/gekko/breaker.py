@@ -6,6 +6,13 @@ taken on the failing call itself, so the breaker opens the moment the threshold 
 While OPEN every call is refused until `open_s` has passed; then HALF_OPEN lets up to
 `half_open_probes` calls through: a success closes the circuit, a failure reopens it.
 Callers decide what a failure is (5xx, timeouts, connect errors; never a 4xx).
+
+Recovery follows the fault (ARCHITECTURE.md): `ready_again` half-opens an OPEN circuit at once
+when the gateway's active health checks, begun after it opened, see one of the service's
+instances ready, so a datastore blip of d seconds costs about d seconds, not `open_s`. Should
+those probes fail anyway (the health check passes but the calls do not: a fault it cannot see),
+the health checks are not believed again until the circuit has closed, and `open_s` paces the
+probes.
 """
 
 from __future__ import annotations
@@ -53,6 +60,8 @@ class CircuitBreaker:
         self.consecutive = 0
         self.opened_at = 0.0
         self._probes = 0
+        self._health_believed = True
+        self._half_opened_by_health = False
         # One-second buckets: [second, requests, failures]; O(window) memory at any rate.
         self._buckets = [[-1, 0, 0] for _ in range(self.window_s)]
 
@@ -81,6 +90,17 @@ class CircuitBreaker:
             return 1
         return max(1, math.ceil(self.opened_at + self.open_s - self.clock()))
 
+    def ready_again(self, checked_at: float) -> bool:
+        """An instance passed an active health check begun at `checked_at` (this breaker's
+        clock): half-open the circuit now (True) if it opened before then, unless the health
+        checks already proved wrong since it last closed."""
+        if self.state is not State.OPEN or not self._health_believed or checked_at < self.opened_at:
+            return False
+        self._move(State.HALF_OPEN)
+        self._probes = 0
+        self._half_opened_by_health = True
+        return True
+
     def release(self) -> None:
         """A call admitted by `allow` ended without an outcome (e.g. the client went away)."""
         if self.state is State.HALF_OPEN and self._probes > 0:
@@ -91,12 +111,16 @@ class CircuitBreaker:
         self.consecutive = 0
         if self.state is State.HALF_OPEN:
             self._reset_window()
+            self._health_believed = True
+            self._half_opened_by_health = False
             self._move(State.CLOSED)
             return
         self._count(failed=False)
 
     def record_failure(self) -> None:
         if self.state is State.HALF_OPEN:
+            if self._half_opened_by_health:
+                self._health_believed = False  # healthy by its checks, failing its calls
             self._open()
             return
         if self.state is State.OPEN:
@@ -143,6 +167,7 @@ class CircuitBreaker:
             bucket[0], bucket[1], bucket[2] = -1, 0, 0
 
     def _open(self) -> None:
+        self._half_opened_by_health = False
         self.opened_at = self.clock()
         self.consecutive = 0
         self._reset_window()

@@ -76,6 +76,8 @@ class GatewayTuning:
     """
 
     health_check_interval_s: float = 5.0
+    # While an instance fails its checks or a circuit is open: recovery is seen this soon.
+    health_check_recovery_interval_s: float = 1.0
     health_check_timeout_s: float = 1.0
     unhealthy_threshold: int = 3
     healthy_threshold: int = 2

@@ -57,6 +57,8 @@ def default_route_label(path: str) -> str:
     if path.startswith("/api/v1/"):
         prefix = path[len("/api/v1/") :].split("/", 1)[0]
         return prefix if prefix in API_PREFIXES else "unknown"
+    if path == "/health/live":
+        return "health"
     if path in ("/health", "/services", "/metrics", "/config", "/openapi.json", "/docs"):
         return path.lstrip("/")
     return "other"

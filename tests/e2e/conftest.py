@@ -2,9 +2,8 @@
 
 Tests that only read run first; the modules that redeploy, tear down or load the stack run after
 them, in REDEPLOY_ORDER (pytest_collection_modifyitems below makes that order true whatever
-pytest selects). Each finds the stack healthy and leaves it healthy; test_lifecycle's teardown
-and redeploy give the order path two instances, the shape test_rollouts runs on and leaves
-(`make deploy` puts the inventory's back).
+pytest selects). Each finds the stack healthy and leaves it healthy, with the order path's two
+instances of each service that test_rollouts and test_chaos need.
 GEKKO_E2E_PART=early|late runs the part before or from test_key_rotation on (`make test` runs the
 early part beside the unit and integration tests).
 """
@@ -31,9 +30,7 @@ SERVICES = list(DOMAIN_SERVICES)
 
 # Modules that run playbooks or change the stack, in the order they run (after every other
 # test); test_noop_deploy first, on the stack as the fresh deploy left it.
-# test_lifecycle's redeploy after its teardown stands the order path up redundant, as an operator
-# would for rollouts (gekko_order_path_min_instances: 2): test_rollouts runs on that stack rather
-# than paying for a setup deploy of its own.
+# test_chaos last: it stops datastores and crashes instances of the stack the others left.
 REDEPLOY_ORDER = (
     "test_noop_deploy",
     "test_alerting",
@@ -44,6 +41,7 @@ REDEPLOY_ORDER = (
     "test_catalogue_scale",
     "test_lifecycle",
     "test_rollouts",
+    "test_chaos",
 )
 
 

@@ -2,8 +2,8 @@
 
 These run after the other modules that change the stack but test_rollouts
 (conftest.REDEPLOY_ORDER), in file order: the teardown removes whatever shape the earlier modules
-left, and the deploy after it stands the stack up fresh with a redundant order path (two
-instances of each of its services, the shape test_rollouts runs on). A second deploy of the same
+left, and the deploy after it stands the stack up fresh as the inventory has it (with the order
+path's two instances of each service, the shape test_rollouts runs on). A second deploy of the same
 reporting no change is test_noop_deploy's, on the fresh deploy's stack.
 """
 
@@ -16,9 +16,6 @@ import asyncpg
 import docker
 
 from .conftest import OPERATOR, ansible_playbook, audit_log, wait_for_health
-
-# As an operator makes the order path redundant before rolling it out (test_rollouts).
-REDUNDANT = ("-e", "gekko_order_path_min_instances=2")
 
 
 def test_teardown_keeps_data_and_a_redeploy_brings_it_back(gateway, trader):
@@ -43,7 +40,7 @@ def test_teardown_keeps_data_and_a_redeploy_brings_it_back(gateway, trader):
     assert {"gekko-postgres-data", "gekko-redis-data"} <= volumes
 
     # The crash watch after a rollout (10 s by default) is test_rollback's concern.
-    up = ansible_playbook("deploy.yml", *REDUNDANT, "-e", "gekko_settle_seconds=2")
+    up = ansible_playbook("deploy.yml", "-e", "gekko_settle_seconds=2")
     assert up.returncode == 0, up.stdout[-3000:]
     wait_for_health(gateway)
     login = gateway.post(

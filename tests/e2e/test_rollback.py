@@ -90,7 +90,8 @@ def test_image_that_does_not_start(tmp_path, gateway, last_good, admin):
             "gekko_security_approval": "E2E-ROLLBACK-1",
         },
     )
-    assert "approval E2E-ROLLBACK-1 waives 1 violation(s)" in run.stdout + run.stderr
+    # One violation per trading container: the order path runs two instances.
+    assert "approval E2E-ROLLBACK-1 waives 2 violation(s)" in run.stdout + run.stderr
     assert_rolled_back(run, gateway, last_good, "an image that does not start")
     waiver = audit_log(gateway, admin, "security-policy-waived")[0]
     assert waiver["details"]["ticket"] == "E2E-ROLLBACK-1"

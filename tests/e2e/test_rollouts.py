@@ -3,10 +3,10 @@ that rolls some services, switches others blue-green and promotes a canary, a ca
 and the operator playbooks (rollback, restart, scale). None may fail a client request or lose an
 acknowledged order.
 
-They run on a stack whose order path (users, market data, trading, portfolio) is redundant, as
-an operator would make it before a rollout (gekko_order_path_min_instances: 2, two instances of
-each): test_lifecycle, just before (conftest.REDEPLOY_ORDER), redeploys it so; run alone, the
-module deploys it first. The tests run in file order on that stack and leave it so.
+They run on the stack as deployed, whose order path (users, market data, trading, portfolio) is
+redundant by default (gekko_order_path_min_instances: 2, two instances of each); should it not
+be (an inventory that lowered it), the module deploys it so first. The tests run in file order
+on that stack and leave it so.
 """
 
 import json
@@ -64,7 +64,7 @@ def deploy(tmp_path, mark: str, catalogue: list[dict], every_container: bool = T
     changes every container too."""
     settings = {
         "gekko_services": catalogue,
-        "gekko_order_path_min_instances": 2,
+        "gekko_order_path_min_instances": 2,  # the default, whatever the inventory says
         "gekko_canary_window_seconds": CANARY_WINDOW,
         # The crash watch after a rollout is the rollback tests' concern.
         "gekko_settle_seconds": 2,
@@ -96,7 +96,7 @@ def users(gateway, tmp_path_factory):
         )
         return {s: per_service[s] for s in ORDER_PATH} == dict.fromkeys(ORDER_PATH, 2)
 
-    if not redundant():  # the module runs without test_lifecycle before it
+    if not redundant():  # an inventory that lowered gekko_order_path_min_instances
         setup = deploy(tmp_path_factory.mktemp("setup"), "setup", with_strategies())
         assert setup.returncode == 0, setup.stdout[-4000:]
         assert redundant(), running_containers()

@@ -10,7 +10,18 @@ import uuid
 import httpx
 import pytest
 
-from .conftest import OPS, SERVICES, Stack, eventually, free_port, gekko_cmd
+from gekko.security.rbac import Role
+
+from .conftest import (
+    LOOPBACK,
+    OPS,
+    SERVICES,
+    Stack,
+    as_role,
+    eventually,
+    free_port,
+    gekko_cmd,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -364,3 +375,29 @@ def test_graceful_shutdown_deregisters(stack):
         assert time.monotonic() < deadline, "instance still listed after graceful shutdown"
         time.sleep(0.2)
     assert user_instances() == [f"users-{stack.ports['users']}"]
+
+
+def test_a_service_whose_database_is_away_is_not_ready_but_alive(stack):
+    """PostgreSQL away (here: a port nothing listens on): the service keeps running, says so on
+    /health/live, fails /health (readiness: the gateway routes elsewhere) and answers its API
+    with a 503 to retry, not a 500."""
+    closed = f"postgresql://gekko_app:x@{LOOPBACK}:{free_port()}/gekko"
+    port = stack.start("portfolio-no-db", "portfolio", GEKKO_DATABASE_URL=closed)
+    url = f"http://{LOOPBACK}:{port}"
+    try:
+
+        def live() -> bool:
+            assert stack.procs["portfolio-no-db"].poll() is None, stack.log_tail("portfolio-no-db")
+            return httpx.get(f"{url}/health/live", timeout=2).status_code == 200
+
+        eventually(live, 30, "the service to answer /health/live")
+        ready = httpx.get(f"{url}/health", timeout=5)
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["postgres"]["status"] == "down"
+        answer = httpx.get(f"{url}/api/v1/portfolio", headers=as_role(Role.TRADER), timeout=10)
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["retry-after"] == "1"
+        assert answer.json()["type"] == "https://gekko.dev/problems/datastore-unavailable"
+        assert stack.procs["portfolio-no-db"].poll() is None  # still alive
+    finally:
+        stack.stop("portfolio-no-db")

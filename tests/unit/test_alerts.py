@@ -446,7 +446,7 @@ def service():
 
 def test_the_api_is_in_the_openapi_document_and_the_webhook_is_not(service):
     paths = service.get("/openapi.json").json()["paths"]
-    assert set(paths) - {"/health"} == {
+    assert set(paths) - {"/health", "/health/live"} == {
         "/api/v1/alerts",
         "/api/v1/alerts/{alert_id}",
         "/api/v1/alerts/{alert_id}/acknowledge",

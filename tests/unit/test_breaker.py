@@ -152,3 +152,47 @@ def test_state_gauge_is_ordered_by_severity_and_an_idle_open_breaker_reads_half_
     tripped.allow()
     tripped.record_failure()  # the probe failed: open again, calls refused
     assert gauge("trading") == 2
+
+
+def test_a_ready_instance_half_opens_the_circuit_before_its_window_ends():
+    """A datastore blip: the circuit opened, then active health checks begun after that see an
+    instance ready (ready_again): the next call is a probe now, not 30 s later, and closes it."""
+    clock = Clock()
+    b, seen = breaker(clock)
+    for _ in range(5):
+        b.record_failure()
+    assert b.state is State.OPEN and not b.allow()
+    assert not b.ready_again(clock.now - 0.5)  # a check begun before it opened proves nothing
+    clock.now += 3  # far inside open_s (30 s)
+    assert b.ready_again(clock.now - 0.1)
+    assert b.state is State.HALF_OPEN and b.allow()
+    b.record_success()
+    assert b.state is State.CLOSED
+    assert seen == [
+        (State.CLOSED, State.OPEN),
+        (State.OPEN, State.HALF_OPEN),
+        (State.HALF_OPEN, State.CLOSED),
+    ]
+    assert not b.ready_again(clock.now)  # nothing to do on a closed circuit
+
+
+def test_health_checks_that_pass_while_calls_fail_are_not_believed_until_it_closes():
+    """A fault the health check cannot see (it passes, the calls fail): one round of probes,
+    then the fixed window paces the circuit again, however often the checks pass."""
+    clock = Clock()
+    b, _ = breaker(clock)
+    for _ in range(5):
+        b.record_failure()
+    assert b.ready_again(clock.now) and b.allow()
+    b.record_failure()  # the probe fails: reopened
+    assert b.state is State.OPEN
+    clock.now += 1
+    assert not b.ready_again(clock.now) and b.state is State.OPEN
+    assert b.retry_after() == 29
+    clock.now += 29  # the window paces it
+    assert b.allow() and b.state is State.HALF_OPEN
+    b.record_success()
+    # Closed again: a later outage's recovery is followed by the health checks once more.
+    for _ in range(5):
+        b.record_failure()
+    assert b.ready_again(clock.now) and b.state is State.HALF_OPEN

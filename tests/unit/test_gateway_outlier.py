@@ -1,4 +1,9 @@
+import asyncio
+
+import aiohttp
+
 from gekko.gateway.discovery import Instance, ServiceRegistryCache
+from gekko.gateway.healthcheck import ActiveHealthChecker
 from gekko.gateway.outlier import EjectionPolicy, HealthCheckPolicy, HostState
 
 
@@ -78,3 +83,71 @@ def test_cache_routes_around_unhealthy_and_ejected_and_shows_it():
     assert {cache.pick("trading").url for _ in range(4)} == {t1}
     cache.host(t1).healthy = False  # nothing healthy left: route over all (panic mode)
     assert {cache.pick("trading").url for _ in range(4)} == {t1, t2}
+
+
+class _Answer:
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        return False
+
+    async def read(self) -> bytes:
+        return b"{}"
+
+
+class _Session:
+    """aiohttp's session as the checker uses it: status per URL, or refused."""
+
+    def __init__(self) -> None:
+        self.status: dict[str, int | None] = {}
+
+    def get(self, url: str, timeout=None):
+        status = self.status.get(url.removesuffix("/health"))
+        if status is None:
+            raise aiohttp.ClientConnectionError("refused")
+        return _Answer(status)
+
+
+def test_an_instance_ready_after_failing_is_unejected_and_every_pass_reported():
+    clock = Clock()
+    cache = ServiceRegistryCache(clock=clock, stale_after_s=600)
+    cache.replace([_inst("t1"), _inst("t2")])
+    t1, t2 = "http://127.0.0.1:9100", "http://127.0.0.1:9200"
+    session = _Session()
+    ready: list[str] = []
+    circuit_open = [False]
+    checker = ActiveHealthChecker(
+        session,  # type: ignore[arg-type]
+        cache,
+        HealthCheckPolicy(interval_s=5, recovery_interval_s=1),
+        on_ready=lambda inst, began: ready.append(inst.url),
+        urgent=lambda: circuit_open[0],
+    )
+    session.status = {t1: 200, t2: 200}
+    asyncio.run(checker.check_once())
+    assert ready == [t1, t2] and checker.next_interval() == 5  # all well: the slow pace
+    ready.clear()
+    circuit_open[0] = True
+    assert checker.next_interval() == 1  # a circuit is open: watch closely
+    circuit_open[0] = False
+    for _ in range(5):
+        cache.record_outcome("trading", t1, True)  # ejected for 30 s by passive detection
+    session.status = {t1: 503, t2: 200}  # its datastore is away: not ready
+    asyncio.run(checker.check_once())
+    assert checker.next_interval() == 1 and ready == [t2]
+    assert cache.host(t1).ejected(clock.now)
+    ready.clear()
+    session.status = {t1: 200, t2: 200}  # back: ready again, long before the 30 s
+    asyncio.run(checker.check_once())
+    assert ready == [t1, t2]
+    assert not cache.host(t1).ejected(clock.now)
+    assert {cache.pick("trading").url for _ in range(4)} == {t1, t2}
+    assert checker.next_interval() == 5
+    ready.clear()
+    session.status = {t2: 200}  # refused counts as failing too
+    asyncio.run(checker.check_once())
+    assert ready == [t2] and checker.next_interval() == 1

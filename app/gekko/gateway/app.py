@@ -160,11 +160,15 @@ def build_gateway_app(settings: Settings) -> FastAPI:
             cache,
             HealthCheckPolicy(
                 interval_s=tuning.health_check_interval_s,
+                recovery_interval_s=tuning.health_check_recovery_interval_s,
                 timeout_s=tuning.health_check_timeout_s,
                 unhealthy_threshold=tuning.unhealthy_threshold,
                 healthy_threshold=tuning.healthy_threshold,
             ),
+            on_ready=upstreams.ready_again,
+            urgent=upstreams.any_circuit_open,
         )
+        upstreams.on_circuit_open = checker.wake
         checker.start()
         aggregator = OpenApiAggregator(session, cache, own_openapi, tuning.openapi_refresh_s)
         app.state.openapi_aggregator = aggregator

@@ -143,6 +143,13 @@ class ServiceRegistryCache:
         """Eject an instance for `seconds` regardless of policy (operator action, tests)."""
         self.host(url).ejected_until = self.clock() + seconds
 
+    def troubled(self) -> bool:
+        """Is any known instance failing its checks, unhealthy or ejected?"""
+        now = self.clock()
+        return any(
+            h.check_failures or not h.healthy or h.ejected(now) for h in self._hosts.values()
+        )
+
     def record_outcome(self, service: str, url: str, failed: bool) -> bool:
         """Passive outlier detection on one upstream attempt; True if `url` was just ejected."""
         host = self.host(url)

@@ -21,7 +21,11 @@ from gekko.gateway.discovery import ServiceRegistryCache
 log = logging.getLogger("gekko.gateway.openapi")
 
 REF_PREFIX = "#/components/schemas/"
-_SERVICE_OPS = ("/health", "/metrics")  # each service's own ops endpoints are not public API
+_SERVICE_OPS = (
+    "/health",
+    "/health/live",
+    "/metrics",
+)  # each service's own ops endpoints are not public API
 
 
 def _rename_refs(node: Any, renames: dict[str, str]) -> Any:

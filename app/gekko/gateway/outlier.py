@@ -39,6 +39,7 @@ class HostState:
 @dataclass(frozen=True)
 class HealthCheckPolicy:
     interval_s: float = 5.0
+    recovery_interval_s: float = 1.0  # while an instance fails or a circuit is open
     timeout_s: float = 1.0
     unhealthy_threshold: int = 3
     healthy_threshold: int = 2

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,11 +20,11 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gekko.breaker import CircuitBreaker
+from gekko.breaker import CircuitBreaker, State
 from gekko.config import API_ROUTES, GatewayTuning
 from gekko.correlation import correlation_id_var
 from gekko.dynconfig import FEATURE_DISABLED_HEADER
-from gekko.gateway.discovery import ServiceRegistryCache
+from gekko.gateway.discovery import Instance, ServiceRegistryCache
 from gekko.gateway.telemetry import GatewayMetrics
 from gekko.problems import problem_response
 from gekko.ratelimit import Decision, RateLimiter, ratelimit_header
@@ -145,6 +145,8 @@ class Upstreams:
     # Tokens refused here never reach a service, so the gateway audits them itself.
     security_events: SecurityEvents | None = None
     _verified: dict[str, TokenClaims] = field(default_factory=dict)
+    # Told when a circuit opens (the health checker, to watch for its recovery at once).
+    on_circuit_open: Callable[[], None] | None = None
 
     def breaker(self, service: str) -> CircuitBreaker:
         breaker = self.breakers.get(service)
@@ -162,8 +164,22 @@ class Upstreams:
             )
         return breaker
 
+    def ready_again(self, instance: Instance, checked_at: float) -> None:
+        """An active health check begun at `checked_at` saw `instance` ready: its service's
+        circuit, if it opened before then, half-opens now rather than after a fixed window."""
+        breaker = self.breakers.get(instance.service)
+        if breaker is not None and breaker.ready_again(checked_at):
+            log.info(
+                "%s instance %s is ready again: probing the circuit", instance.service, instance.url
+            )
+
+    def any_circuit_open(self) -> bool:
+        return any(b.state is State.OPEN for b in self.breakers.values())
+
     def _on_transition(self, service: str, old: Any, new: Any) -> None:
         self.metrics.on_transition(service, old, new)
+        if new is State.OPEN and self.on_circuit_open is not None:
+            self.on_circuit_open()
         log.warning("circuit breaker for %s: %s -> %s", service, old.name, new.name)
 
     def verify(self, token: str) -> TokenClaims:

@@ -25,6 +25,7 @@ from gekko.db import create_pool
 from gekko.dynconfig import build_dynamic_config, start_watcher
 from gekko.health import dependency_checks, overall_status
 from gekko.metrics import MetricsMiddleware, RequestMetrics, default_route_label
+from gekko.outages import install_outage_handler
 from gekko.problems import install_problem_handlers
 from gekko.registry import RegistryHeartbeat
 from gekko.security.access import authorize, route_permissions
@@ -145,6 +146,7 @@ def build_service_app(
     app.state.metrics_registry = metrics.registry  # services add their own collectors to it
     app.state.security_events = SecurityEvents(metrics.registry)
     install_problem_handlers(app)
+    install_outage_handler(app)
     chaos_rate = effective_error_rate(settings)
     if chaos_rate > 0:
         # Inside the metrics middleware: injected 500s are counted like real ones.
@@ -155,6 +157,12 @@ def build_service_app(
     # Inside the correlation middleware, so log lines carry both ids.
     app.add_middleware(TracingMiddleware, route_label=default_route_label)
     app.add_middleware(CorrelationIdMiddleware)
+
+    @app.get("/health/live", tags=["ops"])
+    async def live() -> JSONResponse:
+        # Alive, not ready: the process serves, whatever its datastores say. A datastore
+        # outage makes /health (readiness) fail and the instance unroutable, never this.
+        return JSONResponse({"status": "alive", "service": service})
 
     @app.get("/health", tags=["ops"])
     async def health() -> JSONResponse:
