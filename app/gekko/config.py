@@ -103,6 +103,10 @@ class GatewayTuning:
     ratelimit_window_s: int = 60
     openapi_refresh_s: float = 30.0
     discovery_interval_s: float = 1.0
+    # Load shedding (gekko.gateway.shedding): proxied requests in flight in one gateway process
+    # above which social and gamification, then all but orders and cancels, answer 503.
+    shed_low_in_flight: int = 64
+    shed_normal_in_flight: int = 192
 
 
 def parse_tuning(env: Mapping[str, str]) -> GatewayTuning:

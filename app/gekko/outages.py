@@ -28,6 +28,9 @@ POSTGRES_AWAY = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.InterfaceError,  # "connection is closed": the server went away mid-request
+    # "cannot switch to state 15; another operation is in progress": a pooled connection the
+    # server's shutdown terminated under it (seen in the chaos suite). Expiring the pool ends it.
+    asyncpg.InternalClientError,
 )
 REDIS_AWAY = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 # Refused, reset or timed out: a datastore's only when raised inside its client library (an

@@ -188,7 +188,13 @@ class OutboxRelay:
                         await self.purge_sent()
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (
+                RedisError,
+                OSError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                asyncpg.InternalClientError,  # a connection PostgreSQL's shutdown ended under it
+            ) as exc:
                 log.warning("outbox relay %s: %s; rows stay queued", self.producer, exc)
                 delay = min(max(delay, 0.25) * 2, 5.0)
             except Exception:  # never let the relay die: queued events would wait forever

@@ -8,10 +8,14 @@ ARG RUNTIME_IMAGE=gekko/runtime:latest
 
 FROM ${RUNTIME_IMAGE} AS app
 COPY app-wheel /tmp/app-wheel
+COPY check-dependencies.sh /tmp/check-dependencies.sh
 # The root file system is read-only at run time: the bytecode of what the servers import is
-# written now, or every start (and every health check) compiles it again.
+# written now, or every start (and every health check) compiles it again. The wheel goes in
+# without its dependencies (the runtime has them): check-dependencies.sh fails the build, naming
+# the conflict, if they do not agree.
 RUN /opt/gekko/bin/pip install --no-index --no-cache-dir --no-deps /tmp/app-wheel/gekko-*.whl \
- && rm -rf /tmp/app-wheel \
+ && sh /tmp/check-dependencies.sh /opt/gekko \
+ && rm -rf /tmp/app-wheel /tmp/check-dependencies.sh \
  && /opt/gekko/bin/python -m gekko.precompile
 # Docker's health check, every few seconds in every container: gekko/healthprobe.py as a script
 # on the standard library alone (-I -S: no site-packages, no gekko package), about 15 ms.

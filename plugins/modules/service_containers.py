@@ -252,6 +252,24 @@ options:
     description: Seconds a changed container may take to become healthy.
     type: int
     default: 90
+  memory_floor_mb:
+    description:
+      - Memory (MemAvailable of /proc/meminfo, in MiB) the host keeps free while containers start
+        (EC-HW-002). Before each round the host's available memory is read; a round whose new
+        containers would take it under this floor is narrowed to those that fit, and while none
+        fits the rollout pauses (O(memory_wait_seconds)), then fails naming what it found.
+      - A replaced container is stopped before its successor starts and so needs none. C(0)
+        turns the check off; hosts without /proc/meminfo are not checked.
+    type: int
+    default: 256
+  memory_per_container_mb:
+    description: Memory a starting container is expected to take, in MiB.
+    type: int
+    default: 128
+  memory_wait_seconds:
+    description: Seconds a rollout pauses for memory to free up before it fails.
+    type: float
+    default: 60
   canary:
     description: Canary analysis settings.
     type: dict
@@ -377,6 +395,18 @@ def start_period_ns(check):
 
 class RolloutError(Exception):
     pass
+
+
+def available_memory_mb(path="/proc/meminfo"):
+    """MemAvailable in MiB, or None where the host has no /proc/meminfo."""
+    try:
+        with open(path) as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) // 1024
+    except (IOError, OSError, ValueError):
+        return None
+    return None
 
 
 class Reconciler(object):
@@ -607,6 +637,62 @@ class Reconciler(object):
             }
         )
 
+    def memory_batch(self, steps):
+        """The first steps of a round that the host's free memory allows to start now: all of
+        them, fewer (narrowed), or, while none fits, after a pause for memory to free up."""
+        floor = self.params["memory_floor_mb"]
+        need = self.params["memory_per_container_mb"]
+        if not floor:
+            return steps
+        deadline = time.time() + self.params["memory_wait_seconds"]
+        paused = False
+        while True:
+            available = available_memory_mb()
+            if available is None:
+                return steps
+            budget = available - floor
+            batch = []
+            for step in steps:
+                cost = 0 if step["action"] == "replace" else need  # the old one stops first
+                if cost > budget:
+                    break
+                budget -= cost
+                batch.append(step)
+            if batch:
+                if len(batch) < len(steps):
+                    self.module.warn(
+                        "%d MiB of memory available and a %d MiB floor: starting %s first, then "
+                        "the rest of the round (%d more)"
+                        % (
+                            available,
+                            floor,
+                            ", ".join(s["slot"][0] for s in batch),
+                            len(steps) - len(batch),
+                        )
+                    )
+                return batch
+            if time.time() >= deadline:
+                raise RolloutError(
+                    "only %d MiB of memory is available on the host, under the %d MiB floor "
+                    "plus %d MiB for %s, after waiting %d s; free memory (or move services to "
+                    "another host), or lower gekko_deploy_memory_floor_mb"
+                    % (
+                        available,
+                        floor,
+                        need,
+                        steps[0]["slot"][0],
+                        self.params["memory_wait_seconds"],
+                    )
+                )
+            if not paused:
+                self.module.warn(
+                    "%d MiB of memory available, under the %d MiB floor plus %d MiB for %s: "
+                    "pausing the rollout for memory to free up"
+                    % (available, floor, need, steps[0]["slot"][0])
+                )
+                paused = True
+            time.sleep(2)
+
     def run_round(self, steps, existing):
         """Apply one round: stop what is replaced, start all new containers, wait for health.
 
@@ -807,18 +893,20 @@ class Reconciler(object):
         self.actions = []
         try:
             for _wave, index, steps_in_round in planning.rounds(steps, self.params["in_waves"]):
-                previous, new = self.run_round(steps_in_round, existing)
-                canaries = (
-                    canary_steps(steps_in_round, index) if self.params["canary_analysis"] else []
-                )
-                try:
-                    for step in canaries:
-                        self.canary_check(step)
-                except RolloutError as exc:
-                    self.restore(new, previous)
-                    raise RolloutError("%s; the canary was rolled back" % exc) from exc
-                for old in previous.values():
-                    self.remove(old)
+                pending = steps_in_round
+                while pending:
+                    batch = self.memory_batch(pending)
+                    pending = pending[len(batch) :]
+                    previous, new = self.run_round(batch, existing)
+                    canaries = canary_steps(batch, index) if self.params["canary_analysis"] else []
+                    try:
+                        for step in canaries:
+                            self.canary_check(step)
+                    except RolloutError as exc:
+                        self.restore(new, previous)
+                        raise RolloutError("%s; the canary was rolled back" % exc) from exc
+                    for old in previous.values():
+                        self.remove(old)
             for name in restarts:
                 started = time.time()
                 container = existing[name]["container"]
@@ -939,6 +1027,9 @@ def main():
             canary_analysis=dict(type="bool", default=True),
             stop_timeout=dict(type="int", default=10),
             health_timeout=dict(type="int", default=90),
+            memory_floor_mb=dict(type="int", default=256),
+            memory_per_container_mb=dict(type="int", default=128),
+            memory_wait_seconds=dict(type="float", default=60),
             canary=dict(
                 type="dict",
                 default={},

@@ -26,6 +26,7 @@ ORDER = {"symbol": "BTC-USD", "side": "buy", "quantity": 0.0001, "type": "market
 TRY_AT_S = (0.0, 1.0, 2.5)  # three tries over 3.5 s, as the issue's clients
 TRY_TIMEOUT_S = 1.0
 RATE_PER_S = 10.0
+ROWS: list[dict] = []  # this run's table, printed at the end of the session (conftest)
 BEFORE_S = 2.0  # steady orders before the fault
 # After the fault ends: long enough to see recovery (the target is 5 s) and a quiet stretch.
 AFTER_S = 8.0

@@ -73,6 +73,15 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=rank)  # stable: file order within each rank
 
 
+def pytest_terminal_summary(terminalreporter):
+    """The chaos suite's table (issue 14), whatever pytest's output capture kept back."""
+    from . import chaos  # noqa: PLC0415 - the harness imports this module
+
+    if chaos.ROWS:
+        terminalreporter.write_sep("-", "chaos suite: orders at 10/s through one fault each")
+        terminalreporter.write_line(chaos.table(chaos.ROWS))
+
+
 def wait_for_health(client: httpx.Client, timeout: float = 60.0) -> dict:
     deadline = time.monotonic() + timeout
     last = None

@@ -24,7 +24,6 @@ from .rollout import order_history
 pytestmark = pytest.mark.e2e
 
 USERS = 10  # 1 order/s each: with retries, well inside the 200 per minute per user
-ROWS: list[dict] = []
 
 
 def _serving(url: str):
@@ -51,12 +50,10 @@ def stack_healthy_after(gateway):
 @pytest.fixture(scope="module", autouse=True)
 def report():
     yield
-    if ROWS:
-        text = chaos.table(ROWS)
-        print("\n" + text)
+    if chaos.ROWS:
         out = REPO / ".build/reports"
         out.mkdir(parents=True, exist_ok=True)
-        (out / "chaos.md").write_text(text + "\n")
+        (out / "chaos.md").write_text(chaos.table(chaos.ROWS) + "\n")
 
 
 def _check(gateway, users, run: chaos.FaultRun, row: dict) -> None:
@@ -70,7 +67,7 @@ def _check(gateway, users, run: chaos.FaultRun, row: dict) -> None:
         unacknowledged += len(set(stored) - set(user["acked"]))
         user["acked"] = stored  # the next fault's baseline
     row["lost"] = len(lost)
-    ROWS.append(row)
+    chaos.ROWS.append(row)
     assert lost == [], f"acknowledged orders lost: {lost}"
     assert unacknowledged <= len(run.failed), (unacknowledged, row)
 

@@ -5,13 +5,20 @@ over the lock a killed run left.
 It runs on the stack the fresh deploy stood up, the first of the modules that run playbooks
 (conftest.REDEPLOY_ORDER), so in `make test` beside the checks rather than in the late part."""
 
+import contextlib
+import io
 import json
+import re
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-from .conftest import ansible_playbook, recap
+import docker
+import pytest
+
+from .conftest import APP_ONLY, ansible_playbook, recap
+from .rollout import releases
 
 LOCK = Path("/var/lib/gekko/deploy.lock")
 STARTED = Path("/var/lib/gekko/metrics/deploy-started.prom")
@@ -57,3 +64,52 @@ def test_second_deploy_reports_no_changes_and_takes_over_a_killed_runs_lock():
     assert "WARNING: took over the deploy lock on localhost from run e2e-other-run" in run.stdout
     assert not LOCK.exists(), "the run releases its lock when it ends"
     print(f"no-op redeploy took {elapsed:.1f}s")
+
+
+def test_a_deploy_short_of_disk_space_gives_back_what_it_can_then_fails_clearly():
+    """EC-HW-003: a deploy whose builds would not fit removes dangling images, the build cache
+    and application images of no kept release first, and then fails saying what it needs and
+    has, before anything of the platform changed."""
+    engine = docker.from_env()
+    current = releases()["current"]
+    # An application image of an old release (run by nothing), and a dangling image.
+    old, _ = engine.images.build(
+        fileobj=io.BytesIO(b"FROM gekko/base:bookworm\nRUN echo old > /old-release\n"),
+        tag="gekko/app:e2e-old-release",
+        rm=True,
+    )
+    dangling, _ = engine.images.build(
+        fileobj=io.BytesIO(b"FROM gekko/base:bookworm\nRUN echo dangling > /dangling\n"), rm=True
+    )
+    before = {c.name: c.attrs["State"]["StartedAt"] for c in engine.containers.list()}
+    try:
+        run = ansible_playbook(
+            "deploy.yml", *APP_ONLY, "-e", "gekko_deploy_space_margin_mb=100000000"
+        )
+        assert run.returncode != 0
+        message = re.search(
+            r"Not enough disk space on localhost: .*?nothing of the platform", run.stdout, re.S
+        )
+        assert message, run.stdout[-3000:]
+        text = " ".join(message.group(0).split())
+        assert (
+            "this deploy's builds need 100000000 MiB on /var/lib/docker (nothing to build, plus "
+            "a 100000000 MiB margin)" in text
+        ), text
+        assert "after removing 1 old image(s), dangling images and the build cache" in text
+        with pytest.raises(docker.errors.ImageNotFound):
+            engine.images.get(old.id)
+        with pytest.raises(docker.errors.ImageNotFound):
+            engine.images.get(dangling.id)
+        # The platform is as it was: its release, its images, its containers.
+        assert releases()["current"]["id"] == current["id"]
+        for ref in current["images"].values():
+            engine.images.get(ref.split("@", 1)[0])
+        assert {c.name: c.attrs["State"]["StartedAt"] for c in engine.containers.list()} == before
+    finally:
+        # The failed run's lock: the next run of this controller takes it over (its process is
+        # gone); removed here so the modules after this one start clean.
+        LOCK.unlink(missing_ok=True)
+        for image in (old, dangling):
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                engine.images.remove(image.id, force=True)

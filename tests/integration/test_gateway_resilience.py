@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from .conftest import LOOPBACK, OPS, Stack, signing_key
+from .conftest import LOOPBACK, OPS, Stack, new_user, signing_key
 
 pytestmark = pytest.mark.integration
 
@@ -185,3 +185,71 @@ def test_failover_under_load_when_an_instance_is_killed(stack):
     metrics = httpx.get(f"{gw}/metrics").text
     assert 'gekko_outlier_ejections_total{service="market_data"} 1.0' in metrics
     stack.stop("gw-failover")
+
+
+def test_an_overloaded_gateway_sheds_social_reads_and_keeps_serving_orders(stack):
+    """EC-PERF-002: a spike of social and market-data reads (48 at a time) on a gateway whose
+    shedding ceilings are low: reads are refused with 503 + Retry-After, lowest priority first,
+    while every order placed meanwhile is served."""
+    gw = _start_gateway(
+        stack,
+        "gw-shed",
+        GEKKO_RATELIMIT_ENABLED="false",
+        GEKKO_SHED_LOW_IN_FLIGHT="4",
+        GEKKO_SHED_NORMAL_IN_FLIGHT="16",
+    )
+    trader, _ = new_user(gw)
+    reader = {"Authorization": f"Bearer {_token(stack)}"}
+    reads: dict[str, list[int]] = {"social": [], "market-data": []}
+    retry_after: set[str] = set()
+    orders: list[int] = []
+    paths = {"social": "/api/v1/social/feed", "market-data": "/api/v1/market-data/symbols"}
+
+    async def spike(api: str, stop_at: float) -> None:
+        async with httpx.AsyncClient(timeout=10, headers=reader) as client:
+            while time.monotonic() < stop_at:
+                answer = await client.get(gw + paths[api])
+                reads[api].append(answer.status_code)
+                if answer.status_code == 503:
+                    assert answer.json()["type"] == "https://gekko.dev/problems/overloaded"
+                    retry_after.add(answer.headers["retry-after"])
+
+    async def place(stop_at: float) -> None:
+        async with httpx.AsyncClient(timeout=10, headers=trader) as client:
+            await asyncio.sleep(0.5)  # the spike is under way
+            while time.monotonic() < stop_at:
+                placed = await client.post(
+                    f"{gw}/api/v1/trading/execute",
+                    json={"symbol": "BTC-USD", "side": "buy", "quantity": 0.001},
+                    headers={"Idempotency-Key": secrets.token_hex(8)},
+                )
+                orders.append(placed.status_code)
+
+    async def main() -> None:
+        stop_at = time.monotonic() + 4
+        await asyncio.gather(
+            *(spike("social" if i % 2 else "market-data", stop_at) for i in range(48)),
+            place(stop_at),
+        )
+
+    try:
+        asyncio.run(main())
+        social, market = reads["social"], reads["market-data"]
+        print(
+            f"\nshedding: social {social.count(503)} of {len(social)} shed, market data "
+            f"{market.count(503)} of {len(market)}, orders {len(orders)} all {set(orders)}"
+        )
+        assert len(orders) >= 5 and set(orders) == {201}, orders
+        assert set(social) <= {200, 503} and set(market) <= {200, 503}
+        assert social.count(503) > 0 and retry_after == {"1"}
+        # The lower priority goes first: a larger share of social reads is shed.
+        assert social.count(503) / len(social) > market.count(503) / len(market)
+        shed = [
+            line
+            for line in httpx.get(f"{gw}/metrics").text.splitlines()
+            if line.startswith("gekko_gateway_shed_requests_total{")
+        ]
+        assert any('priority="low",service="social"' in line for line in shed), shed
+        assert not any('service="trading"' in line for line in shed), shed
+    finally:
+        stack.stop("gw-shed")

@@ -40,6 +40,12 @@ def client():
     async def postgres_starting() -> None:
         raise asyncpg.CannotConnectNowError("the database system is starting up")
 
+    @app.get("/postgres-connection-broken-under-it")
+    async def postgres_connection_broken() -> None:
+        raise asyncpg.InternalClientError(
+            "cannot switch to state 15; another operation (2) is in progress"
+        )
+
     @app.get("/redis-refused")
     async def redis_refused() -> None:
         client = Redis(host="127.0.0.1", port=CLOSED, socket_connect_timeout=2)
@@ -62,6 +68,7 @@ def client():
         ("/postgres-refused", "postgres", True),
         ("/postgres-went-away", "postgres", True),
         ("/postgres-starting", "postgres", True),
+        ("/postgres-connection-broken-under-it", "postgres", True),
         ("/redis-refused", "redis", False),
     ],
 )

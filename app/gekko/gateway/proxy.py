@@ -25,6 +25,7 @@ from gekko.config import API_ROUTES, GatewayTuning
 from gekko.correlation import correlation_id_var
 from gekko.dynconfig import FEATURE_DISABLED_HEADER
 from gekko.gateway.discovery import Instance, ServiceRegistryCache
+from gekko.gateway.shedding import LoadShedder, priority_of
 from gekko.gateway.telemetry import GatewayMetrics
 from gekko.problems import problem_response
 from gekko.ratelimit import Decision, RateLimiter, ratelimit_header
@@ -147,6 +148,12 @@ class Upstreams:
     _verified: dict[str, TokenClaims] = field(default_factory=dict)
     # Told when a circuit opens (the health checker, to watch for its recovery at once).
     on_circuit_open: Callable[[], None] | None = None
+    shedder: LoadShedder = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.shedder = LoadShedder(
+            normal_at=self.tuning.shed_normal_in_flight, low_at=self.tuning.shed_low_in_flight
+        )
 
     def breaker(self, service: str) -> CircuitBreaker:
         breaker = self.breakers.get(service)
@@ -247,6 +254,27 @@ class ApiProxy:
             await response(scope, receive, send)
             return
 
+        up = self.up
+        shedder = up.shedder
+        priority = priority_of(service, scope["method"])
+        if not shedder.admit(priority):
+            up.metrics.shed.labels(service, priority.name.lower()).inc()
+            await self._problem(
+                scope, receive, send, [], 503,
+                f"the gateway is overloaded and serves orders first; retry this "
+                f"{service} request in 1 s",
+                "overloaded", retry_after=1,
+            )  # fmt: skip
+            return
+        shedder.started()
+        try:
+            await self._admitted(scope, receive, send, service, path)
+        finally:
+            shedder.finished()
+
+    async def _admitted(
+        self, scope: Scope, receive: Receive, send: Send, service: str, path: str
+    ) -> None:
         up = self.up
         extra: list[tuple[bytes, bytes]] = []
         # A bad token is refused here, before it costs a quota or an upstream call.

@@ -54,6 +54,13 @@ class GatewayMetrics:
             ["scope"],
             registry=registry,
         )
+        self.shed = Counter(
+            "gekko_gateway_shed_requests_total",
+            "Requests refused with 503 by load shedding (too much in flight), by service and "
+            "priority.",
+            ["service", "priority"],
+            registry=registry,
+        )
         self.auth_rejections = Counter(
             "gekko_auth_rejections_total",
             "Requests refused with 401: a bearer token invalid, expired or of an ended session.",

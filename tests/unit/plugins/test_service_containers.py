@@ -246,3 +246,90 @@ def test_a_start_period_of_zero_means_none_not_the_images():
     assert sc.start_period_ns({"start_period": 0}) == 1_000_000
     assert sc.start_period_ns({"start_period": 15}) == 15 * sc.NANO
     assert sc.start_period_ns({"test": ["CMD", "true"]}) == 0  # left out: the image's
+
+
+class WarningModule(FakeModule):
+    def __init__(self, **params):
+        super().__init__(
+            **{"memory_floor_mb": 256, "memory_per_container_mb": 128, "memory_wait_seconds": 60,
+               **params}
+        )  # fmt: skip
+        self.warnings = []
+
+    def warn(self, message):
+        self.warnings.append(message)
+
+
+def _steps(*actions):
+    return [
+        {"slot": (f"gekko-s{i}", 8100 + i), "action": action, "spec": {"service": f"s{i}"}}
+        for i, action in enumerate(actions)
+    ]
+
+
+def _memory(monkeypatch, *readings):
+    """The host's MemAvailable, one reading per check (the last one repeats)."""
+    seen = list(readings)
+    monkeypatch.setattr(
+        sc, "available_memory_mb", lambda: seen.pop(0) if len(seen) > 1 else seen[0]
+    )
+
+
+def test_a_round_that_fits_in_memory_starts_whole(events, monkeypatch):
+    _memory(monkeypatch, 4096)
+    module = WarningModule()
+    steps = _steps("create", "create", "switch")
+    assert sc.Reconciler(module, client=None).memory_batch(steps) == steps
+    assert module.warnings == [] and events == []
+
+
+def test_under_memory_pressure_a_round_is_narrowed_to_what_fits(events, monkeypatch):
+    # 256 MiB above the floor: two new containers fit; a replaced one frees its own first.
+    _memory(monkeypatch, 512)
+    module = WarningModule()
+    steps = _steps("replace", "create", "create", "create")
+    batch = sc.Reconciler(module, client=None).memory_batch(steps)
+    assert batch == steps[:3]
+    assert module.warnings == [
+        "512 MiB of memory available and a 256 MiB floor: starting gekko-s0, gekko-s1, gekko-s2 "
+        "first, then the rest of the round (1 more)"
+    ]
+
+
+def test_with_no_room_a_rollout_pauses_until_memory_frees_up(events, monkeypatch):
+    _memory(monkeypatch, 300, 300, 300, 1024)
+    module = WarningModule()
+    steps = _steps("create", "create")
+    assert sc.Reconciler(module, client=None).memory_batch(steps) == steps
+    assert events == [("sleep", 2)] * 3  # paused 6 s
+    assert module.warnings == [
+        "300 MiB of memory available, under the 256 MiB floor plus 128 MiB for gekko-s0: "
+        "pausing the rollout for memory to free up"
+    ]
+
+
+def test_a_rollout_that_never_finds_memory_fails_naming_it(events, monkeypatch):
+    _memory(monkeypatch, 200)
+    module = WarningModule(memory_wait_seconds=10)
+    with pytest.raises(sc.RolloutError) as failed:
+        sc.Reconciler(module, client=None).memory_batch(_steps("create"))
+    assert str(failed.value) == (
+        "only 200 MiB of memory is available on the host, under the 256 MiB floor plus 128 MiB "
+        "for gekko-s0, after waiting 10 s; free memory (or move services to another host), or "
+        "lower gekko_deploy_memory_floor_mb"
+    )
+    assert sum(event[1] for event in events) == 10
+
+
+def test_the_memory_check_is_off_at_a_zero_floor_and_where_there_is_no_meminfo(
+    events, monkeypatch, tmp_path
+):
+    steps = _steps("create")
+    with monkeypatch.context() as patched:
+        _memory(patched, 1)
+        off = sc.Reconciler(WarningModule(memory_floor_mb=0), client=None)
+        assert off.memory_batch(steps) == steps
+    assert sc.available_memory_mb(str(tmp_path / "none")) is None
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24576000 kB\nMemAvailable:    2097152 kB\n")
+    assert sc.available_memory_mb(str(meminfo)) == 2048
