@@ -49,6 +49,28 @@ def test_a_deploy_fails_naming_another_runs_lock_before_changing_anything():
         LOCK.unlink(missing_ok=True)
 
 
+@pytest.mark.parametrize(
+    ("playbook", "args"),
+    [
+        ("scale.yml", ("-e", "service=trading", "-e", "instances=3")),
+        ("restart.yml", ("-e", "container=gekko-trading-2")),
+        ("runtime.yml", ("-e", '{"gekko_dynamic_config": {"log_level": "DEBUG"}}')),
+    ],
+)
+def test_the_operator_playbooks_wait_for_a_deploy_too(playbook, args):
+    """Scaling, restarting or changing settings while a deploy runs: refused, naming it."""
+    plant_lock(controller="ci-elsewhere", pid=1)
+    try:
+        run = ansible_playbook(playbook, *args, "-e", "gekko_deploy_lock_wait=0")
+        assert run.returncode != 0
+        assert "is held by run e2e-other-run of deploy.yml by bob" in run.stdout, run.stdout[-3000:]
+        hosts = recap(run.stdout)
+        assert hosts and all(h["changed"] == 0 for h in hosts.values()), hosts
+        assert json.loads(LOCK.read_text())["run"] == "e2e-other-run"
+    finally:
+        LOCK.unlink(missing_ok=True)
+
+
 def test_second_deploy_reports_no_changes_and_takes_over_a_killed_runs_lock():
     # A run of this controller that was killed: its process is gone.
     killed = subprocess.Popen(["true"])
