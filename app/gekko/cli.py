@@ -16,7 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gekko import healthprobe
-from gekko.config import COMPONENTS, ConfigError, database_url_from_env, load_settings
+from gekko.config import (
+    COMPONENTS,
+    UPSTREAM_KEEPALIVE_S,
+    ConfigError,
+    database_url_from_env,
+    load_settings,
+)
 
 # Docker's health check is gekko/healthprobe.py run as a script, without this module. The
 # logging, tracing and server stacks load only in the commands that use them.
@@ -56,6 +62,11 @@ def _serve(component: str) -> int:
         server_header=False,
         proxy_headers=False,
         timeout_graceful_shutdown=10,
+        # Longer than the gateway keeps an idle upstream connection (its aiohttp keepalive, 30 s):
+        # the client closes first. At uvicorn's 5 s a service closed connections the gateway was
+        # about to reuse, and a login POST written into one failed with 502 ("Can not write
+        # request body"), not retried, as a POST without an Idempotency-Key may not be.
+        timeout_keep_alive=UPSTREAM_KEEPALIVE_S + 45,
     )
     if settings.serves_tls:
         from gekko.tls import edge_context, server_context

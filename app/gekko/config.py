@@ -64,6 +64,11 @@ VENUE_NAMES = ("binanceus", "coinbase", "oanda")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
+# Seconds the gateway keeps an idle connection to an upstream open; every server keeps its own
+# idle connections longer (gekko.cli), so the gateway, not the service, closes them.
+UPSTREAM_KEEPALIVE_S = 30
+
+
 class ConfigError(ValueError):
     """The environment does not describe a runnable component."""
 

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from starlette.responses import Response
 
 from gekko import __version__
-from gekko.config import DOMAIN_SERVICES, GATEWAY, Settings
+from gekko.config import DOMAIN_SERVICES, GATEWAY, UPSTREAM_KEEPALIVE_S, Settings
 from gekko.correlation import CorrelationIdMiddleware
 from gekko.db import create_pool
 from gekko.dynconfig import build_dynamic_config, start_watcher
@@ -117,7 +117,7 @@ def build_gateway_app(settings: Settings) -> FastAPI:
         connector = aiohttp.TCPConnector(
             limit=1024,
             limit_per_host=256,
-            keepalive_timeout=30,
+            keepalive_timeout=UPSTREAM_KEEPALIVE_S,
             ttl_dns_cache=300,
             ssl=upstream_tls,
         )
