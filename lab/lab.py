@@ -233,6 +233,7 @@ def lab_secrets() -> dict[str, str]:
             "GEKKO_REDIS_PASSWORD",
             "GEKKO_ADMIN_PASSWORD",
             "GEKKO_MONITOR_PASSWORD",
+            "GEKKO_BACKUP_CIPHER_PASS",
             "GEKKO_DATA_KEYS",
         ]
         values = {name: secrets.token_urlsafe(36) for name in names}

@@ -36,6 +36,7 @@ REDEPLOY_ORDER = (
     "test_alerting",
     "test_central_logs",
     "test_runtime_settings",
+    "test_backups",
     "test_key_rotation",
     "test_rollback",
     "test_catalogue_scale",

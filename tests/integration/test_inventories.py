@@ -25,6 +25,7 @@ PASSWORD_ENV = (
     "GEKKO_REDIS_PASSWORD",
     "GEKKO_ADMIN_PASSWORD",
     "GEKKO_MONITOR_PASSWORD",
+    "GEKKO_BACKUP_CIPHER_PASS",
 )
 SECRET_ENV = (
     *PASSWORD_ENV,
@@ -38,6 +39,7 @@ VAULT_PASSWORDS = (
     "gekko_vault_redis_password",
     "gekko_vault_admin_password",
     "gekko_vault_monitor_password",
+    "gekko_vault_backup_cipher_pass",
 )
 
 

@@ -349,4 +349,5 @@ def test_teardown_removes_the_platform_from_every_host_and_keeps_its_data(lab):
     assert run.returncode == 0, run.stdout[-4000:]
     assert containers_everywhere() == {host: {} for host in HOSTS}
     volumes = on_host("lab-db-1", "docker volume ls -q").split()
-    assert sorted(volumes) == ["gekko-postgres-data", "gekko-redis-data"]
+    # The backups stay too: a restore needs them (gekko_purge_backups removes them).
+    assert sorted(volumes) == ["gekko-backup", "gekko-postgres-data", "gekko-redis-data"]

@@ -5,8 +5,12 @@ PGDATA=/var/lib/gekko/postgres/data
 : "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD must be set}"
 : "${POSTGRES_USER:=gekko}" "${POSTGRES_DB:=gekko}"
 : "${POSTGRES_LISTEN:=127.0.0.1}" "${POSTGRES_PORT:=5432}"
-# Who may connect: the role's pg_hba.conf, mounted read-only (initdb's own admits loopback only).
-: "${POSTGRES_HBA_FILE:=$PGDATA/pg_hba.conf}"
+# Who may connect: the role's pg_hba.conf and pg_ident.conf, mounted read-only (initdb's own
+# admit loopback only).
+: "${POSTGRES_HBA_FILE:=$PGDATA/pg_hba.conf}" "${POSTGRES_IDENT_FILE:=$PGDATA/pg_ident.conf}"
+# The Unix socket lives in the data volume, so the backup agent (which mounts it) reaches the
+# server without a network: pgBackRest connects by socket only.
+SOCKETS=/var/lib/gekko/postgres/run
 
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
     pwfile=$(mktemp)
@@ -27,6 +31,19 @@ if [ -n "${POSTGRES_TLS_DIR:-}" ]; then
         -c ssl_ca_file="$POSTGRES_TLS_DIR/ca.crt"
 fi
 
+# Continuous archiving to pgBackRest's repository when backups are on (PGBACKREST_STANZA and
+# the rest of its settings come from the environment). archive_timeout bounds how old the newest
+# archived WAL may be when nothing else fills a segment; the backup agent streams it meanwhile,
+# through a replication slot that may hold back at most max_slot_wal_keep_size of WAL.
+if [ -n "${PGBACKREST_STANZA:-}" ]; then
+    set -- "$@" -c archive_mode=on -c archive_command='pgbackrest archive-push %p' \
+        -c archive_timeout="${POSTGRES_ARCHIVE_TIMEOUT:-60}" \
+        -c max_slot_wal_keep_size="${POSTGRES_MAX_SLOT_WAL_KEEP_SIZE:-2GB}"
+fi
+
+mkdir -p "$SOCKETS"
+chmod 0700 "$SOCKETS"
 exec postgres -D "$PGDATA" \
     -c listen_addresses="$POSTGRES_LISTEN" -c port="$POSTGRES_PORT" -c hba_file="$POSTGRES_HBA_FILE" \
-    -c unix_socket_directories= -c max_connections=200 -c log_line_prefix='%m [%p] ' "$@"
+    -c ident_file="$POSTGRES_IDENT_FILE" -c unix_socket_directories="$SOCKETS" \
+    -c max_connections=200 -c log_line_prefix='%m [%p] ' "$@"
