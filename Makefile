@@ -12,7 +12,7 @@ PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup engine deploy deploy-runner deployed-checks teardown test checks lint sanity unit integration coverage molecule e2e bench clean lab lab-down lab-test dashboards
+.PHONY: help setup engine deploy drift deploy-runner deployed-checks teardown test checks lint sanity unit integration coverage molecule e2e bench clean lab lab-down lab-test dashboards
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ deploy-runner: $(VENV)/.test collections/ansible_collections/gekko/platform ## D
 	mkdir -p .build/runner
 	$(BIN)/ansible-runner run $(CURDIR)/.build/runner --project-dir $(CURDIR) \
 	  -p playbooks/deploy.yml --inventory $(CURDIR)/$(INVENTORY) --rotate-artifacts 10
+
+drift: setup ## Report what was changed outside Ansible, changing nothing (deploy.yml --check --diff)
+	$(BIN)/ansible-playbook playbooks/deploy.yml -i $(INVENTORY) --check --diff $(ANSIBLE_ARGS)
 
 teardown: setup ## Remove the containers, keep the data (ANSIBLE_ARGS="-e gekko_purge_data=true" deletes it)
 	$(BIN)/ansible-playbook playbooks/teardown.yml -i $(INVENTORY) $(ANSIBLE_ARGS)

@@ -22,16 +22,8 @@ description:
   - Writes the same summary as JSON to O(report_dir)/deploy-report.json.
 requirements:
   - enable it in callbacks_enabled
-options:
-  report_dir:
-    description: Where the JSON report is written (created if missing).
-    type: path
-    default: .build/reports
-    env:
-      - name: GEKKO_REPORT_DIR
-    ini:
-      - section: gekko_deploy_summary
-        key: report_dir
+extends_documentation_fragment:
+  - gekko.platform.report_dir
 """
 
 import json

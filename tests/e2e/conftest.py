@@ -37,6 +37,7 @@ REDEPLOY_ORDER = (
     "test_central_logs",
     "test_runtime_settings",
     "test_backups",
+    "test_drift",
     "test_key_rotation",
     "test_rollback",
     "test_catalogue_scale",

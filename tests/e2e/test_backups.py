@@ -89,6 +89,20 @@ def _metrics() -> dict[str, float]:
     return {k: float(v) for k, v in (ln.rsplit(" ", 1) for ln in lines if not ln.startswith("#"))}
 
 
+def test_the_backup_agent_runs_without_network_password_or_privileges():
+    attrs = docker.from_env().containers.get("gekko-backup").attrs
+    host = attrs["HostConfig"]
+    assert host["NetworkMode"] == "none"
+    assert host["ReadonlyRootfs"] is True
+    assert host["CapDrop"] == ["ALL"]
+    assert "no-new-privileges" in host["SecurityOpt"]
+    assert attrs["Config"]["User"] == "postgres"
+    # It signs in over the Unix socket as the OS user postgres (peer), so it holds no password.
+    assert not [e for e in attrs["Config"]["Env"] if "PASSWORD" in e.split("=", 1)[0]]
+    data = next(m for m in attrs["Mounts"] if m.get("Name") == "gekko-postgres-data")
+    assert data["RW"] is False
+
+
 def test_an_unclear_or_unreachable_target_is_refused_before_anything_stops(gateway, users):
     postgres = docker.from_env().containers.get("gekko-postgres")
     started_at = postgres.attrs["State"]["StartedAt"]

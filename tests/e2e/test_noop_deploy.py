@@ -109,6 +109,12 @@ def test_a_deploy_short_of_disk_space_gives_back_what_it_can_then_fails_clearly(
             "deploy.yml", *APP_ONLY, "-e", "gekko_deploy_space_margin_mb=100000000"
         )
         assert run.returncode != 0
+        # Validate estimated it before anything changed, and said what prepare would do.
+        estimate = re.search(r"This deploy needs about .*?if that is not enough", run.stdout, re.S)
+        assert estimate, run.stdout[-3000:]
+        text = " ".join(estimate.group(0).split())
+        assert "needs about 100000000 MiB on /var/lib (nothing to build, plus a" in text, text
+        assert "MiB short. The prepare phase will first remove dangling images" in text, text
         message = re.search(
             r"Not enough disk space on localhost: .*?nothing of the platform", run.stdout, re.S
         )

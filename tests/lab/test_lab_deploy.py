@@ -128,6 +128,10 @@ def test_listeners_bind_their_hosts_address_and_postgres_admits_only_platform_ho
         ["hostssl", "all", user, f"10.77.0.{n}/32", "scram-sha-256", "clientcert=verify-ca"]
         for n in (11, 12, 13)
         for user in ("gekko_app", "gekko")
+    ] + [
+        # The backup agent: the owner over the Unix socket, for the OS user postgres alone.
+        ["local", "all", "gekko", "peer", "map=gekko-backup"],
+        ["local", "replication", "gekko", "peer", "map=gekko-backup"],
     ]
     # The right password from an address that is not a services or gateway host: refused.
     password = on_host("lab-db-1", "sed -n 's/^POSTGRES_PASSWORD=//p' /etc/gekko/postgres.env")
