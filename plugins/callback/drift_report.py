@@ -15,7 +15,8 @@ version_added: 0.1.0
 author:
   - Gekko platform team (@gekko-platform)
 description:
-  - In a check run (C(playbooks/drift.yml), or any playbook run with C(--check)), every task
+  - In a check run (C(make drift), that is C(deploy.yml --check --diff), or any playbook run
+    with C(--check)), every task
     that reports it would change something has found drift, a difference between the inventory
     and the hosts made outside Ansible. This plugin lists each one (host, task, and the files
     or containers it names), prints the list at the end, and keeps it in
@@ -74,8 +75,7 @@ class CallbackModule(CallbackBase):
         self.path = None
 
     def v2_playbook_on_start(self, playbook):
-        name = os.path.basename(playbook._file_name)
-        self.active = name == "drift.yml" or bool(context.CLIARGS.get("check"))
+        self.active = bool(context.CLIARGS.get("check"))
         if not self.active:
             return
         directory = os.path.abspath(self.get_option("report_dir"))

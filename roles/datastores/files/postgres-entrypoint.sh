@@ -33,13 +33,14 @@ fi
 
 # Continuous archiving to pgBackRest's repository when backups are on (PGBACKREST_STANZA and
 # the rest of its settings come from the environment). archive_timeout bounds how old the newest
-# archived WAL may be when nothing else fills a segment; the backup agent streams it meanwhile,
-# through a replication slot that may hold back at most max_slot_wal_keep_size of WAL.
+# archived WAL may be when nothing else fills a segment; the backup agent streams it meanwhile.
 if [ -n "${PGBACKREST_STANZA:-}" ]; then
     set -- "$@" -c archive_mode=on -c archive_command='pgbackrest archive-push %p' \
-        -c archive_timeout="${POSTGRES_ARCHIVE_TIMEOUT:-60}" \
-        -c max_slot_wal_keep_size="${POSTGRES_MAX_SLOT_WAL_KEEP_SIZE:-2GB}"
+        -c archive_timeout="${POSTGRES_ARCHIVE_TIMEOUT:-60}"
 fi
+# A replication slot (the backup agent's) holds back at most this much WAL, backups on or off:
+# a slot left behind never fills the disk.
+set -- "$@" -c max_slot_wal_keep_size="${POSTGRES_MAX_SLOT_WAL_KEEP_SIZE:-2GB}"
 
 mkdir -p "$SOCKETS"
 chmod 0700 "$SOCKETS"
