@@ -35,12 +35,14 @@ STATE = ROOT / "state.json"
 PREFIX = "gekko-lab-"
 SUBNET = "10.77.0"
 CONTROLLER = {"name": "controller", "address": f"{SUBNET}.1"}
-# Shaped like inventories/prod: a datastores host, two services hosts and a gateway host.
+# Shaped like inventories/prod: a datastores host, two services hosts, a gateway host, and a host
+# of its own for monitoring (Prometheus, Alertmanager) and the central log store.
 HOSTS = [
-    {"name": "lab-db-1", "address": f"{SUBNET}.10", "group": "datastores"},
-    {"name": "lab-svc-1", "address": f"{SUBNET}.11", "group": "services"},
-    {"name": "lab-svc-2", "address": f"{SUBNET}.12", "group": "services"},
-    {"name": "lab-gw-1", "address": f"{SUBNET}.13", "group": "gateway"},
+    {"name": "lab-db-1", "address": f"{SUBNET}.10", "groups": ["datastores"]},
+    {"name": "lab-svc-1", "address": f"{SUBNET}.11", "groups": ["services"]},
+    {"name": "lab-svc-2", "address": f"{SUBNET}.12", "groups": ["services"]},
+    {"name": "lab-gw-1", "address": f"{SUBNET}.13", "groups": ["gateway"]},
+    {"name": "lab-mon-1", "address": f"{SUBNET}.14", "groups": ["monitoring", "logs"]},
 ]
 USER = "gekko-lab"
 # Bind-mounted from the host's own directory over the machine's, inside its mount namespace.
@@ -280,10 +282,11 @@ def write_inventory() -> Path:
     group_vars.symlink_to(Path(__file__).resolve().parent / "group_vars")
     groups: dict[str, dict] = {}
     for host in HOSTS:
-        groups.setdefault(host["group"], {"hosts": {}})["hosts"][host["name"]] = {
-            "ansible_host": host["address"],
-            "gekko_bind_address": host["address"],
-        }
+        for group in host["groups"]:
+            groups.setdefault(group, {"hosts": {}})["hosts"][host["name"]] = {
+                "ansible_host": host["address"],
+                "gekko_bind_address": host["address"],
+            }
     inventory = {
         "gekko": {
             "children": groups,
@@ -327,7 +330,7 @@ def up() -> None:
     save_state(state)
     print(f"lab: {len(HOSTS)} hosts up; inventory {inventory}/hosts.yml")
     for host in HOSTS:
-        print(f"  {host['name']:10} {host['address']:12} {host['group']}")
+        print(f"  {host['name']:10} {host['address']:12} {', '.join(host['groups'])}")
 
 
 # ---------------------------------------------------------------------------------- tear down

@@ -413,12 +413,23 @@ def _audit_verify(anchor_texts: list[str]) -> int:
     return 0
 
 
-def healthcheck(url: str, timeout_s: float = 2.0) -> int:
+def healthcheck(url: str, timeout_s: float = 2.0, tls_dir: str | None = None) -> int:
     if not url.startswith(("http://", "https://")):
         print(f"gekko healthcheck: not an http(s) URL: {url}", file=sys.stderr)
         return 1
+    context = None
+    if tls_dir:
+        from gekko.config import TlsFiles
+        from gekko.tls import client_context
+
+        files = TlsFiles(f"{tls_dir}/ca.crt", f"{tls_dir}/tls.crt", f"{tls_dir}/tls.key")
+        try:
+            context = client_context(files)
+        except (OSError, ValueError) as exc:
+            print(f"gekko healthcheck: the TLS files in {tls_dir}: {exc}", file=sys.stderr)
+            return 1
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - scheme checked
+        with urllib.request.urlopen(url, timeout=timeout_s, context=context) as response:  # noqa: S310 - scheme checked
             return 0 if response.status == 200 else 1
     except (urllib.error.URLError, OSError, ValueError) as exc:
         print(f"gekko healthcheck: {url}: {exc}", file=sys.stderr)
@@ -482,6 +493,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--url", help="any /health URL (default: the local server's own)")
     check.add_argument("--timeout", type=float, default=2.0)
+    check.add_argument(
+        "--tls-dir",
+        metavar="DIR",
+        help="for an https URL served with mutual TLS: present DIR/tls.crt and DIR/tls.key, "
+        "check the server against DIR/ca.crt",
+    )
     sub.add_parser(
         "container-exporter",
         help="serve the deployment's per-container CPU, memory and restarts for Prometheus",
@@ -540,7 +557,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed = [] if args.seed is None else ["--seed", str(args.seed)]
         return train_main(["--out", args.out, *seed])
     if args.url:
-        return healthcheck(args.url, args.timeout)
+        return healthcheck(args.url, args.timeout, args.tls_dir)
     return healthprobe.check(args.timeout)
 
 

@@ -34,9 +34,9 @@ from cryptography.x509.oid import NameOID
 
 from gekko.correlation import correlation_id_var
 from gekko.logs import JsonFormatter
+from pki import write_key as _write_key
 
 from .conftest import LOOPBACK, _wait_for, free_port, gekko_cmd
-from .test_tls import _write_key
 
 pytestmark = pytest.mark.integration
 

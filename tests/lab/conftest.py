@@ -24,7 +24,7 @@ INVENTORY = ROOT / "inventory" / "hosts.yml"
 ANSIBLE_BIN = Path(sys.executable).parent
 CLIENT = [sys.executable, str(REPO / "tests" / "lab" / "client.py")]
 SERVICES_HOSTS = ["lab-svc-1", "lab-svc-2"]
-HOSTS = ["lab-db-1", *SERVICES_HOSTS, "lab-gw-1"]
+HOSTS = ["lab-db-1", *SERVICES_HOSTS, "lab-gw-1", "lab-mon-1"]
 
 
 def controller(*argv: str, timeout: float = 600, env: dict | None = None):

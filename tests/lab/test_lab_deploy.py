@@ -8,9 +8,11 @@ deploy that fails and is rolled back everywhere, and last the teardown.
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -38,10 +40,15 @@ ADDRESS = {"lab-db-1": "10.77.0.10", "lab-svc-1": "10.77.0.11", "lab-svc-2": "10
 ROLLED_BACK = re.compile(r"\[(?P<host>lab-[a-z0-9-]+)\]: FAILED! .*?restored in (?P<s>[0-9.]+) s")
 
 
+# The monitoring and logging agents, which run beside the application on every host.
+AGENT = re.compile(r"^gekko-(.+-exporter|log-relay|log-store|prometheus|alertmanager)$")
+
+
 def app_containers() -> dict[str, dict[str, dict]]:
-    """host -> name -> container, for the application's containers (those with a spec label)."""
+    """host -> name -> container, for the application's containers (those with a spec label,
+    not the monitoring and logging agents)."""
     return {
-        host: {name: c for name, c in found.items() if c["spec"]}
+        host: {name: c for name, c in found.items() if c["spec"] and not AGENT.match(name)}
         for host, found in containers_everywhere().items()
     }
 
@@ -95,6 +102,7 @@ def test_every_service_runs_registered_and_healthy_on_both_services_hosts(lab):
         assert {c["health"] for c in apps[host].values()} == {"healthy"}, apps[host]
     assert list(apps["lab-gw-1"]) == ["gekko-gateway"]
     assert apps["lab-db-1"] == {}
+    assert apps["lab-mon-1"] == {}
 
 
 def test_each_host_got_only_the_images_it_runs_shipped_from_the_controller(lab):
@@ -102,10 +110,14 @@ def test_each_host_got_only_the_images_it_runs_shipped_from_the_controller(lab):
         listed = on_host(host, "docker image ls --format '{{ '{{' }}.Repository{{ '}}' }}'")
         return set(listed.split())
 
-    assert images("lab-db-1") == {"gekko/datastore"}
-    assert images("lab-gw-1") == {"gekko/app"}
+    # Every host runs the exporters and the log relay (the monitoring image), the container
+    # exporter among them (the application image).
+    agents = {"gekko/monitoring-base", "gekko/app"}
+    assert images("lab-db-1") == {"gekko/datastore"} | agents
+    assert images("lab-gw-1") == agents
+    assert images("lab-mon-1") == agents
     for host in SERVICES_HOSTS:
-        assert images(host) == {"gekko/app", "gekko/signals"}
+        assert images(host) == {"gekko/signals"} | agents
     # Nothing was built on a host: no base or runtime image is there.
 
 
@@ -129,6 +141,8 @@ def test_listeners_bind_their_hosts_address_and_postgres_admits_only_platform_ho
         for n in (11, 12, 13)
         for user in ("gekko_app", "gekko")
     ] + [
+        # The PostgreSQL exporter on the host itself, to the platform's database only.
+        ["hostssl", "gekko", "gekko", "10.77.0.10/32", "scram-sha-256", "clientcert=verify-ca"],
         # The backup agent: the owner over the Unix socket, for the OS user postgres alone.
         ["local", "all", "gekko", "peer", "map=gekko-backup"],
         ["local", "replication", "gekko", "peer", "map=gekko-backup"],
@@ -188,16 +202,31 @@ def test_traffic_between_hosts_is_tls13_only(lab):
     server_users = on_host(
         "lab-db-1", "docker exec gekko-postgres id -u; docker exec gekko-redis id -u"
     ).split()
-    assert keys["lab-db-1"].splitlines() == [
+    # Every host's log relay and monitoring agents (exporters) run as nobody.
+    agents = ["/etc/gekko/tls/log-relay/tls.key 600 65534"]
+    monitoring = ["/etc/gekko/tls/monitoring/tls.key 600 65534"]
+    assert keys["lab-db-1"].splitlines() == agents + monitoring + [
         f"/etc/gekko/tls/postgres/tls.key 600 {server_users[0]}",
         f"/etc/gekko/tls/redis/tls.key 600 {server_users[1]}",
     ], keys
     for host in SERVICES_HOSTS:
-        assert keys[host].split() == ["/etc/gekko/tls/app/tls.key", "600", "10001"], keys
+        assert keys[host].splitlines() == [
+            "/etc/gekko/tls/app/tls.key 600 10001",
+            *agents,
+            *monitoring,
+        ], keys
     # The gateway host also has its listener's (edge) key.
     assert keys["lab-gw-1"].splitlines() == [
         "/etc/gekko/tls/app/tls.key 600 10001",
         "/etc/gekko/tls/edge/tls.key 600 10001",
+        *agents,
+        *monitoring,
+    ], keys
+    # The monitoring host: Prometheus's and Alertmanager's (monitoring), the log store's.
+    assert keys["lab-mon-1"].splitlines() == [
+        *agents,
+        "/etc/gekko/tls/log-store/tls.key 600 65534",
+        *monitoring,
     ], keys
     ca_key = controller("stat", "-c", "%a", str(Path.home() / ".gekko/ca/staging/ca.key"))
     assert ca_key.stdout.strip() == "600", ca_key
@@ -224,6 +253,164 @@ def test_the_gateway_serves_tls13_with_hsts_and_services_refuse_the_controller(l
     assert "HTTP/" not in gateway["plain"], gateway
     for attempt in service.values():
         assert "HTTP/" not in attempt, service
+
+
+# Every monitoring listener: the exporters on a services host and on the datastores host (the
+# container exporter also relays the engine's and the Redis exporter's pages, which listen on
+# loopback), Prometheus and Alertmanager.
+MONITORING_LISTENERS = (
+    "http-node=10.77.0.11:9100",
+    "http-containers=10.77.0.11:9338",
+    "http-postgres=10.77.0.10:9187",
+    "http-containers-db=10.77.0.10:9338",
+    "http-prometheus=10.77.0.14:9090",
+    "http-alertmanager=10.77.0.14:9093",
+)
+# An HTTP answer with content: what no client without a certificate may get (a Go server answers
+# plain text with "400 ... HTTP request to an HTTPS server", which serves nothing).
+SERVED = re.compile(r"HTTP/1\.[01] [23]")
+
+
+def test_monitoring_listeners_answer_only_tls13_clients_with_a_certificate_from_the_ca(lab):
+    """From another host with its monitoring certificate: TLS 1.3 answered, TLS 1.2 and plain
+    text refused. From the controller (the CA's certificate, no host certificate): nothing
+    answers, so no one off the inventory reads the metrics or silences an alert."""
+    tls_probe = f"python3 {REPO}/tests/lab/tls_probe.py"
+    found = json.loads(
+        on_host(
+            "lab-svc-2", f"{tls_probe} /etc/gekko/tls/monitoring {' '.join(MONITORING_LISTENERS)}"
+        )
+    )
+    print(json.dumps(found, indent=1))
+    for label, tries in found.items():
+        assert tries["tls13"].startswith("TLSv1.3: HTTP/1."), (label, tries)
+        assert tries["tls12"].startswith("refused"), (label, tries)
+        assert not SERVED.search(tries["plain"]), (label, tries)
+        assert tries["no_client_cert"].startswith("refused"), (label, tries)
+    # The pages the container exporter relays are not reachable from another host themselves.
+    loopback_only = on_host(
+        "lab-svc-2", f"{tls_probe} /etc/gekko/tls/monitoring http=10.77.0.10:9121"
+    )
+    assert set(json.loads(loopback_only)["http"].values()) == {"refused: ConnectionRefusedError"}
+    ca_dir = str(Path.home() / ".gekko/ca/staging")
+    outside = controller(
+        sys.executable, str(REPO / "tests/lab/tls_probe.py"), ca_dir, *MONITORING_LISTENERS
+    )
+    for label, tries in json.loads(outside.stdout).items():
+        assert not any(SERVED.search(t) for t in tries.values()), (label, tries)
+
+
+# On the monitoring host, as root: GET a path of Prometheus's or Alertmanager's API with the
+# host's monitoring certificate; prints the JSON answer on one line.
+MONITORING_API = (
+    'python3 -c \'import json, ssl, sys, urllib.request; d = "/etc/gekko/tls/monitoring"; '
+    'c = ssl.create_default_context(cafile=d + "/ca.crt"); '
+    'c.load_cert_chain(d + "/tls.crt", d + "/tls.key"); '
+    "r = urllib.request.urlopen(urllib.request.Request(sys.argv[1], data=(sys.argv[2].encode() "
+    'if len(sys.argv) > 2 else None), headers={"Content-Type": "application/json"}), '
+    'context=c, timeout=10); print(json.dumps(json.loads(r.read() or b"null")))\''
+)
+
+
+def monitoring_api(url: str, body: object = None) -> object:
+    argument = "" if body is None else " " + shlex.quote(json.dumps(body))
+    return json.loads(on_host("lab-mon-1", f"{MONITORING_API} {url}{argument}"))
+
+
+def test_prometheus_on_its_own_host_scrapes_every_host_over_mutual_tls(lab):
+    """The monitoring host's Prometheus scrapes each host's exporters and engine, both services
+    hosts' instances, the gateway and its KPIs, the datastores' exporters, itself and
+    Alertmanager: every target up, every one over https."""
+    answer = monitoring_api("https://10.77.0.14:9090/api/v1/targets?state=active")
+    targets = answer["data"]["activeTargets"]
+    down = [(t["scrapeUrl"], t["lastError"]) for t in targets if t["health"] != "up"]
+    assert down == [], down
+    assert {t["scrapeUrl"].split("://")[0] for t in targets} == {"https"}
+    seen = {(t["labels"]["job"], t["labels"]["host"]) for t in targets}
+    for job in ("node", "containers", "docker"):
+        assert {host for j, host in seen if j == job} == set(HOSTS), job
+    for job, hosts in {
+        "postgres": {"lab-db-1"},
+        "redis": {"lab-db-1"},
+        "gateway": {"lab-gw-1"},
+        "kpis": {"lab-gw-1"},
+        "prometheus": {"lab-mon-1"},
+        "alertmanager": {"lab-mon-1"},
+        "services": set(SERVICES_HOSTS),
+    }.items():
+        assert {host for j, host in seen if j == job} == hosts, job
+    # Each service's instances on both services hosts (file service discovery).
+    instances = [t for t in targets if t["labels"]["job"] == "services"]
+    for service in CATALOGUE:
+        hosts = {
+            t["labels"]["host"] for t in instances if t["labels"]["service"] == service["name"]
+        }
+        assert hosts == set(SERVICES_HOSTS), service["name"]
+
+
+def test_an_alert_reaches_the_alerts_service_and_is_acknowledged_across_hosts(lab):
+    """Alertmanager (monitoring host) posts to the alerts service (a services host) over mutual
+    TLS; acknowledging it there makes a silence in Alertmanager, over mutual TLS the other way."""
+    name = f"LabProbe{time.monotonic_ns()}"
+    alert = {
+        "labels": {"alertname": name, "severity": "warning", "host": "lab-svc-1", "service": "lab"},
+        "annotations": {
+            "summary": "a probe from the lab's tests",
+            "runbook_url": "https://gekko.example.com/runbooks/lab",
+        },
+    }
+    monitoring_api("https://10.77.0.14:9093/api/v2/alerts", [alert])
+    alerts = "docker exec gekko-alerts gekko alerts"
+    deadline = time.monotonic() + 90  # the route's group_wait (30 s) and a notification
+    while True:
+        listed = json.loads(on_host("lab-svc-1", f"{alerts} list --json"))
+        rows = [a for a in listed if a["alertname"] == name]
+        if rows or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert rows, f"{name} never reached the alerts service"
+    acked = on_host(
+        "lab-svc-1", f"{alerts} ack {rows[0]['id']} --by lab-test --comment 'probe' --json"
+    )
+    assert json.loads(acked)["acknowledged_by"] == "lab-test", acked
+    silences = monitoring_api("https://10.77.0.14:9093/api/v2/silences")
+    assert any(
+        s["status"]["state"] == "active"
+        and {"name": "alertname", "value": name, "isRegex": False, "isEqual": True} in s["matchers"]
+        for s in silences
+    ), silences
+
+
+def test_a_requests_lines_from_the_gateway_and_services_hosts_reach_the_logs_host(lab):
+    """Central logs across hosts: each host's relay forwards over RELP with TLS to the store on
+    the logs host, where `gekko logs` (the application image, the store read-only) follows one
+    request by its correlation id from the gateway host to the services host that served it."""
+    correlation_id = f"lab-{uuid.uuid4()}"
+    ca_file = str(Path.home() / ".gekko/ca/staging/ca.crt")
+    request = (
+        "import httpx, sys; r = httpx.get('https://10.77.0.13:8000/api/v1/market-data/quotes/"
+        "BTC-USD', headers={'X-Correlation-ID': sys.argv[1]}, verify=sys.argv[2], timeout=10); "
+        "print(r.status_code)"
+    )
+    answer = controller(str(REPO / ".venv/bin/python"), "-c", request, correlation_id, ca_file)
+    assert answer.stdout.strip() == "200", answer
+    follow = (
+        "docker run --rm --network none --read-only --group-add 4"
+        " --mount type=bind,source=/var/log/gekko,target=/var/log/gekko,readonly"
+        f" $(docker image ls gekko/app -q | head -1) logs --correlation-id {correlation_id}"
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        found = on_host("lab-mon-1", f"grep -rl {correlation_id} /var/log/gekko || true").split()
+        hosts = {path.split("/")[4] for path in found}
+        if {"lab-gw-1"} < hosts or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert any(p.startswith("/var/log/gekko/lab-gw-1/gekko-gateway") for p in found), found
+    served = [p for p in found if "/gekko-market-data" in p]
+    assert served and {p.split("/")[4] for p in served} <= set(SERVICES_HOSTS), found
+    followed = on_host("lab-mon-1", follow)
+    assert "gekko-gateway" in followed and "gekko-market-data" in followed, followed
 
 
 def test_a_host_failing_validation_stops_the_deploy_before_any_host_changes(lab, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 
 from .conftest import on_host
 
-HOSTS = ["lab-db-1", "lab-svc-1", "lab-svc-2", "lab-gw-1"]
+HOSTS = ["lab-db-1", "lab-svc-1", "lab-svc-2", "lab-gw-1", "lab-mon-1"]
 
 
 def test_each_host_has_its_own_name_address_and_engine(lab):

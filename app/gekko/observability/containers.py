@@ -4,6 +4,12 @@ Debian bookworm has no cAdvisor, and the engine's own /metrics has no per-contai
 this small exporter asks the engine on each scrape: the deployment's containers
 (`/containers/json`), then each one's `stats?one-shot=true` (one sample, no 1 s wait) and its
 restart count (`/containers/{id}/json`). It reads the engine only through GET requests.
+
+It also relays pages that speak plain HTTP only and so listen on the host's loopback: the
+engine's own metrics (daemon.json `metrics-addr`) at /engine/metrics and, on a datastores host,
+the Redis exporter's (whose own TLS listener cannot be kept to TLS 1.3 when it checks client
+certificates). With TLS on, all of it is served over mutual TLS 1.3: only a client with a
+certificate from the internal CA (Prometheus) is answered.
 """
 
 from __future__ import annotations
@@ -14,10 +20,13 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Iterator, Sequence
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -165,6 +174,70 @@ class ContainerCollector(Collector):
             return summary, details, None
 
 
+# Where the Docker engine's own metrics are relayed (job `docker`).
+ENGINE_PATH = "/engine/metrics"
+_Respond = Callable[[str, list[tuple[str, str]]], Any]
+_App = Callable[[dict, _Respond], Iterable[bytes]]
+
+
+def relay_app(url: str, timeout: float = 5.0) -> _App:
+    """WSGI app relaying a local plain-HTTP metrics page as it was written; 502 when it does not
+    answer, so Prometheus marks the target down rather than seeing an empty page."""
+
+    def app(environ: dict, respond: _Respond) -> Iterable[bytes]:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - checked
+                body = response.read()
+                content_type = response.headers.get("Content-Type", "text/plain")
+        except (urllib.error.URLError, OSError) as exc:
+            log.warning("%s did not answer: %s", url, exc)
+            respond("502 Bad Gateway", [("Content-Type", "text/plain")])
+            return [f"{url} did not answer\n".encode()]
+        respond("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+        return [body]
+
+    return app
+
+
+def relay(value: str) -> tuple[str, str]:
+    """--relay PATH=URL: a path of this exporter's own, and a plain-HTTP page on loopback."""
+    path, _, url = value.partition("=")
+    if (
+        not path.startswith("/")
+        or path == "/metrics"
+        or not url.startswith(("http://127.0.0.1:", "http://localhost:"))
+    ):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: want PATH=URL, PATH like /engine/metrics (not /metrics), URL on "
+            "loopback like http://127.0.0.1:9323/metrics"
+        )
+    return path, url
+
+
+def exporter_app(registry: CollectorRegistry, relays: dict[str, str]) -> _App:
+    """The containers' metrics on every path (as prometheus_client serves them), each relayed
+    page on its own path."""
+    from prometheus_client import make_wsgi_app
+
+    containers = make_wsgi_app(registry)
+    relayed = {path: relay_app(url) for path, url in relays.items()}
+
+    def app(environ: dict, respond: _Respond) -> Iterable[bytes]:
+        page = relayed.get(environ.get("PATH_INFO", ""))
+        return (page or containers)(environ, respond)
+
+    return app
+
+
+class _QuietHandler(WSGIRequestHandler):
+    # A client that connects and then says nothing (no TLS handshake, no request) frees its
+    # thread after this many seconds.
+    timeout = 10
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        """Prometheus scrapes every few seconds: no line per request."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gekko container-exporter",
@@ -173,21 +246,54 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--listen", default="127.0.0.1:9338", metavar="ADDRESS:PORT")
     parser.add_argument("--docker-socket", default="/var/run/docker.sock")
     parser.add_argument("--deployment", default="gekko")
+    parser.add_argument(
+        "--relay",
+        type=relay,
+        action="append",
+        default=[],
+        metavar="PATH=URL",
+        help="also serve a plain-HTTP page on loopback at PATH, such as the engine's own metrics "
+        f"(its metrics-addr) at {ENGINE_PATH}; repeatable",
+    )
+    parser.add_argument(
+        "--tls-dir",
+        metavar="DIR",
+        help="serve mutual TLS 1.3 with DIR/tls.crt and DIR/tls.key, "
+        "clients checked against DIR/ca.crt",
+    )
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from prometheus_client import start_http_server
+def build_server(args: argparse.Namespace):
+    """The exporter's HTTP(S) server, listening, not yet serving."""
+    from prometheus_client.exposition import ThreadingWSGIServer
 
-    args = build_parser().parse_args(argv)
     address, _, port = args.listen.rpartition(":")
     registry = CollectorRegistry()
     registry.register(ContainerCollector(DockerEngine(args.docker_socket), args.deployment))
+    app = exporter_app(registry, dict(args.relay))
+    server = make_server(address, int(port), app, ThreadingWSGIServer, handler_class=_QuietHandler)
+    if args.tls_dir:
+        from gekko.config import TlsFiles
+        from gekko.tls import server_context
+
+        files = TlsFiles(
+            f"{args.tls_dir}/ca.crt", f"{args.tls_dir}/tls.crt", f"{args.tls_dir}/tls.key"
+        )
+        # The handshake happens in the request's own thread (on its first read), so a client that
+        # never completes one holds up no one else's scrape.
+        server.socket = server_context(files).wrap_socket(
+            server.socket, server_side=True, do_handshake_on_connect=False
+        )
+    return server
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    server, thread = start_http_server(int(port), address, registry)
-    log.info("serving container metrics on %s", args.listen)
-    try:
-        thread.join()
-    finally:
-        server.shutdown()
+    server = build_server(args)
+    log.info(
+        "serving container metrics on %s%s", args.listen, " (mutual TLS)" if args.tls_dir else ""
+    )
+    server.serve_forever()
     return 0
