@@ -7,10 +7,12 @@ deploy that fails and is rolled back everywhere, and last the teardown.
 """
 
 import json
+import os
 import re
 import shlex
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -19,10 +21,12 @@ import pytest
 import yaml
 
 from .conftest import (
+    ANSIBLE_BIN,
     APP_ONLY,
     CONTROLLER_DAEMON_JSON,
     HOSTS,
     INVENTORY,
+    LAB,
     REPO,
     SERVICES_HOSTS,
     Traffic,
@@ -506,11 +510,13 @@ def test_a_services_host_cut_off_under_load_loses_no_order(lab, tmp_path):
     assert outcome["acked"] >= 10 and outcome["lost"] == [] and outcome["unexpected"] == []
 
 
-def test_a_failed_deploy_is_rolled_back_on_every_host_within_30_s(lab, tmp_path):
-    def releases() -> dict[str, str]:
-        recorded = on_hosts("gekko", "cat /var/lib/gekko/releases.json")
-        return {host: json.loads(out)["current"]["id"] for host, out in recorded.items()}
+def releases() -> dict[str, str]:
+    """host -> the id of the release each host records as current."""
+    recorded = on_hosts("gekko", "cat /var/lib/gekko/releases.json")
+    return {host: json.loads(out)["current"]["id"] for host, out in recorded.items()}
 
+
+def test_a_failed_deploy_is_rolled_back_on_every_host_within_30_s(lab, tmp_path):
     before, recorded = app_containers(), releases()
     # Both services hosts replace trading, then verify fails (a smoke trade on a symbol that does
     # not exist): every host must be back on the last good release.
@@ -534,6 +540,67 @@ def test_a_failed_deploy_is_rolled_back_on_every_host_within_30_s(lab, tmp_path)
         # Replaced by the failed deploy, then restored: the last good container, started again.
         trading = after[host]["gekko-trading"]["started"]
         assert trading != before[host]["gekko-trading"]["started"], host
+    assert client("smoke")["status"] == 201
+
+
+def test_a_host_lost_mid_deploy_fails_the_run_and_every_host_ends_on_one_release(lab, tmp_path):
+    """EC-NET-001: lab-svc-2 is cut off from the lab as its turn in a rolling deploy begins
+    (lab-svc-1 already runs the new release). The connection is retried with back-off, then
+    lab-svc-2's step fails naming it, lab-svc-1 is rolled back, and lab-svc-2, once it answers
+    again, too: every host ends on the release it started from, and the run fails clearly."""
+    before, recorded = app_containers(), releases()
+    switch, port = lab["namespaces"][0], lab["members"]["lab-svc-2"]["port"]
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    argv = [str(ANSIBLE_BIN / "ansible-playbook"), "-i", str(INVENTORY)]
+    argv += [str(REPO / "playbooks/deploy.yml"), *APP_ONLY, "-e", catalogue_file(tmp_path, "4")]
+    begun = time.monotonic()
+    run = subprocess.Popen(
+        [*LAB, "controller", "--", *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, env=env,
+    )  # fmt: skip
+    output, turns, cut_at = [], 0, None
+    reconnect = threading.Timer(
+        75, subprocess.run, (["ip", "-n", switch, "link", "set", port, "up"],), {"check": True}
+    )
+    try:
+        for line in run.stdout:
+            output.append(line)
+            # serial: 1, one play header per services host: the second is lab-svc-2's turn.
+            if line.startswith("PLAY [Activate: domain services]"):
+                turns += 1
+                if turns == 2:
+                    subprocess.run(["ip", "-n", switch, "link", "set", port, "down"], check=True)
+                    cut_at = time.monotonic()
+                    reconnect.start()  # back within the rollback's wait (120 s)
+        run.wait(timeout=900)
+    finally:
+        reconnect.cancel()
+        subprocess.run(["ip", "-n", switch, "link", "set", port, "up"], check=True)
+    text = "".join(output)
+    assert cut_at is not None, text[-4000:]
+    print(f"lost-host deploy: {time.monotonic() - begun:.1f} s, the cut {cut_at - begun:.1f} s in")
+    assert run.returncode != 0, text[-4000:]
+    assert (
+        "The deploy failed in activate on lab-svc-2: lab-svc-2 stopped answering over SSH" in text
+    )
+    seconds = {m["host"]: float(m["s"]) for m in ROLLED_BACK.finditer(text)}
+    print(f"rolled back, seconds after the failure: {seconds}")
+    assert set(seconds) == set(HOSTS), text[-4000:]
+    after = app_containers()
+    assert releases() == recorded, "no host recorded a new release"
+    for host in HOSTS:
+        assert {n: (c["image"], c["spec"]) for n, c in after[host].items()} == {
+            n: (c["image"], c["spec"]) for n, c in before[host].items()
+        }, f"{host} runs the release it started from"
+    # lab-svc-1 ran the new trading, then the old one again; lab-svc-2 never changed.
+    assert (
+        after["lab-svc-1"]["gekko-trading"]["started"]
+        != before["lab-svc-1"]["gekko-trading"]["started"]
+    )
+    assert (
+        after["lab-svc-2"]["gekko-trading"]["started"]
+        == before["lab-svc-2"]["gekko-trading"]["started"]
+    )
     assert client("smoke")["status"] == 201
 
 
