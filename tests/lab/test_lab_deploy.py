@@ -558,9 +558,11 @@ def test_a_host_lost_mid_deploy_fails_the_run_and_every_host_ends_on_one_release
         [*LAB, "controller", "--", *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, env=env,
     )  # fmt: skip
-    output, turns, cut_at = [], 0, None
+    output, turns, cut_at, lost_at = [], 0, None, None
+    # The link comes back once the run has given lab-svc-2 up (within the rollback's 120 s wait),
+    # or after 100 s whatever happened.
     reconnect = threading.Timer(
-        75, subprocess.run, (["ip", "-n", switch, "link", "set", port, "up"],), {"check": True}
+        100, subprocess.run, (["ip", "-n", switch, "link", "set", port, "up"],), {"check": True}
     )
     try:
         for line in run.stdout:
@@ -571,14 +573,20 @@ def test_a_host_lost_mid_deploy_fails_the_run_and_every_host_ends_on_one_release
                 if turns == 2:
                     subprocess.run(["ip", "-n", switch, "link", "set", port, "down"], check=True)
                     cut_at = time.monotonic()
-                    reconnect.start()  # back within the rollback's wait (120 s)
+                    reconnect.start()
+            if cut_at and not lost_at and "lab-svc-2 stopped answering over SSH" in line:
+                lost_at = time.monotonic()
+                subprocess.run(["ip", "-n", switch, "link", "set", port, "up"], check=True)
         run.wait(timeout=900)
     finally:
         reconnect.cancel()
         subprocess.run(["ip", "-n", switch, "link", "set", port, "up"], check=True)
     text = "".join(output)
     assert cut_at is not None, text[-4000:]
-    print(f"lost-host deploy: {time.monotonic() - begun:.1f} s, the cut {cut_at - begun:.1f} s in")
+    print(
+        f"lost-host deploy: {time.monotonic() - begun:.1f} s; the cut {cut_at - begun:.1f} s in,"
+        f" lab-svc-2 given up {(lost_at or cut_at) - cut_at:.1f} s after it"
+    )
     assert run.returncode != 0, text[-4000:]
     assert (
         "The deploy failed in activate on lab-svc-2: lab-svc-2 stopped answering over SSH" in text
