@@ -564,6 +564,8 @@ def test_a_host_lost_mid_deploy_fails_the_run_and_every_host_ends_on_one_release
     reconnect = threading.Timer(
         100, subprocess.run, (["ip", "-n", switch, "link", "set", port, "up"],), {"check": True}
     )
+    watchdog = threading.Timer(900, run.kill)  # the loop below ends when the run does
+    watchdog.start()
     try:
         for line in run.stdout:
             output.append(line)
@@ -579,6 +581,7 @@ def test_a_host_lost_mid_deploy_fails_the_run_and_every_host_ends_on_one_release
                 subprocess.run(["ip", "-n", switch, "link", "set", port, "up"], check=True)
         run.wait(timeout=900)
     finally:
+        watchdog.cancel()
         reconnect.cancel()
         subprocess.run(["ip", "-n", switch, "link", "set", port, "up"], check=True)
     text = "".join(output)
@@ -609,6 +612,9 @@ def test_a_host_lost_mid_deploy_fails_the_run_and_every_host_ends_on_one_release
         after["lab-svc-2"]["gekko-trading"]["started"]
         == before["lab-svc-2"]["gekko-trading"]["started"]
     )
+    # The run's lock is gone from every host, the lost one included.
+    locks = on_hosts("gekko", "test -e /var/lib/gekko/deploy.lock && echo held || echo free")
+    assert set(locks.values()) == {"free"}, locks
     assert client("smoke")["status"] == 201
 
 

@@ -19,6 +19,7 @@ import http.client
 import json
 import logging
 import socket
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -268,11 +269,16 @@ def build_server(args: argparse.Namespace):
     """The exporter's HTTP(S) server, listening, not yet serving."""
     from prometheus_client.exposition import ThreadingWSGIServer
 
+    class _Server(ThreadingWSGIServer):
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            """A client refused by TLS (no certificate, plain text) is one line, not a traceback."""
+            log.info("%s: %s", client_address[0] if client_address else "?", sys.exc_info()[1])
+
     address, _, port = args.listen.rpartition(":")
     registry = CollectorRegistry()
     registry.register(ContainerCollector(DockerEngine(args.docker_socket), args.deployment))
     app = exporter_app(registry, dict(args.relay))
-    server = make_server(address, int(port), app, ThreadingWSGIServer, handler_class=_QuietHandler)
+    server = make_server(address, int(port), app, _Server, handler_class=_QuietHandler)
     if args.tls_dir:
         from gekko.config import TlsFiles
         from gekko.tls import server_context
