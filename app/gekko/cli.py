@@ -422,9 +422,8 @@ def healthcheck(url: str, timeout_s: float = 2.0, tls_dir: str | None = None) ->
         from gekko.config import TlsFiles
         from gekko.tls import client_context
 
-        files = TlsFiles(f"{tls_dir}/ca.crt", f"{tls_dir}/tls.crt", f"{tls_dir}/tls.key")
         try:
-            context = client_context(files)
+            context = client_context(TlsFiles.in_directory(tls_dir))
         except (OSError, ValueError) as exc:
             print(f"gekko healthcheck: the TLS files in {tls_dir}: {exc}", file=sys.stderr)
             return 1

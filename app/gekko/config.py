@@ -146,6 +146,11 @@ class TlsFiles:
     cert_file: str
     key_file: str
 
+    @classmethod
+    def in_directory(cls, directory: str) -> TlsFiles:
+        """A certificate folder as gekko.platform.tls writes it: ca.crt, tls.crt, tls.key."""
+        return cls(f"{directory}/ca.crt", f"{directory}/tls.crt", f"{directory}/tls.key")
+
 
 def parse_tls(env: Mapping[str, str]) -> TlsFiles | None:
     names = ("GEKKO_TLS_CA_FILE", "GEKKO_TLS_CERT_FILE", "GEKKO_TLS_KEY_FILE")

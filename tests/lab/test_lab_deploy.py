@@ -516,6 +516,21 @@ def releases() -> dict[str, str]:
     return {host: json.loads(out)["current"]["id"] for host, out in recorded.items()}
 
 
+def every_host_back(output: str, before: dict, recorded: dict) -> tuple[dict, dict]:
+    """After a failed run: every host printed its rollback time, records the release it started
+    from and runs its containers (image and spec) again. Returns the times and the containers."""
+    seconds = {m["host"]: float(m["s"]) for m in ROLLED_BACK.finditer(output)}
+    print(f"rolled back, seconds after the failure: {seconds}")
+    assert set(seconds) == set(HOSTS), output[-4000:]
+    after = app_containers()
+    assert releases() == recorded, "no host recorded a new release"
+    for host in HOSTS:
+        assert {n: (c["image"], c["spec"]) for n, c in after[host].items()} == {
+            n: (c["image"], c["spec"]) for n, c in before[host].items()
+        }, f"{host} runs the release it started from"
+    return seconds, after
+
+
 def test_a_failed_deploy_is_rolled_back_on_every_host_within_30_s(lab, tmp_path):
     before, recorded = app_containers(), releases()
     # Both services hosts replace trading, then verify fails (a smoke trade on a symbol that does
@@ -525,16 +540,9 @@ def test_a_failed_deploy_is_rolled_back_on_every_host_within_30_s(lab, tmp_path)
     assert run.returncode != 0 and report["status"] == "failed"
     assert "The deploy failed in verify" in run.stdout + run.stderr
     # ansible-core writes a failed task's message to stderr.
-    seconds = {m["host"]: float(m["s"]) for m in ROLLED_BACK.finditer(run.stdout + run.stderr)}
-    print(f"rolled back, seconds after the failure: {seconds}")
-    assert set(seconds) == set(HOSTS), (run.stdout + run.stderr)[-4000:]
+    seconds, after = every_host_back(run.stdout + run.stderr, before, recorded)
     assert max(seconds.values()) < 30
-    after = app_containers()
-    assert releases() == recorded, "no host recorded a new release"
     for host in HOSTS:
-        assert {n: (c["image"], c["spec"]) for n, c in after[host].items()} == {
-            n: (c["image"], c["spec"]) for n, c in before[host].items()
-        }, f"{host} runs the last good release"
         assert {c["health"] for c in after[host].values()} <= {"healthy"}, host
     for host in SERVICES_HOSTS:
         # Replaced by the failed deploy, then restored: the last good container, started again.
@@ -594,15 +602,7 @@ def test_a_host_lost_mid_deploy_fails_the_run_and_every_host_ends_on_one_release
     assert (
         "The deploy failed in activate on lab-svc-2: lab-svc-2 stopped answering over SSH" in text
     )
-    seconds = {m["host"]: float(m["s"]) for m in ROLLED_BACK.finditer(text)}
-    print(f"rolled back, seconds after the failure: {seconds}")
-    assert set(seconds) == set(HOSTS), text[-4000:]
-    after = app_containers()
-    assert releases() == recorded, "no host recorded a new release"
-    for host in HOSTS:
-        assert {n: (c["image"], c["spec"]) for n, c in after[host].items()} == {
-            n: (c["image"], c["spec"]) for n, c in before[host].items()
-        }, f"{host} runs the release it started from"
+    _, after = every_host_back(text, before, recorded)
     # lab-svc-1 ran the new trading, then the old one again; lab-svc-2 never changed.
     assert (
         after["lab-svc-1"]["gekko-trading"]["started"]

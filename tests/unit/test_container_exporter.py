@@ -43,6 +43,14 @@ STATS = {
 }
 
 
+def _reply(handler: BaseHTTPRequestHandler, payload: bytes, content_type: str) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(payload)))
+    handler.end_headers()
+    handler.wfile.write(payload)
+
+
 class _FakeEngine(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     requests_seen: list[str]
@@ -63,12 +71,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.send_error(404)
             return
-        payload = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        _reply(self, json.dumps(body).encode(), "application/json")
 
     def log_message(self, *args):  # quiet
         pass
@@ -135,11 +138,7 @@ class _EngineMetrics(BaseHTTPRequestHandler):
 
     def do_GET(self):  # noqa: N802 (http.server's name)
         payload = b"# TYPE engine_daemon_engine_info gauge\nengine_daemon_engine_info 1\n"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        _reply(self, payload, "text/plain; version=0.0.4")
 
     def log_message(self, *args):  # quiet
         pass

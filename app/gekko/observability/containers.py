@@ -283,9 +283,7 @@ def build_server(args: argparse.Namespace):
         from gekko.config import TlsFiles
         from gekko.tls import server_context
 
-        files = TlsFiles(
-            f"{args.tls_dir}/ca.crt", f"{args.tls_dir}/tls.crt", f"{args.tls_dir}/tls.key"
-        )
+        files = TlsFiles.in_directory(args.tls_dir)
         # The handshake happens in the request's own thread (on its first read), so a client that
         # never completes one holds up no one else's scrape.
         server.socket = server_context(files).wrap_socket(
