@@ -201,11 +201,44 @@ def _migrate() -> int:
         print(f"gekko-migrate: error: migration failed: {exc}", file=sys.stderr)
         return 1
     print(format_result(result), flush=True)
+    status = _monthly_partitions(owner_url)
+    if status:
+        return status
     if owner_url != database_url:
         status = _application_role(owner_url, database_url)
         if status:
             return status
     return _bootstrap_accounts(owner_url)
+
+
+def _monthly_partitions(owner_url: str) -> int:
+    """The kept tables' monthly partitions a year ahead (gekko.archive), at each deploy."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    import asyncpg
+
+    from gekko.archive.archiver import make_months
+
+    async def make() -> list[str]:
+        conn = await asyncpg.connect(owner_url, timeout=10)
+        try:
+            return await make_months(conn, datetime.now(UTC))
+        finally:
+            await conn.close()
+
+    try:
+        made = asyncio.run(make())
+    except asyncpg.LockNotAvailableError:
+        # Not urgent: the default partition takes the rows, the next run makes the months.
+        print("gekko-migrate: warning: the months ahead were not made (orders table busy)")
+        return 0
+    except (asyncpg.PostgresError, OSError) as exc:
+        print(f"gekko-migrate: error: the monthly partitions: {exc}", file=sys.stderr)
+        return 1
+    if made:
+        print(f"gekko-migrate: partitions made: {', '.join(made)}", flush=True)
+    return 0
 
 
 def _application_role(owner_url: str, database_url: str) -> int:
@@ -408,8 +441,9 @@ def _audit_verify(anchor_texts: list[str]) -> int:
     if problems:
         return 1
     anchored = f", {len(anchors)} anchor(s) match" if anchors else ""
-    print(f"gekko-audit: {report.rows} row(s), chain intact{anchored}, head {report.head.hex()}",
-          flush=True)  # fmt: skip
+    archived = f" ({report.archived} in archived months)" if report.archived else ""
+    print(f"gekko-audit: {report.rows} row(s){archived}, chain intact{anchored}, "
+          f"head {report.head.hex()}", flush=True)  # fmt: skip
     return 0
 
 
@@ -513,6 +547,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="check a venue (Binance.US, Coinbase, OANDA) with this environment's credentials",
         add_help=False,
     )
+    sub.add_parser(
+        "archive",
+        help="retention: archive months past their hot window, verify, restore one, prune",
+        add_help=False,
+    )
     train = sub.add_parser(
         "train-signal-model", help="train the signals model on generated prices and write it"
     )
@@ -535,6 +574,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gekko.exchanges.cli import main as exchange_main
 
         return exchange_main(argv[1:])
+    if argv[:1] == ["archive"]:
+        from gekko.archive.cli import main as archive_main
+
+        return archive_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args.component)

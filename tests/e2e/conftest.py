@@ -16,6 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
+import docker
 import httpx
 import pyotp
 import pytest
@@ -37,6 +38,7 @@ REDEPLOY_ORDER = (
     "test_central_logs",
     "test_runtime_settings",
     "test_backups",
+    "test_archive",
     "test_drift",
     "test_key_rotation",
     "test_rollback",
@@ -262,6 +264,16 @@ def ansible_playbook(playbook: str, *args: str) -> subprocess.CompletedProcess:
     with (PLAYBOOK_LOGS / f"{Path(playbook).name}.log").open("a") as log:
         log.write(f"$ ansible-playbook {playbook} {' '.join(args)}\n{run.stdout}\n{run.stderr}\n")
     return run
+
+
+def owner_sql(query: str) -> str:
+    """One query as the database's owner, over PostgreSQL's Unix socket (as the backup agent
+    signs in): the rows, `|`-separated."""
+    postgres = docker.from_env().containers.get("gekko-postgres")
+    argv = ["psql", "-XAtq", "--host=/var/lib/gekko/postgres/run", "--username=gekko"]
+    found = postgres.exec_run([*argv, "--dbname=gekko", "--command", query])
+    assert found.exit_code == 0, found.output
+    return found.output.decode().strip()
 
 
 def prometheus_targets(job: str | None = None) -> list[dict]:

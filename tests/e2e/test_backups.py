@@ -18,7 +18,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from .conftest import ansible_playbook, register_users, wait_for_health, wait_until
+from .conftest import ansible_playbook, owner_sql, register_users, wait_for_health, wait_until
 from .rollout import order_history
 
 pytestmark = pytest.mark.e2e
@@ -82,15 +82,6 @@ def _orders_are(gateway, users, expected: dict[int, list[int]], timeout: float =
 
 def _joined(*batches: dict[int, list[int]]) -> dict[int, list[int]]:
     return {n: [i for batch in batches for i in batch[n]] for n in batches[0]}
-
-
-def _sql(query: str) -> str:
-    """One query as the owner, over PostgreSQL's Unix socket (as the backup agent signs in)."""
-    postgres = docker.from_env().containers.get("gekko-postgres")
-    argv = ["psql", "-XAtq", "--host=/var/lib/gekko/postgres/run", "--username=gekko"]
-    found = postgres.exec_run([*argv, "--dbname=gekko", "--command", query])
-    assert found.exit_code == 0, found.output
-    return found.output.decode().strip()
 
 
 def _metrics() -> dict[str, float]:
@@ -159,11 +150,11 @@ def test_a_lost_data_volume_is_restored_with_every_acknowledged_order_then_to_a_
     # A fresh WAL segment, which nothing fills or times out (archive_timeout, 60 s) before the
     # disk is lost below: the last orders are then in no archived segment, only in the agent's
     # stream, and the restore must replay them from there.
-    _sql("SELECT pg_switch_wal()")
+    owner_sql("SELECT pg_switch_wal()")
     after_target = _place(gateway, users)
     everything = _joined(before_backup, after_backup, after_target)
-    segment = _sql("SELECT pg_walfile_name(pg_current_wal_lsn())")
-    assert _sql("SELECT last_archived_wal FROM pg_stat_archiver") < segment
+    segment = owner_sql("SELECT pg_walfile_name(pg_current_wal_lsn())")
+    assert owner_sql("SELECT last_archived_wal FROM pg_stat_archiver") < segment
 
     # The disk is lost: the server dies with it (SIGKILL), its container and volume go.
     engine = docker.from_env()

@@ -92,8 +92,8 @@ def test_migrate_mends_a_drifted_role_and_is_quiet_when_nothing_drifted(postgres
         assert migrate() == [
             f"gekko-migrate: database role '{user}' stripped of owner powers",
             f"gekko-migrate: database role '{user}' password updated",
-            f"gekko-migrate: database role '{user}' granted the tables of alerts, audit, "
-            "gamification, portfolio, social, trading, users",
+            f"gekko-migrate: database role '{user}' granted the tables of alerts, archive, "
+            "audit, gamification, portfolio, social, trading, users",
         ]
         role = fetch(owner, "SELECT * FROM pg_roles WHERE rolname = $1", user)[0]
         assert not role["rolcreatedb"] and not role["rolcreaterole"]

@@ -26,7 +26,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -98,36 +98,78 @@ class ChainReport:
     head: bytes
     broken_at: int | None = None  # the first seq whose row does not fit the chain
     reason: str = ""
+    archived: int = 0  # rows stepped over because their month is archived (gekko.archive)
+
+
+@dataclass(frozen=True)
+class ArchivedRange:
+    """The rows of an archived month: no longer in the database, but their ends are recorded
+    (archive.partitions), and `gekko archive verify` checks the file's rows between them."""
+
+    first_seq: int
+    last_seq: int
+    first_prev_hash: bytes
+    last_hash: bytes
+
+    def holds(self, seq: int) -> bool:
+        return self.first_seq <= seq <= self.last_seq
 
 
 class ChainWalker:
     """Checks rows in seq order from the first: each must follow the one before. Fed a page at
-    a time, so a log of any length is verified in constant memory."""
+    a time, so a log of any length is verified in constant memory. Rows of archived months are
+    stepped over by their recorded ends, which must fit the chain like rows do."""
 
-    def __init__(self) -> None:
+    def __init__(self, archived: Iterable[ArchivedRange] = ()) -> None:
         self.prev, self.rows = GENESIS, 0
         self.broken: ChainReport | None = None
+        self.archived = {block.first_seq: block for block in archived}
+        self.stepped = 0
+
+    def _break(self, seq: int, reason: str) -> bool:
+        self.broken = ChainReport(self.rows, self.prev, seq, reason, self.stepped)
+        return False
+
+    def _step_over_archives(self, before: int) -> None:
+        """Steps over the archived months that start where the chain is, up to row `before`."""
+        while self.rows + 1 < before and (block := self.archived.get(self.rows + 1)):
+            if block.first_prev_hash != self.prev:
+                return
+            self.prev, self.rows = block.last_hash, block.last_seq
+            self.stepped += block.last_seq - block.first_seq + 1
 
     def add(self, row: Mapping[str, Any]) -> bool:
         """False once the chain is broken (at this row or before)."""
         if self.broken is not None:
             return False
-        seq, expected = row["seq"], self.rows + 1
+        seq = row["seq"]
+        self._step_over_archives(seq)
+        expected = self.rows + 1
         reason = ""
-        if seq != expected:
+        if seq != expected and expected in self.archived:
+            block = self.archived[expected]
+            span = f"{block.first_seq}-{block.last_seq}"
+            reason = f"the archived rows {span} do not follow row {self.rows}"
+        elif seq != expected:
             reason = f"expected row {expected}, found {seq}"
         elif bytes(row["prev_hash"]) != self.prev:
             reason = "its previous hash is not the row before's hash"
         elif chain_hash(self.prev, entry_from_row(row), seq) != bytes(row["hash"]):
             reason = "its content does not match its hash"
         if reason:
-            self.broken = ChainReport(self.rows, self.prev, seq, reason)
-            return False
+            return self._break(seq, reason)
         self.prev, self.rows = bytes(row["hash"]), seq
         return True
 
     def report(self) -> ChainReport:
-        return self.broken or ChainReport(self.rows, self.prev)
+        if self.broken is None:
+            # Every archived month after the last row in the database (all of them, when no
+            # month is hot) must still follow on.
+            last = max((block.last_seq for block in self.archived.values()), default=0)
+            self._step_over_archives(last + 1)
+            if self.rows < last:
+                self._break(self.rows + 1, "an archived month does not follow the row before")
+        return self.broken or ChainReport(self.rows, self.prev, archived=self.stepped)
 
 
 def verify_chain(rows: Iterable[Mapping[str, Any]]) -> ChainReport:
@@ -138,8 +180,23 @@ def verify_chain(rows: Iterable[Mapping[str, Any]]) -> ChainReport:
     return walker.report()
 
 
+async def archived_ranges(conn: asyncpg.Connection) -> list[ArchivedRange]:
+    """The audit log's months archived and not restored (gekko.archive)."""
+    rows = await conn.fetch(
+        "SELECT first_seq, last_seq, first_prev_hash, last_hash FROM archive.partitions "
+        "WHERE data_class = 'audit' AND restored_at IS NULL AND rows > 0"
+    )
+    return [
+        ArchivedRange(
+            row["first_seq"], row["last_seq"], bytes(row["first_prev_hash"]),
+            bytes(row["last_hash"]),
+        )
+        for row in rows
+    ]  # fmt: skip
+
+
 async def verify_stored_chain(conn: asyncpg.Connection, page: int = 5000) -> ChainReport:
-    walker, after = ChainWalker(), 0
+    walker, after = ChainWalker(await archived_ranges(conn)), 0
     while True:
         rows = await conn.fetch(
             "SELECT * FROM audit.events WHERE seq > $1 ORDER BY seq LIMIT $2", after, page
@@ -152,16 +209,43 @@ async def verify_stored_chain(conn: asyncpg.Connection, page: int = 5000) -> Cha
         after = rows[-1]["seq"]
 
 
+async def _chain_head(conn: asyncpg.Connection) -> tuple[int, bytes, datetime | None]:
+    """The chain's last row: number, hash and time. The newest archived month's last row when it
+    is later than every row in the database (no row in the hot months, and an older month
+    restored), its time unknown."""
+    last = await conn.fetchrow("SELECT seq, hash, at FROM audit.events ORDER BY seq DESC LIMIT 1")
+    head = (last["seq"], bytes(last["hash"]), last["at"]) if last else (0, GENESIS, None)
+    # (before the migration that made archive.partitions, nothing can have been archived)
+    if await conn.fetchval("SELECT to_regclass('archive.partitions') IS NOT NULL"):
+        archived = await conn.fetchrow(
+            "SELECT last_seq, last_hash FROM archive.partitions WHERE data_class = 'audit' "
+            "AND restored_at IS NULL AND rows > 0 ORDER BY last_seq DESC LIMIT 1"
+        )
+        if archived is not None and archived["last_seq"] > head[0]:
+            return archived["last_seq"], bytes(archived["last_hash"]), None
+    return head
+
+
 async def append(conn: asyncpg.Connection, entries: list[AuditEntry]) -> tuple[int, bytes]:
     """Appends entries to the chain in one transaction (the lock keeps writers in turn); returns
     the chain's head after them: the last row's number and hash."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _CHAIN_LOCK)
-        last = await conn.fetchrow("SELECT seq, hash FROM audit.events ORDER BY seq DESC LIMIT 1")
-        seq, prev = (last["seq"], bytes(last["hash"])) if last else (0, GENESIS)
+        seq, prev, latest = await _chain_head(conn)
+        # A writer whose clock runs ahead gets the database's time: one fast clock must not
+        # carry every later row's time forward with it.
+        database_now = await conn.fetchval("SELECT clock_timestamp()")
         rows = []
         for entry in entries:
             seq += 1
+            # Times never go back along the chain, so a month's rows are one run of it, which
+            # archiving takes out whole (a clock stepping back, or a batch recorded earlier but
+            # written later, gets the row before's time).
+            if entry.at > database_now:
+                entry = replace(entry, at=database_now)
+            if latest is not None and entry.at < latest:
+                entry = replace(entry, at=latest)
+            latest = entry.at
             digest = chain_hash(prev, entry, seq)
             rows.append(
                 (

@@ -11,10 +11,12 @@ row changed or gone.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import asyncpg
+
+from gekko.security.audit import ArchivedRange, archived_ranges
 
 _ANCHOR = re.compile(r"^([1-9][0-9]{0,18}):([0-9a-f]{64})$")
 
@@ -38,14 +40,26 @@ class Anchor:
         return f"{self.seq}:{self.hash.hex()}"
 
 
-def anchor_problems(anchors: Iterable[Anchor], stored: Mapping[int, bytes]) -> list[str]:
-    """What no longer matches, given the stored hash of each anchored row that still exists."""
+def anchor_problems(
+    anchors: Iterable[Anchor],
+    stored: Mapping[int, bytes],
+    archived: Sequence[ArchivedRange] = (),
+) -> list[str]:
+    """What no longer matches, given the stored hash of each anchored row that still exists and
+    the recorded ends of the archived months. An anchor inside an archived month is checked
+    against its file by `gekko archive verify --anchors`; on the month's last row, here too."""
     problems = []
     for anchor in anchors:
         found = stored.get(anchor.seq)
         if found is None:
-            problems.append(f"row {anchor.seq} is gone: the log was cut back past it")
-        elif found != anchor.hash:
+            block = next((b for b in archived if b.holds(anchor.seq)), None)
+            if block is None:
+                problems.append(f"row {anchor.seq} is gone: the log was cut back past it")
+                continue
+            if anchor.seq != block.last_seq:
+                continue
+            found = block.last_hash
+        if found != anchor.hash:
             problems.append(
                 f"row {anchor.seq} no longer has its anchored hash {anchor.hash.hex()[:16]}...: "
                 "the chain was rewritten from that row or before it"
@@ -58,4 +72,5 @@ async def check_anchors(conn: asyncpg.Connection, anchors: list[Anchor]) -> list
         "SELECT seq, hash FROM audit.events WHERE seq = ANY($1::bigint[])",
         [anchor.seq for anchor in anchors],
     )
-    return anchor_problems(anchors, {row["seq"]: bytes(row["hash"]) for row in rows})
+    stored = {row["seq"]: bytes(row["hash"]) for row in rows}
+    return anchor_problems(anchors, stored, await archived_ranges(conn))

@@ -26,6 +26,15 @@ _GRANTS = (
     "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA %I TO %I",
 )
 _APPEND_ONLY = "REVOKE UPDATE, DELETE, TRUNCATE ON %I.%I FROM %I"
+_PARTITION = "REVOKE ALL ON %I.%I FROM %I"
+# Schemas the role only reads: what the archive job (as the owner) recorded of archived months,
+# which `gekko audit verify` steps over.
+READ_ONLY_SCHEMAS = ("archive",)
+_READ_ONLY = (
+    "GRANT USAGE ON SCHEMA %I TO %I",
+    "GRANT SELECT ON ALL TABLES IN SCHEMA %I TO %I",
+    "REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA %I FROM %I",
+)
 
 # Schemas the services do not use: the catalogue, and `public` (alembic's version table).
 _NOT_APPLICATION_SCHEMAS = ("public", "information_schema")
@@ -70,7 +79,8 @@ async def application_schemas(owner: asyncpg.Connection) -> list[str]:
 
 
 async def _privileges(owner: asyncpg.Connection, schemas: list[str]) -> list[tuple[str, str]]:
-    """Every access list in the application's schemas, to tell whether a grant changed one."""
+    """Every access list in the application's schemas, to tell whether a grant changed one (a
+    partition's is left out: a new month is not a change of what the services may do)."""
     rows = await owner.fetch(
         """
         SELECT n.nspname AS name, coalesce(n.nspacl::text, '') AS acl
@@ -79,11 +89,26 @@ async def _privileges(owner: asyncpg.Connection, schemas: list[str]) -> list[tup
         SELECT n.nspname || '.' || c.relname, coalesce(c.relacl::text, '')
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = ANY($1::text[]) AND c.relkind IN ('r', 'p', 'v', 'S')
+          AND NOT c.relispartition
         ORDER BY 1
         """,
         schemas,
     )
     return [(row["name"], row["acl"]) for row in rows]
+
+
+async def _partitions(owner: asyncpg.Connection, schemas: list[str]) -> list[tuple[str, str]]:
+    """Every partition in the application's schemas (a month of orders or of the audit log is a
+    table of its own, which the schema-wide grants reach)."""
+    rows = await owner.fetch(
+        """
+        SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = ANY($1::text[]) AND c.relkind IN ('r', 'p') AND c.relispartition
+        ORDER BY 1, 2
+        """,
+        schemas,
+    )
+    return [(row[0], row[1]) for row in rows]
 
 
 async def _sql(owner: asyncpg.Connection, template: str, *values: str) -> None:
@@ -133,12 +158,16 @@ async def ensure_application_role(owner_url: str, database_url: str) -> list[str
             schemas = await application_schemas(owner)
             before = await _privileges(owner, schemas)
             for schema in schemas:
-                for grant in _GRANTS:
+                for grant in _READ_ONLY if schema in READ_ONLY_SCHEMAS else _GRANTS:
                     await _sql(owner, grant, schema, role.user)
             for table in APPEND_ONLY_TABLES:
                 schema, name = table.split(".")
                 if schema in schemas:
                     await _sql(owner, _APPEND_ONLY, schema, name, role.user)
+            # The services reach a partitioned table's rows through it, never a partition
+            # directly: no month of the audit log can be changed by going around its parent.
+            for schema, name in await _partitions(owner, schemas):
+                await _sql(owner, _PARTITION, schema, name, role.user)
             if await _privileges(owner, schemas) != before:
                 granted = ", ".join(schemas)
                 lines.append(f"database role {role.user!r} granted the tables of {granted}")
