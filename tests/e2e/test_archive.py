@@ -23,7 +23,7 @@ import pytest
 
 from gekko.archive.partitions import Month
 
-from .conftest import ansible_playbook, owner_sql, recap
+from .conftest import ansible_playbook, audit_log, owner_sql, recap
 from .rollout import order_history
 
 pytestmark = pytest.mark.e2e
@@ -42,7 +42,9 @@ def _month_not_archived() -> Month:
 ON_HOST = Path("/var/lib/gekko/archive/orders")
 
 
-def test_an_old_month_is_archived_copied_to_the_controller_verified_and_restored(gateway, tmp_path):
+def test_an_old_month_is_archived_copied_to_the_controller_verified_and_restored(
+    gateway, admin, tmp_path
+):
     month = _month_not_archived()
     name = f"archive-{uuid.uuid4().hex[:10]}"
     created = gateway.post(
@@ -72,6 +74,8 @@ def test_an_old_month_is_archived_copied_to_the_controller_verified_and_restored
     assert f"orders_{month.suffix}: 2 row(s) archived" in run.stdout
     assert recap(run.stdout)["localhost"]["changed"] > 0
     assert order_history(gateway, headers) == []
+    recorded = audit_log(gateway, admin, "archive-run")[0]
+    assert recorded["details"]["outcome"].endswith("month(s) archived"), recorded
     # The host's file, its copy on the second disk and the controller's are the same bytes,
     # those the manifest names.
     data = ON_HOST / f"orders_{month.suffix}.csv.gz"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import os
 import subprocess
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -39,6 +40,8 @@ FIRST = Month.of(NOW).plus(-7 * 12 - 4)
 HISTORY = FIRST.until(FIRST.plus(8))
 OPEN_MONTH = HISTORY[3]  # holds an open (resting) order: it must stay in the database
 RESTORED = HISTORY[5]
+NEWEST = f"events_{HISTORY[-1].suffix}"  # the audit month with the chain's newest row
+ARCHIVED = 3 * (len(HISTORY) - 1)  # audit rows archived: three a month, all but NEWEST's
 RETENTION = json.dumps({"orders": {"hot_months": 3}, "audit": {"hot_months": 2}})
 
 
@@ -59,8 +62,9 @@ def _run(pg: Postgres, sql: str, *args):
 
 
 def gekko(pg: Postgres, *args: str, database_url: str | None = None) -> subprocess.CompletedProcess:
-    env = {
-        "PATH": "/usr/bin:/bin",
+    # The test's environment without the platform's settings (coverage follows the child).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEKKO_")}
+    env |= {
         "GEKKO_MIGRATE_DATABASE_URL": pg.owner_url(DATABASE),
         "GEKKO_DATABASE_URL": database_url or pg.services_url(DATABASE),
         "GEKKO_RETENTION": RETENTION,
@@ -167,10 +171,13 @@ def test_a_run_archives_each_cold_month_copies_it_and_detaches_it(postgres, hist
     run = archive(postgres, directory, "run", "--copy-to", str(offhost))
     assert run.returncode == 0, run.stderr
     assert f"kept orders_{OPEN_MONTH.suffix}: it holds 1 open row(s)" in run.stdout
+    # No audit row is newer than the history's: its last month holds the chain's head, which
+    # appending reads from the database.
+    assert f"kept {NEWEST}: it holds the chain's newest row" in run.stdout
     for month in HISTORY:
         for data_class, name in (("orders", "orders"), ("audit", "events")):
             partition = f"{name}_{month.suffix}"
-            if partition == f"orders_{OPEN_MONTH.suffix}":
+            if partition in (f"orders_{OPEN_MONTH.suffix}", NEWEST):
                 continue
             manifest = json.loads(
                 (directory / data_class / f"{partition}.manifest.json").read_text()
@@ -188,20 +195,18 @@ def test_a_run_archives_each_cold_month_copies_it_and_detaches_it(postgres, hist
         postgres, "SELECT tableoid::regclass::text AS p FROM trading.orders WHERE user_id = 7"
     )
     assert {row["p"] for row in left} == {f"trading.orders_{OPEN_MONTH.suffix}"}
-    assert _run(postgres, "SELECT count(*) AS n FROM audit.events")[0]["n"] == before - 3 * len(
-        HISTORY
-    )
+    assert _run(postgres, "SELECT count(*) AS n FROM audit.events")[0]["n"] == before - ARCHIVED
 
     # The chain is whole: the rows left continue from the archived months' recorded ends.
     audit = gekko(postgres, "audit", "verify")
     assert audit.returncode == 0, audit.stderr
-    assert f"({3 * len(HISTORY)} in archived months), chain intact" in audit.stdout
+    assert f"({ARCHIVED} in archived months), chain intact" in audit.stdout
     checked = archive(postgres, directory, "verify")
     assert checked.returncode == 0, checked.stderr
     # Every month before the hot window: orders keep 3 (one month still open), audit 2.
     orders = len(FIRST.until(Month.of(NOW).plus(-4))) - 1
     audit_months = len(FIRST.until(Month.of(NOW).plus(-3)))
-    assert f"{orders + audit_months} archive(s) intact, 0 problem(s)" in checked.stdout
+    assert f"{orders + audit_months - 1} archive(s) intact, 0 problem(s)" in checked.stdout
 
     # The resting order closes: the next run archives its month too, and nothing else moves.
     _run(
@@ -304,9 +309,8 @@ def test_one_archived_month_is_restored_and_reads_as_before(postgres, history):
     assert rows[0]["price"] == Decimal(100 + HISTORY.index(RESTORED))
     audit = gekko(postgres, "audit", "verify")
     assert audit.returncode == 0, audit.stderr
-    assert f"({3 * (len(HISTORY) - 1)} in archived months)" in audit.stdout
-    # Every audit row in the database is now older than the archived months after it: the next
-    # row continues the chain from the newest archived one, not from the restored month.
+    assert f"({ARCHIVED - 3} in archived months)" in audit.stdout
+    # The next row continues the chain from its newest row, not from the restored month.
     recorded = gekko(postgres, "audit", "record", "archive-drill", "--operator", "test")
     assert recorded.returncode == 0, recorded.stderr
     assert f"at row {3 * len(HISTORY) + 1}," in recorded.stdout
@@ -325,6 +329,8 @@ def test_prune_deletes_only_the_archives_whose_retention_has_ended(postgres, his
     for month in HISTORY:
         expired = DEFAULTS["orders"].retain_until(month) < datetime.now(UTC) and month != RESTORED
         for data_class, name in (("orders", "orders"), ("audit", "events")):
+            if f"{name}_{month.suffix}" == NEWEST:
+                continue
             data = directory / data_class / f"{name}_{month.suffix}.csv.gz"
             assert data.exists() != expired, (data, expired)
             assert (offhost / data_class / data.name).exists() != expired
@@ -342,7 +348,8 @@ def test_prune_deletes_only_the_archives_whose_retention_has_ended(postgres, his
 def test_retention_under_seven_years_is_refused(postgres, history):
     run = subprocess.run(
         gekko_cmd("archive", "--dir", str(history["dir"]), "run"),
-        env={"PATH": "/usr/bin:/bin", "GEKKO_MIGRATE_DATABASE_URL": postgres.owner_url(DATABASE),
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("GEKKO_")},
+             "GEKKO_MIGRATE_DATABASE_URL": postgres.owner_url(DATABASE),
              "GEKKO_RETENTION": json.dumps({"audit": {"keep_years": 5}})},
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip

@@ -85,6 +85,11 @@ async def _why_not_yet(
     ends = await conn.fetchrow(f"SELECT min(seq) AS first, max(seq) AS last FROM {relation}")  # noqa: S608
     if ends["first"] is None:
         return ""
+    # Appending reads the chain's head from the database and the archive records: the month
+    # with the newest row stays until a newer one is written (it would be in neither while
+    # detached).
+    if ends["last"] == await conn.fetchval("SELECT max(seq) FROM audit.events"):
+        return "it holds the chain's newest row, kept until a newer one is written"
     later = await conn.fetchval("SELECT min(seq) FROM audit.events WHERE at >= $1", month.end)
     earlier = await conn.fetchval("SELECT max(seq) FROM audit.events WHERE at < $1", month.start)
     if later is not None and later < ends["last"]:
@@ -111,12 +116,19 @@ async def _chain_ends(conn: asyncpg.Connection, relation: str) -> dict[str, obje
 
 
 async def _write(
-    conn: asyncpg.Connection, table: PartitionedTable, relation: str, target: Path
+    conn: asyncpg.Connection,
+    table: PartitionedTable,
+    relation: str,
+    target: Path,
+    columns: list[str] | None = None,
 ) -> tuple[str, str]:
+    """The month's rows to `target`: every column, or `columns` (a restored month archived
+    again, whose table has since gained a column: its archive holds the columns it had)."""
     writer = files.ArchiveWriter(target)
+    selected = ", ".join(quoted(column) for column in columns) if columns else "*"
     try:
         await conn.copy_from_query(
-            f"SELECT * FROM {relation} ORDER BY {quoted(table.row_id)}",  # noqa: S608
+            f"SELECT {selected} FROM {relation} ORDER BY {quoted(table.row_id)}",  # noqa: S608
             output=writer.write,
             format="csv",
             header=True,
@@ -125,6 +137,12 @@ async def _write(
         writer.abandon()
         raise
     return writer.finish()
+
+
+def _archived_columns(directory: Path, data_class: str, name: str) -> list[str] | None:
+    """The columns the month's earlier archive holds (None when its manifest is gone)."""
+    path = files.manifest_path(directory, data_class, name)
+    return files.Manifest.load(path).columns if path.exists() else None
 
 
 def _check_file(path: Path, manifest: files.Manifest) -> list[str]:
@@ -281,8 +299,9 @@ async def _archive_detached(
         reason = await _still_open(conn, table, relation)
         if reason:
             raise ArchiveError(f"{name}: {reason}")
+        columns = _archived_columns(directory, data_class.name, name) if earlier else None
         try:
-            sha256, content_sha256 = await _write(conn, table, relation, target)
+            sha256, content_sha256 = await _write(conn, table, relation, target, columns)
         except FileExistsError:
             if earlier is None:
                 raise
@@ -295,7 +314,7 @@ async def _archive_detached(
                 f"{name} {how}: its rows differ from the archive {earlier['file']}, which is "
                 "kept as it is; the rows stay in the database until an operator settles them"
             ) from None
-        columns = [
+        columns = columns or [
             row["attname"]
             for row in await conn.fetch(
                 "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 "

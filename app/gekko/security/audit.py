@@ -181,7 +181,10 @@ def verify_chain(rows: Iterable[Mapping[str, Any]]) -> ChainReport:
 
 
 async def archived_ranges(conn: asyncpg.Connection) -> list[ArchivedRange]:
-    """The audit log's months archived and not restored (gekko.archive)."""
+    """The audit log's months archived and not restored (gekko.archive); none in a database from
+    before the migration that made their record (one restored to an earlier time, say)."""
+    if not await conn.fetchval("SELECT to_regclass('archive.partitions') IS NOT NULL"):
+        return []
     rows = await conn.fetch(
         "SELECT first_seq, last_seq, first_prev_hash, last_hash FROM archive.partitions "
         "WHERE data_class = 'audit' AND restored_at IS NULL AND rows > 0"

@@ -15,6 +15,8 @@ from urllib.parse import unquote, urlsplit
 
 import asyncpg
 
+from gekko.archive.partitions import TABLES
+
 # Rows here are written once: the role may insert and read them, never update or delete them (the
 # tables' triggers refuse that too, for everyone but a superuser lifting them).
 APPEND_ONLY_TABLES = ("audit.events", "alerts.alert_events")
@@ -27,6 +29,8 @@ _GRANTS = (
 )
 _APPEND_ONLY = "REVOKE UPDATE, DELETE, TRUNCATE ON %I.%I FROM %I"
 _PARTITION = "REVOKE ALL ON %I.%I FROM %I"
+# The month tables of the kept tables, by name (gekko.archive.partitions): orders_y2026m12 ...
+MONTH_TABLES = "^(" + "|".join(table.name for table in TABLES) + ")_(y[0-9]{4}m[0-9]{2}|default)$"
 # Schemas the role only reads: what the archive job (as the owner) recorded of archived months,
 # which `gekko audit verify` steps over.
 READ_ONLY_SCHEMAS = ("archive",)
@@ -89,24 +93,28 @@ async def _privileges(owner: asyncpg.Connection, schemas: list[str]) -> list[tup
         SELECT n.nspname || '.' || c.relname, coalesce(c.relacl::text, '')
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = ANY($1::text[]) AND c.relkind IN ('r', 'p', 'v', 'S')
-          AND NOT c.relispartition
+          AND NOT c.relispartition AND c.relname !~ $2
         ORDER BY 1
         """,
         schemas,
+        MONTH_TABLES,
     )
     return [(row["name"], row["acl"]) for row in rows]
 
 
 async def _partitions(owner: asyncpg.Connection, schemas: list[str]) -> list[tuple[str, str]]:
-    """Every partition in the application's schemas (a month of orders or of the audit log is a
-    table of its own, which the schema-wide grants reach)."""
+    """Every month table in the application's schemas (a month of orders or of the audit log is
+    a table of its own, which the schema-wide grants reach): the partitions, and by their name
+    a month an archive run left detached when it was stopped (until the next run attaches it)."""
     rows = await owner.fetch(
         """
         SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = ANY($1::text[]) AND c.relkind IN ('r', 'p') AND c.relispartition
+        WHERE n.nspname = ANY($1::text[]) AND c.relkind IN ('r', 'p')
+          AND (c.relispartition OR c.relname ~ $2)
         ORDER BY 1, 2
         """,
         schemas,
+        MONTH_TABLES,
     )
     return [(row[0], row[1]) for row in rows]
 
