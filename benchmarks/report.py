@@ -90,6 +90,15 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 d["p99_us"] < 5000,
             )
         )
+    lim = results.get("limiter")
+    if lim:
+        # What the limiter costs the (single-process) gateway per request: shown, not judged.
+        out.append(
+            Row(
+                "rate limiter in process: CPU per check / checks/s / p99",
+                f"{lim['cpu_us_per_check']} µs / {lim['checks_per_s']} / {_ms(lim['p99_ms'])}",
+            )
+        )
     out.extend(_inference_rows(results.get("inference")))
     b = results.get("breaker")
     if b:

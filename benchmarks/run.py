@@ -33,6 +33,7 @@ from benchmarks.scenarios import (
     failover,
     fixed_rate,
     inference,
+    limiter,
     orders,
     throughput,
 )
@@ -52,7 +53,7 @@ GATEWAY_ENV = {
     "GEKKO_RATELIMIT_SERVICE_PER_WINDOW": "1000000",
 }
 NOLIMIT_ENV = {"GEKKO_RATELIMIT_ENABLED": "false"}
-STAGES = 9
+STAGES = 10
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def start_stack(cfg: BenchSettings, stack: Stack) -> BenchStack:
 
 def measure(cfg: BenchSettings, stack: Stack, s: BenchStack, results: dict[str, Any]) -> None:
     stage(
-        4,
+        5,
         f"GET throughput at saturation: wrk -t{cfg.threads} -c{cfg.connections} "
         f"-d{cfg.duration_s}s after a {cfg.warmup_s} s warm-up; one market_data instance "
         "behind each proxy",
@@ -136,7 +137,7 @@ def measure(cfg: BenchSettings, stack: Stack, s: BenchStack, results: dict[str, 
     s.gateway_nolimit.stop()
 
     stage(
-        5,
+        6,
         f"latency at fixed rates (open loop, from the scheduled send time): "
         f"{cfg.get_rate:g} GETs/s via nginx and via the gateway, {cfg.order_rate:g} orders/s "
         f"via the gateway; {cfg.duration_s} s each after a {cfg.warmup_s} s warm-up",
@@ -148,20 +149,20 @@ def measure(cfg: BenchSettings, stack: Stack, s: BenchStack, results: dict[str, 
     s.nginx.stop()
 
     stage(
-        6,
+        7,
         f"orders at saturation: {cfg.order_users} users, one worker each, "
         f"{cfg.duration_s} s after a {cfg.warmup_s} s warm-up",
     )
     results["orders"] = orders.run(cfg, s.gateway.url)
 
-    stage(7, "signal inference through the gateway: POST /api/v1/signals/predict")
+    stage(8, "signal inference through the gateway: POST /api/v1/signals/predict")
     results["inference"]["gateway"] = inference.through_gateway(s.gateway.url)
     print("\n".join(inference.describe(results["inference"])[-1:]), flush=True)
 
-    stage(8, "failover: a second market_data instance, steady GETs, SIGKILL it")
+    stage(9, "failover: a second market_data instance, steady GETs, SIGKILL it")
     results["failover"] = failover.run(cfg, stack, s.gateway.url, s.market_data)
 
-    stage(9, "breaker detection: SIGKILL the last market_data instance under steady GETs")
+    stage(10, "breaker detection: SIGKILL the last market_data instance under steady GETs")
     results["breaker"] = breaker.run(cfg, s.gateway.url, s.market_data)
 
 
@@ -214,6 +215,10 @@ def main() -> int:
     except preflight.PreflightError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
+    stage(4, f"rate limiter in process: {limiter.CHECKS} checks, {limiter.IN_FLIGHT} in flight")
+    results["limiter"] = lim = limiter.run(stores.service_env()["GEKKO_REDIS_URL"])
+    print(f"  {lim['cpu_us_per_check']} µs of CPU per check, {lim['checks_per_s']} checks/s, "
+          f"p99 {lim['p99_ms']} ms", flush=True)  # fmt: skip
     stack = Stack(stores.service_env(), log_dir)
     try:
         measure(cfg, stack, start_stack(cfg, stack), results)

@@ -1,21 +1,19 @@
 """Rate limits shared by every gateway process: per user and per upstream service, in Redis.
 
-Strategy: `limits`' moving window (MovingWindowRateLimiter). Its Redis storage takes an entry
-with one Lua script (atomic: never read-then-write), and a moving window means "200 per
-minute" holds for *any* 60 s, without the double burst a fixed window allows at its edges.
+Strategy: `limits`' moving window. A moving window means "200 per minute" holds for *any* 60 s,
+without the double burst a fixed window allows at its edges.
 
-Round trips: the user's quota is taken first, so a request refused for the user never spends
-the service's budget. `limits` has no batch call, so the user's take and the read of the
-user's window (for the headers) go to Redis as one pipeline of limits' own two scripts on
-limits' own keys; then, only if the user passed, the service's quota is taken. An admitted
-request costs three scripts in two round trips on two pooled connections; one refused for the
-user costs one round trip. (Profiled: each redis-py call's client-side work, not Redis, was
-what cost; the pipeline replaces one call and a `gather` of two tasks.)
+One round trip: both quotas of a request are checked and taken by one Lua script (`_TAKE_BOTH`),
+atomically, on limits' own keys and entries: windows counted by limits' scripts (an older
+gateway during a rolling deploy) carry on. The subject's quota is looked at first; nothing is
+taken unless both have room, so a request refused for either quota spends neither. (Before, the
+user's take and read were one pipeline of limits' two scripts and the service's take a second
+round trip: three scripts, two round trips, twice the gateway's CPU per request; see
+docs/benchmarks.md.) redis-py runs the script by its hash and loads it again if Redis lost it.
 
 Headers follow draft-ietf-httpapi-ratelimit-headers-07: `RateLimit-Policy: 200;w=60, 1000;w=60`
 lists both quotas; `RateLimit: limit=200, remaining=57, reset=23` reports the caller's own
-quota, or the service's when that is the one refusing (reading the service window on every
-request would cost another script per request for a number clients cannot act on).
+quota, or the service's when that is the one refusing (the only time clients can act on it).
 
 Quotas can be swapped while serving (`set_quotas`, driven by gekko.dynconfig). A window's Redis
 key leaves out the quota's size, so a changed limit applies to the requests already counted:
@@ -37,10 +35,51 @@ from typing import cast
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.aio.storage import RedisStorage
 from limits.aio.storage.redis.redispy import RedispyBridge
-from limits.aio.strategies import MovingWindowRateLimiter
-from redis.exceptions import NoScriptError
+from redis.commands.core import AsyncScript
 
 log = logging.getLogger("gekko.ratelimit")
+
+# Both quotas of a request in one script, one round trip, atomic: limits' moving window (a list
+# of timestamps per key, newest first, trimmed to the limit; its keys and entries, so windows
+# counted before carry on) for the subject's key, then the service's. A quota is full when its
+# limit-th newest entry is still inside the window. Nothing is taken unless both have room: a
+# request refused for either quota spends neither. Returns the outcome, and the oldest entry in
+# the window and the count of the quota reported (the subject's, or the refusing service's).
+_TAKE_BOTH = """
+local now = tonumber(ARGV[1])
+local function full(key, limit, window)
+  local entry = redis.call('lindex', key, limit - 1)
+  return entry ~= false and tonumber(entry) >= now - window
+end
+local function stats(key, limit, window)
+  local entries = redis.call('lrange', key, 0, limit)
+  local count, oldest = 0, now
+  for i = 1, #entries do
+    local at = tonumber(entries[i])
+    if at < now - window then break end
+    count, oldest = count + 1, at
+  end
+  return {tostring(oldest), count}
+end
+local user_limit, user_window = tonumber(ARGV[2]), tonumber(ARGV[3])
+local service_limit, service_window = tonumber(ARGV[4]), tonumber(ARGV[5])
+if full(KEYS[1], user_limit, user_window) then
+  local found = stats(KEYS[1], user_limit, user_window)
+  return {0, found[1], found[2]}
+end
+if full(KEYS[2], service_limit, service_window) then
+  local found = stats(KEYS[2], service_limit, service_window)
+  return {1, found[1], found[2]}
+end
+for i, limit in ipairs({user_limit, service_limit}) do
+  redis.call('lpush', KEYS[i], ARGV[1])
+  redis.call('ltrim', KEYS[i], 0, limit - 1)
+  redis.call('expire', KEYS[i], ({user_window, service_window})[i])
+end
+local found = stats(KEYS[1], user_limit, user_window)
+return {2, found[1], found[2]}
+"""
+_REFUSED_BY_SUBJECT, _REFUSED_BY_SERVICE = 0, 1
 
 
 class _WindowItem(RateLimitItemPerSecond):
@@ -135,12 +174,12 @@ class RateLimiter:
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
         )
-        self.strategy = MovingWindowRateLimiter(self.storage)
         self.backoff_s = backoff_s
         self.clock = clock
         self.on_error = on_error
         self._skip_until = 0.0
         self._failing = False
+        self._script: AsyncScript | None = None
 
     @property
     def user(self) -> Quota:
@@ -200,47 +239,28 @@ class RateLimiter:
     async def _check(
         self, p: _Policy, subject_key: str, service: str, now: float, anonymous: bool
     ) -> Decision:
-        strategy, s_item, svc = self.strategy, p.service_item, p.service
         u_item, user = (p.anonymous_item, p.anonymous) if anonymous else (p.user_item, p.user)
         scope = "anonymous" if anonymous else "user"
-        u_ok, u_reset_time, u_remaining = await self._take_and_read(u_item, subject_key)
-        if not u_ok:
-            reset = _reset(u_reset_time, now, user.window_s)
-            return Decision(False, scope, user.limit, 0, reset, user.window_s)
-        if not await strategy.hit(s_item, service):
-            s_stats = await strategy.get_window_stats(s_item, service)
-            reset = _reset(s_stats.reset_time, now, svc.window_s)
-            return Decision(False, "service", svc.limit, 0, reset, svc.window_s)
-        reset = _reset(u_reset_time, now, user.window_s)
-        return Decision(True, scope, user.limit, u_remaining, reset, user.window_s)
-
-    async def _take_and_read(self, item: RateLimitItem, key: str) -> tuple[bool, float, int]:
-        """`strategy.hit` then `strategy.get_window_stats` in one round trip: the same two
-        limits scripts (moving window) on the same key, sent as one redis-py pipeline."""
-        # limits' redis-py bridge (implementation="redispy" above): its scripts and key prefix
+        # limits' redis-py bridge (implementation="redispy" above): its key prefix and client
         bridge = cast(RedispyBridge, self.storage.bridge)
-        redis_key = bridge.prefixed_key(item.key_for(key))
-        take, read = bridge.lua_acquire_moving_window, bridge.lua_moving_window
-        expiry, amount = item.get_expiry(), item.amount
-        timestamp = time.time()  # what limits' acquire_entry / get_moving_window use
-        # Raw EVALSHA: a pipeline given Script objects sends SCRIPT EXISTS first, which would
-        # cost the round trip this saves.
-        pipe = bridge.get_connection().pipeline(transaction=False)
-        pipe.evalsha(take.sha, 1, redis_key, timestamp, amount, expiry, 1)
-        pipe.evalsha(read.sha, 1, redis_key, timestamp - expiry, amount)
-        acquired, window = await pipe.execute(raise_on_error=False)
-        if isinstance(acquired, NoScriptError) or isinstance(window, NoScriptError):
-            # Redis restarted or flushed its scripts: limits' own calls load them again.
-            # A take that did run is not repeated, so nothing is counted twice.
-            if isinstance(acquired, NoScriptError):
-                acquired = await self.strategy.hit(item, key)
-            stats = await self.strategy.get_window_stats(item, key)
-            return bool(acquired), stats.reset_time, stats.remaining
-        for result in (acquired, window):
-            if isinstance(result, Exception):
-                raise result
-        start, count = (float(window[0]), int(window[1])) if window else (timestamp, 0)
-        return bool(acquired), start + expiry, amount - count
+        if self._script is None:
+            self._script = bridge.get_connection().register_script(_TAKE_BOTH)
+        keys = [
+            bridge.prefixed_key(u_item.key_for(subject_key)),
+            bridge.prefixed_key(p.service_item.key_for(service)),
+        ]
+        timestamp = time.time()  # what limits' own moving-window calls use
+        args = [timestamp, user.limit, user.window_s, p.service.limit, p.service.window_s]
+        # One round trip; redis-py loads the script again if Redis lost it (nothing ran then).
+        outcome, oldest, count = await self._script(keys=keys, args=args)
+        if outcome == _REFUSED_BY_SERVICE:
+            svc = p.service
+            reset = _reset(float(oldest) + svc.window_s, now, svc.window_s)
+            return Decision(False, "service", svc.limit, 0, reset, svc.window_s)
+        reset = _reset(float(oldest) + user.window_s, now, user.window_s)
+        if outcome == _REFUSED_BY_SUBJECT:
+            return Decision(False, scope, user.limit, 0, reset, user.window_s)
+        return Decision(True, scope, user.limit, user.limit - int(count), reset, user.window_s)
 
     async def close(self) -> None:
         bridge = getattr(self.storage, "bridge", None)
