@@ -24,6 +24,7 @@ import asyncpg
 from gekko.archive import files
 from gekko.archive.partitions import (
     LOCK_WAIT_S,
+    MONTH_SUFFIX_SQL,
     TABLES,
     Month,
     PartitionedTable,
@@ -33,6 +34,7 @@ from gekko.archive.partitions import (
     protect_statements,
     quoted,
 )
+from gekko.archive.partitions import columns as table_columns
 from gekko.archive.retention import DataClass
 from gekko.security.audit import ChainWalker
 from gekko.security.audit_anchors import Anchor
@@ -267,10 +269,10 @@ async def reattach_detached(conn: asyncpg.Connection, table: PartitionedTable) -
         """
         SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = $1 AND c.relkind = 'r' AND NOT c.relispartition
-          AND c.relname ~ ('^' || $2 || '_y[0-9]{4}m[0-9]{2}$')
+          AND c.relname ~ $2
         """,
         table.schema,
-        table.name,
+        f"^{table.name}{MONTH_SUFFIX_SQL}$",
     )
     again = []
     for row in rows:
@@ -314,14 +316,7 @@ async def _archive_detached(
                 f"{name} {how}: its rows differ from the archive {earlier['file']}, which is "
                 "kept as it is; the rows stay in the database until an operator settles them"
             ) from None
-        columns = columns or [
-            row["attname"]
-            for row in await conn.fetch(
-                "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 "
-                "AND NOT attisdropped ORDER BY attnum",
-                f"{table.schema}.{name}",
-            )
-        ]
+        columns = columns or await table_columns(conn, f"{table.schema}.{name}")
         rows = await conn.fetchval(f"SELECT count(*) FROM {relation}")  # noqa: S608
         chain = await _chain_ends(conn, relation) if table.append_only else {}
         manifest = files.Manifest(
@@ -581,12 +576,7 @@ async def restore(
             "archived): the archive is left as it is"
         )
     # By name: a column added since the month was archived takes its default.
-    current = await conn.fetch(
-        "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 "
-        "AND NOT attisdropped",
-        table.qualified,
-    )
-    gone = sorted(set(manifest.columns) - {row["attname"] for row in current})
+    gone = sorted(set(manifest.columns) - set(await table_columns(conn, table.qualified)))
     if gone:
         raise ArchiveError(f"{name}: the table no longer has the column(s) {', '.join(gone)}")
     await _session(conn)

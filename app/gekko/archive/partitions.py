@@ -22,6 +22,8 @@ MONTHS_AHEAD = 12
 LOCK_WAIT_S = 5
 
 _SUFFIX = re.compile(r"_y(\d{4})m(\d{2})$")
+# The same suffix in PostgreSQL's regular expressions, to find month tables by name.
+MONTH_SUFFIX_SQL = "_y[0-9]{4}m[0-9]{2}"
 
 
 @dataclass(frozen=True, order=True)
@@ -113,6 +115,16 @@ def quoted(*names: str) -> str:
         if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
             raise ValueError(f"not an identifier of the platform: {name!r}")
     return ".".join(f'"{name}"' for name in names)
+
+
+async def columns(conn: asyncpg.Connection, relation: str) -> list[str]:
+    """A table's columns (schema.name), in their order."""
+    rows = await conn.fetch(
+        "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 "
+        "AND NOT attisdropped ORDER BY attnum",
+        relation,
+    )
+    return [row["attname"] for row in rows]
 
 
 async def partitions(conn: asyncpg.Connection, table: PartitionedTable) -> dict[Month, str]:

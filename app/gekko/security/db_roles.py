@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 import asyncpg
 
-from gekko.archive.partitions import TABLES
+from gekko.archive.partitions import MONTH_SUFFIX_SQL, TABLES
 
 # Rows here are written once: the role may insert and read them, never update or delete them (the
 # tables' triggers refuse that too, for everyone but a superuser lifting them).
@@ -30,7 +30,7 @@ _GRANTS = (
 _APPEND_ONLY = "REVOKE UPDATE, DELETE, TRUNCATE ON %I.%I FROM %I"
 _PARTITION = "REVOKE ALL ON %I.%I FROM %I"
 # The month tables of the kept tables, by name (gekko.archive.partitions): orders_y2026m12 ...
-MONTH_TABLES = "^(" + "|".join(table.name for table in TABLES) + ")_(y[0-9]{4}m[0-9]{2}|default)$"
+MONTH_TABLES = "^(" + "|".join(table.name for table in TABLES) + f")({MONTH_SUFFIX_SQL}|_default)$"
 # Schemas the role only reads: what the archive job (as the owner) recorded of archived months,
 # which `gekko audit verify` steps over.
 READ_ONLY_SCHEMAS = ("archive",)
