@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -42,11 +42,16 @@ def session(connections: int, timeout_s: float = 5.0) -> aiohttp.ClientSession:
     )
 
 
-async def get_sample(http: aiohttp.ClientSession, url: str, started: float | None = None) -> Sample:
+async def get_sample(
+    http: aiohttp.ClientSession,
+    url: str,
+    started: float | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Sample:
     """One GET; latency from `started` (the scheduled send time in open-loop runs) or now."""
     started = time.monotonic() if started is None else started
     try:
-        async with http.get(url) as response:
+        async with http.get(url, headers=headers) as response:
             body = await response.read()
             problem = None
             if response.content_type == "application/problem+json":

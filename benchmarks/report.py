@@ -53,33 +53,19 @@ def rows(results: dict[str, Any]) -> list[Row]:
         )
         if tp.get("nginx"):
             ratio = gw["rps"] / tp["nginx"]["rps"] if tp["nginx"]["rps"] else 0.0
-            out.append(Row("gateway / nginx throughput, saturated", f"{ratio:.0%}"))
+            out.append(Row("gateway / nginx throughput, saturated", f"{ratio:.1%}",
+                           ">= 60 %", ratio >= 0.6))  # fmt: skip
     fixed = results.get("fixed_rate") or {}
+    out.extend(_fixed_get_ratios(fixed.get("get") or {}))
     for label, r in (fixed.get("get") or {}).items():
-        out.append(
-            Row(
-                f"GET {label} at {r['rate_per_s']:g}/s fixed: p50 / p95 / p99",
-                f"{_ms(r['p50_ms'])} / {_ms(r['p95_ms'])} / {_ms(r['p99_ms'])}",
-            )
-        )
-        if label == "gateway":
-            out.append(Row(f"GET gateway at {r['rate_per_s']:g}/s: p95", _ms(r["p95_ms"]),
-                           "< 100 ms", r["p95_ms"] < 100))  # fmt: skip
-            out.append(Row(f"GET gateway at {r['rate_per_s']:g}/s: failed",
-                           f"{r['failed']} of {r['sent']}", "0", r["failed"] == 0))  # fmt: skip
-    fo = fixed.get("orders")
-    if fo:
-        rate = fo["rate_per_s"]
-        out.append(
-            Row(
-                f"orders at {rate:g}/s fixed: p50 / p95 / p99",
-                f"{_ms(fo['p50_ms'])} / {_ms(fo['p95_ms'])} / {_ms(fo['p99_ms'])}",
-            )
-        )
-        out.append(Row(f"orders at {rate:g}/s: p95", _ms(fo["p95_ms"]), "< 100 ms",
-                       fo["p95_ms"] < 100))  # fmt: skip
-        out.append(Row(f"orders at {rate:g}/s: failed", f"{fo['failed']} of {fo['sent']}", "0",
-                       fo["failed"] == 0))  # fmt: skip
+        title = f"GET {label} at {r['rate_per_s']:g}/s"
+        gateway = label == "gateway"
+        out.extend(_fixed_rate_rows(title, r, p95_limit=100 if gateway else None, judged=gateway))
+    if fo := fixed.get("orders"):
+        out.extend(_fixed_rate_rows(f"orders at {fo['rate_per_s']:g}/s", fo, 100, 50))
+    if fi := fixed.get("inference"):
+        title = f"inference via gateway at {fi['rate_per_s']:g}/s"
+        out.extend(_fixed_rate_rows(title, fi, p99_limit=50))
     d = results.get("discovery")
     if d:
         out.append(
@@ -141,6 +127,42 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 o["failed"] == 0,
             )
         )
+    return out
+
+
+def _fixed_rate_rows(
+    title: str,
+    r: dict[str, Any],
+    p95_limit: float | None = None,
+    p99_limit: float | None = None,
+    judged: bool = True,
+) -> list[Row]:
+    """A fixed-rate run: its percentiles, then its targets and failures when judged."""
+    out = [Row(f"{title} fixed: p50 / p95 / p99",
+               f"{_ms(r['p50_ms'])} / {_ms(r['p95_ms'])} / {_ms(r['p99_ms'])}")]  # fmt: skip
+    if not judged:
+        return out
+    for pct, limit in (("p95", p95_limit), ("p99", p99_limit)):
+        if limit is not None:
+            value = r[f"{pct}_ms"]
+            out.append(Row(f"{title}: {pct}", _ms(value), f"< {limit:g} ms",
+                           value < limit and r["ok"] > 0))  # fmt: skip
+    out.append(Row(f"{title}: failed", f"{r['failed']} of {r['sent']}", "0", r["failed"] == 0))
+    return out
+
+
+def _fixed_get_ratios(gets: dict[str, Any]) -> list[Row]:
+    """The gateway's tail beside nginx's at the same fixed rate: p99 within 2x, p95 within 3x."""
+    gw, ng = gets.get("gateway"), gets.get("nginx")
+    if not gw or not ng:
+        return []
+    out = []
+    for pct, limit in (("p99", 2.0), ("p95", 3.0)):
+        g, n = gw[f"{pct}_ms"], ng[f"{pct}_ms"]
+        ratio = g / n if n else float("inf")
+        out.append(Row(f"GET at {gw['rate_per_s']:g}/s fixed: gateway / nginx {pct}",
+                       f"{ratio:.2f}x ({_ms(g)} / {_ms(n)})", f"<= {limit:g}x",
+                       ratio <= limit and gw["failed"] == 0))  # fmt: skip
     return out
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks import preflight, report
+from benchmarks import preflight, quiet, report
 from benchmarks.scenarios import (
     breaker,
     discovery,
@@ -51,6 +51,7 @@ GATEWAY_ENV = {
     "GEKKO_RATELIMIT_ENABLED": "true",
     "GEKKO_RATELIMIT_USER_PER_WINDOW": "1000000",
     "GEKKO_RATELIMIT_SERVICE_PER_WINDOW": "1000000",
+    "GEKKO_RATELIMIT_ANONYMOUS_PER_WINDOW": "1000000",
 }
 NOLIMIT_ENV = {"GEKKO_RATELIMIT_ENABLED": "false"}
 STAGES = 10
@@ -62,6 +63,12 @@ class BenchStack:
     gateway: Proc
     gateway_nolimit: Proc  # reference only: the same gateway without Redis rate limiting
     nginx: Proc
+    tokens: list[str]  # access tokens of bench users, signed in through the gateway
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The GETs' header: the gateway verifies the token and limits its user's quota."""
+        return {"Authorization": f"Bearer {self.tokens[0]}"}
 
     @property
     def market_data(self) -> Proc:
@@ -117,7 +124,8 @@ def start_stack(cfg: BenchSettings, stack: Stack) -> BenchStack:
     stack.wait_http(nginx, "/api/v1/market-data/symbols", {200}, timeout_s=15)
     for proc in stack.procs:
         print(f"  {proc.name:<15} {proc.url}  (pid {proc.popen.pid})", flush=True)
-    return BenchStack(services, gateway, nolimit, nginx)
+    tokens = asyncio.run(orders.sign_in_users(gateway.url, "get", cfg.order_users))
+    return BenchStack(services, gateway, nolimit, nginx, tokens)
 
 
 def measure(cfg: BenchSettings, stack: Stack, s: BenchStack, results: dict[str, Any]) -> None:
@@ -133,7 +141,16 @@ def measure(cfg: BenchSettings, stack: Stack, s: BenchStack, results: dict[str, 
         "gateway": s.gateway.url,
         "gateway_nolimit": s.gateway_nolimit.url,
     }
-    results["throughput"] = throughput.run(cfg, targets, stack.log_dir)
+    results["throughput"] = throughput.run(
+        cfg,
+        targets,
+        stack.log_dir,
+        s.auth,
+        profile_pids={
+            "gateway": s.gateway.popen.pid,
+            "gateway_nolimit": s.gateway_nolimit.popen.pid,
+        },
+    )
     s.gateway_nolimit.stop()
 
     stage(
@@ -143,7 +160,7 @@ def measure(cfg: BenchSettings, stack: Stack, s: BenchStack, results: dict[str, 
         f"via the gateway; {cfg.duration_s} s each after a {cfg.warmup_s} s warm-up",
     )
     results["fixed_rate"] = {
-        "get": fixed_rate.run_gets(cfg, {"nginx": s.nginx.url, "gateway": s.gateway.url}),
+        "get": fixed_rate.run_gets(cfg, {"nginx": s.nginx.url, "gateway": s.gateway.url}, s.auth),
         "orders": fixed_rate.run_orders(cfg, s.gateway.url),
     }
     s.nginx.stop()
@@ -155,9 +172,12 @@ def measure(cfg: BenchSettings, stack: Stack, s: BenchStack, results: dict[str, 
     )
     results["orders"] = orders.run(cfg, s.gateway.url)
 
-    stage(8, "signal inference through the gateway: POST /api/v1/signals/predict")
-    results["inference"]["gateway"] = inference.through_gateway(s.gateway.url)
-    print("\n".join(inference.describe(results["inference"])[-1:]), flush=True)
+    stage(
+        8,
+        f"signal inference through the gateway at {cfg.inference_rate:g}/s fixed: "
+        "POST /api/v1/signals/predict",
+    )
+    results["fixed_rate"]["inference"] = fixed_rate.run_inference(cfg, s.gateway.url, s.tokens)
 
     stage(9, "failover: a second market_data instance, steady GETs, SIGKILL it")
     results["failover"] = failover.run(cfg, stack, s.gateway.url, s.market_data)
@@ -176,8 +196,10 @@ def main() -> int:
             file=sys.stderr,
         )
         return 2
-    # A TERM from make or CI unwinds like Ctrl-C: the finally below stops every process.
+    # A TERM from make or CI, or a HUP from a closed terminal, unwinds like Ctrl-C: the finally
+    # blocks stop every process and unpause the deployed stack.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
     log_dir = OUT_DIR / "logs"
     shutil.rmtree(log_dir, ignore_errors=True)
     log_dir.mkdir(parents=True)
@@ -199,6 +221,17 @@ def main() -> int:
     print(f"gekko bench, {m['date']}, commit {m['commit']}")
     print(f"{m['cpu']}, {m['cores']} cores shared by the load generator and every server")
     print(f"load average at start: {m['load_average_at_start']}", flush=True)
+    if left := quiet.unpause_left_over():
+        print(f"unpaused {len(left)} containers an interrupted run left paused", flush=True)
+    with quiet.deployed_stack_paused() as paused:
+        m["deployed_containers_paused"] = paused
+        if paused:
+            note = "not its datastores or logs; BENCH_PAUSE_DEPLOYED=0 leaves it running"
+            print(f"deployed stack paused for the run: {len(paused)} containers ({note})")
+        return measure_all(cfg, results, log_dir)
+
+
+def measure_all(cfg: BenchSettings, results: dict[str, Any], log_dir: Path) -> int:
     started = time.monotonic()
 
     stage(1, f"discovery lookup: {cfg.lookups} lookups in process")

@@ -37,6 +37,7 @@ class BenchSettings:
     lookups: int  # BENCH_LOOKUPS [200000]: discovery lookups timed
     get_rate: float  # BENCH_GET_RATE [200]: GETs/s in the fixed-rate (open-loop) latency run
     order_rate: float  # BENCH_ORDER_RATE [50]: orders/s in the fixed-rate latency run
+    inference_rate: float  # BENCH_INFERENCE_RATE [100]: predictions/s through the gateway
     pg_host: str  # BENCH_PG_HOST [127.0.0.1]
     pg_port: int  # BENCH_PG_PORT [5432]
     redis_port: int  # BENCH_REDIS_PORT [6379]
@@ -63,6 +64,7 @@ class BenchSettings:
             lookups=int(_num("BENCH_LOOKUPS", 200_000)),
             get_rate=_num("BENCH_GET_RATE", 200),
             order_rate=_num("BENCH_ORDER_RATE", 50),
+            inference_rate=_num("BENCH_INFERENCE_RATE", 100),
             pg_host="127.0.0.1",
             pg_port=int(_num("BENCH_PG_PORT", 5432)),
             redis_port=int(_num("BENCH_REDIS_PORT", 6379)),

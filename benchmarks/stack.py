@@ -162,7 +162,8 @@ class Stack:
 
 
 def nginx_config(port: int, upstream_port: int, prefix: Path, connections: int) -> str:
-    """One worker (like the single-process gateway), keep-alive to the upstream, no logging."""
+    """One worker (like the single-process gateway), keep-alive to the upstream, and a line
+    per request in an access log, as the gateway writes one (GEKKO_ACCESS_LOG, on by default)."""
     return f"""\
 worker_processes 1;
 pid {prefix}/nginx.pid;
@@ -170,7 +171,7 @@ daemon off;
 error_log {prefix}/error.log warn;
 events {{ worker_connections 1024; }}
 http {{
-    access_log off;
+    access_log {prefix}/access.log;
     client_body_temp_path {prefix}/client_body;
     proxy_temp_path {prefix}/proxy;
     fastcgi_temp_path {prefix}/fastcgi;

@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -80,7 +81,15 @@ def parse(output: str, url: str, connections: int) -> WrkResult:
     )
 
 
-def run(url: str, *, duration_s: int, connections: int, threads: int, work_dir: Path) -> WrkResult:
+def run(
+    url: str,
+    *,
+    duration_s: int,
+    connections: int,
+    threads: int,
+    work_dir: Path,
+    headers: Mapping[str, str] | None = None,
+) -> WrkResult:
     wrk = shutil.which("wrk")
     if wrk is None:
         raise WrkError("wrk is not installed (apt-get install wrk)")
@@ -96,6 +105,7 @@ def run(url: str, *, duration_s: int, connections: int, threads: int, work_dir: 
         "--latency",
         "-s",
         str(script),
+        *(arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}: {value}")),
         url,
     ]
     proc = subprocess.run(  # noqa: S603 - fixed argv

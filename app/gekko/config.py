@@ -231,6 +231,9 @@ class Settings:
     chaos_error_rate: float = 0.0
     # GEKKO_DYNCONFIG_POLL_S: how often gekko.dynconfig re-reads Redis besides its pub/sub.
     dynconfig_poll_s: float = 5.0
+    # GEKKO_TRACE_SAMPLE_RATIO: the share of new traces whose spans are recorded, when an
+    # exporter takes them (gekko.tracing); a caller's sampled flag is followed either way.
+    trace_sample_ratio: float = 1.0
     # GEKKO_TLS_*: the host's certificate from the internal CA. A domain service with a
     # certificate serves TLS 1.3 only and wants a client certificate from the same CA (mTLS: only
     # the gateway and peers get in); the gateway verifies its upstreams with it and presents it.
@@ -413,18 +416,21 @@ def parse_features(env: Mapping[str, str]) -> dict[str, bool]:
     return features
 
 
-def parse_chaos_error_rate(raw: str) -> float:
+def fraction(raw: str, name: str, default: float, example: str) -> float:
+    """A number from 0 to 1 (an empty value: `default`)."""
     if not raw.strip():
-        return 0.0
+        return default
     try:
         rate = float(raw)
     except ValueError:
         rate = -1.0
     if not 0.0 <= rate <= 1.0:  # also refuses nan
-        raise ConfigError(
-            f"GEKKO_CHAOS_ERROR_RATE must be a number from 0 to 1 (e.g. 0.05), got {raw!r}"
-        )
+        raise ConfigError(f"{name} must be a number from 0 to 1 (e.g. {example}), got {raw!r}")
     return rate
+
+
+def parse_chaos_error_rate(raw: str) -> float:
+    return fraction(raw, "GEKKO_CHAOS_ERROR_RATE", 0.0, "0.05")
 
 
 def positive_float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -523,6 +529,9 @@ def load_settings(component: str, env: Mapping[str, str] | None = None) -> Setti
         features=parse_features(env),
         chaos_error_rate=parse_chaos_error_rate(env.get("GEKKO_CHAOS_ERROR_RATE", "")),
         dynconfig_poll_s=positive_float(env, "GEKKO_DYNCONFIG_POLL_S", 5.0),
+        trace_sample_ratio=fraction(
+            env.get("GEKKO_TRACE_SAMPLE_RATIO", ""), "GEKKO_TRACE_SAMPLE_RATIO", 1.0, "0.1"
+        ),
         tls=tls,
         edge_tls=edge_tls,
         max_body_bytes=positive_int(env, "GEKKO_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, "bytes"),

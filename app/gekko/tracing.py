@@ -2,6 +2,16 @@
 
 `setup_tracing` installs the provider (no exporter unless GEKKO_OTLP_ENDPOINT is set and the
 OTLP exporter package is installed; tests attach an in-memory exporter via `add_span_processor`).
+
+Sampling is decided where a trace starts and followed downstream (W3C `sampled` flag): a new
+trace is recorded with probability GEKKO_TRACE_SAMPLE_RATIO (default 1, read by gekko.config),
+and a caller's decision is kept. Where nothing consumes spans (no exporter, no processor: the
+deployed default), a new trace is not recorded: every request still gets a trace id, its
+`traceparent` still goes to upstreams and back to the caller, and logs still carry it, but the
+spans' attributes, events and timing are not built for nothing. A trace a caller samples is
+recorded anyway, so its `sampled` flag and `tracestate` travel on unchanged. Recording every
+span was an eighth of the gateway's CPU per request (docs/benchmarks.md).
+
 `inject`/`extract` move `traceparent`/`tracestate` through HTTP headers and event payloads;
 `TracingMiddleware` opens the SERVER span of every HTTP request and echoes its `traceparent`.
 """
@@ -11,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Mapping, MutableMapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -19,6 +29,13 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -30,6 +47,7 @@ __all__ = [
     "SpanKind",
     "TracingMiddleware",
     "add_span_processor",
+    "client_span",
     "current_trace_id",
     "extract",
     "inject",
@@ -52,12 +70,39 @@ _provider: TracerProvider | None = None
 _tracer: trace.Tracer = trace.get_tracer("gekko")
 
 
-def setup_tracing(service_name: str) -> None:
+class ConsumedSampler(Sampler):
+    """Parent-based ratio sampling; while no processor takes spans, only the traces a caller
+    already samples are recorded (its `sampled` flag and `tracestate` go on unchanged), and new
+    traces are not."""
+
+    def __init__(self, ratio: float) -> None:
+        self.consumed = False  # set once an exporter or processor is attached
+        self._exported = ParentBased(TraceIdRatioBased(ratio))
+        self._unexported = ParentBased(ALWAYS_OFF)
+
+    def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None,
+                      links=None, trace_state=None) -> SamplingResult:  # type: ignore[no-untyped-def]  # fmt: skip
+        sampler = self._exported if self.consumed else self._unexported
+        return sampler.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+    def get_description(self) -> str:
+        return f"ConsumedSampler{{{self._exported.get_description()}}}"
+
+
+_sampler = ConsumedSampler(1.0)
+
+
+def setup_tracing(service_name: str, sample_ratio: float = 1.0) -> None:
     """Install the SDK provider once per process; later calls are no-ops."""
-    global _provider, _tracer
+    global _provider, _tracer, _sampler
     if _provider is not None:
         return
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
+    _sampler = ConsumedSampler(sample_ratio)
+    provider = TracerProvider(
+        resource=Resource.create({SERVICE_NAME: service_name}), sampler=_sampler
+    )
     endpoint = os.environ.get("GEKKO_OTLP_ENDPOINT", "").strip()
     if endpoint:
         _add_otlp_exporter(provider, endpoint)
@@ -77,6 +122,7 @@ def _add_otlp_exporter(provider: TracerProvider, endpoint: str) -> None:
         log.warning("GEKKO_OTLP_ENDPOINT is set but opentelemetry-exporter-otlp is not installed")
         return
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    _sampler.consumed = True
 
 
 def add_span_processor(processor: SpanProcessor) -> None:
@@ -84,6 +130,7 @@ def add_span_processor(processor: SpanProcessor) -> None:
     setup_tracing("gekko")  # no-op when already set up
     if _provider is not None:
         _provider.add_span_processor(processor)
+        _sampler.consumed = True
 
 
 def inject(carrier: MutableMapping[str, str], context: Context | None = None) -> None:
@@ -108,6 +155,18 @@ def start_span(
         name, context=context, kind=kind, attributes=attributes
     ) as span:
         yield span
+
+
+def client_span(
+    name: str, attributes: Mapping[str, Any] | None = None
+) -> AbstractContextManager[trace.Span]:
+    """The CLIENT span of an outgoing call, made current. When the current trace is not
+    recorded there is nothing to nest it in: the current span is used, so the callee's
+    `traceparent` names this hop's SERVER span and no span is built."""
+    current = trace.get_current_span()
+    if not current.is_recording():
+        return nullcontext(current)
+    return start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
 
 
 def traceparent_of(span: trace.Span) -> str | None:

@@ -14,11 +14,13 @@ import secrets
 import time
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 
 from benchmarks.loadgen import OpenLoopRun, Sample, get_sample, open_loop, percentile, session
+from benchmarks.scenarios.inference import price_windows
 from benchmarks.scenarios.orders import ORDER, _user
 from benchmarks.scenarios.throughput import PATH
 from benchmarks.settings import BenchSettings
@@ -44,16 +46,42 @@ def summarize(run: OpenLoopRun, ok_status: int) -> dict[str, Any]:
     }
 
 
-async def _gets(cfg: BenchSettings, base: str) -> dict[str, Any]:
+async def _gets(cfg: BenchSettings, base: str, headers: Mapping[str, str]) -> dict[str, Any]:
     url = base + PATH
     async with session(CONNECTIONS) as http:
 
         async def one(_: int, due: float) -> Sample:
-            return await get_sample(http, url, started=due)
+            return await get_sample(http, url, started=due, headers=headers)
 
         await open_loop(cfg.get_rate, cfg.warmup_s, one)
         result = summarize(await open_loop(cfg.get_rate, cfg.duration_s, one), 200)
     return {"rate_per_s": cfg.get_rate, "duration_s": cfg.duration_s, **result}
+
+
+async def _post(
+    http: aiohttp.ClientSession, url: str, body: Any, headers: dict[str, str], due: float
+) -> Sample:
+    """One POST, timed from its scheduled send time `due`."""
+    try:
+        async with http.post(url, json=body, headers=headers) as r:
+            await r.read()
+            return Sample(due, time.monotonic(), r.status)
+    except (aiohttp.ClientError, TimeoutError):
+        return Sample(due, time.monotonic(), 0)
+
+
+async def _inference(cfg: BenchSettings, gateway: str, tokens: list[str]) -> dict[str, Any]:
+    url = f"{gateway}/api/v1/signals/predict"
+    bodies = [{"symbol": "BTC-USD", "prices": w} for w in price_windows(256)]
+    async with session(CONNECTIONS, timeout_s=10) as http:
+
+        async def one(i: int, due: float) -> Sample:
+            headers = {"Authorization": f"Bearer {tokens[i % len(tokens)]}"}
+            return await _post(http, url, bodies[i % len(bodies)], headers, due)
+
+        await open_loop(cfg.inference_rate, cfg.warmup_s, one)
+        result = summarize(await open_loop(cfg.inference_rate, cfg.duration_s, one), 200)
+    return {"rate_per_s": cfg.inference_rate, "duration_s": cfg.duration_s, **result}
 
 
 async def _orders(cfg: BenchSettings, gateway: str) -> dict[str, Any]:
@@ -69,12 +97,7 @@ async def _orders(cfg: BenchSettings, gateway: str) -> dict[str, Any]:
                 "Authorization": f"Bearer {tokens[i % len(tokens)]}",
                 "Idempotency-Key": str(uuid.uuid4()),
             }
-            try:
-                async with http.post(url, json=ORDER, headers=headers) as r:
-                    await r.read()
-                    return Sample(due, time.monotonic(), r.status)
-            except (aiohttp.ClientError, TimeoutError):
-                return Sample(due, time.monotonic(), 0)
+            return await _post(http, url, ORDER, headers, due)
 
         await open_loop(cfg.order_rate, cfg.warmup_s, one)
         result = summarize(await open_loop(cfg.order_rate, cfg.duration_s, one), 201)
@@ -95,13 +118,22 @@ def _print(label: str, r: dict[str, Any]) -> None:
     )
 
 
-def run_gets(cfg: BenchSettings, targets: dict[str, str]) -> dict[str, Any]:
+def run_gets(
+    cfg: BenchSettings, targets: dict[str, str], headers: Mapping[str, str]
+) -> dict[str, Any]:
     """targets: label -> base URL; each gets a warm-up at the same rate, then the measured run."""
     results: dict[str, Any] = {}
     for label, base in targets.items():
-        results[label] = r = asyncio.run(_gets(cfg, base))
+        results[label] = r = asyncio.run(_gets(cfg, base, headers))
         _print(label, r)
     return results
+
+
+def run_inference(cfg: BenchSettings, gateway: str, tokens: list[str]) -> dict[str, Any]:
+    """POST /api/v1/signals/predict at BENCH_INFERENCE_RATE through the gateway."""
+    result = asyncio.run(_inference(cfg, gateway, tokens))
+    _print("inference", result)
+    return result
 
 
 def run_orders(cfg: BenchSettings, gateway: str) -> dict[str, Any]:

@@ -43,7 +43,7 @@ def train_model(path: Path = MODEL_PATH) -> Path:
     return path
 
 
-def _windows(n: int, seed: int = 7) -> list[list[float]]:
+def price_windows(n: int, seed: int = 7) -> list[list[float]]:
     import torch  # after gekko.signals: its import silences the CPU wheel's NumPy warning
 
     steps = (
@@ -63,7 +63,7 @@ def _stats_ms(latencies_s: Sequence[float]) -> dict[str, float]:
 
 
 def single(predictor: Predictor, requests: int) -> dict[str, Any]:
-    windows = _windows(requests)
+    windows = price_windows(requests)
     for prices in windows[:200]:  # warm-up
         predictor.forward(request_features(prices).unsqueeze(0))
     latencies: list[float] = []
@@ -84,7 +84,7 @@ async def _batched(
     sizes: list[int] = []
     batcher = MicroBatcher(predictor.forward, max_batch, max_wait_ms / 1000, sizes.append)
     batcher.start()
-    features = [request_features(p) for p in _windows(requests)]
+    features = [request_features(p) for p in price_windows(requests)]
     latencies: list[float] = []
     cursor = iter(range(requests))
 
@@ -171,7 +171,7 @@ async def _gateway(gateway: str, requests: int, concurrency: int) -> dict[str, A
             return None
         # One user per client: the gateway's per-user rate limit stays out of the numbers.
         tokens = await asyncio.gather(*(_user_token(http, gateway) for _ in range(concurrency)))
-        windows = _windows(requests)
+        windows = price_windows(requests)
         url = f"{gateway}/api/v1/signals/predict"
         latencies: list[float] = []
         failed = 0

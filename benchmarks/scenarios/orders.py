@@ -36,6 +36,13 @@ async def _user(http: aiohttp.ClientSession, gateway: str, run_id: str, i: int) 
         return str((await r.json())["access_token"])
 
 
+async def sign_in_users(gateway: str, label: str, count: int) -> list[str]:
+    """Access tokens of `count` new users, registered and signed in through the gateway."""
+    run_id = f"{label}_{secrets.token_hex(3)}"
+    async with session(count + 2, timeout_s=10) as http:
+        return list(await asyncio.gather(*(_user(http, gateway, run_id, i) for i in range(count))))
+
+
 async def _run(cfg: BenchSettings, gateway: str) -> dict[str, object]:
     run_id = secrets.token_hex(3)
     async with session(cfg.order_users + 4, timeout_s=10) as http:

@@ -113,3 +113,31 @@ def test_the_window_moves_and_a_lost_script_is_loaded_again(redis_server):
     assert first[3].reset_s == 1
     assert later is not None and later.allowed and later.remaining == 2
     assert time.monotonic() - started < 10
+
+
+def test_expired_entries_are_trimmed_and_the_rest_counted_at_a_large_quota(redis_server):
+    """A quota of 100,000 a minute: the check counts only the entries still in the window and
+    drops the others from the key, so neither Redis's time nor its memory grows with traffic
+    that has left the window."""
+    user, service = f"user:{uuid.uuid4().hex}", f"svc-{uuid.uuid4().hex[:8]}"
+
+    async def run():
+        (limiter,) = _limiters(redis_server, Quota(100_000, 60), Quota(100_000, 60), count=1)
+        try:
+            key = limiter.storage.bridge.prefixed_key(limiter._policy.user_item.key_for(user))
+            redis = limiter.storage.bridge.get_connection()
+            now = time.time()
+            # newest first, as limits pushes them: 3000 expired entries under 500 live ones
+            await redis.lpush(key, *(now - 120 + i / 100 for i in range(3000)))
+            await redis.lpush(key, *(now - 30 + i / 100 for i in range(500)))
+            decision = await limiter.check(user, service)
+            length = await redis.llen(key)
+            oldest = float(await redis.lindex(key, -1))
+        finally:
+            await _close(limiter)
+        return decision, length, oldest, now
+
+    decision, length, oldest, now = asyncio.run(run())
+    assert decision.allowed and decision.remaining == 100_000 - 501
+    assert length == 501, "the 3000 expired entries were not trimmed"
+    assert oldest == pytest.approx(now - 30) and decision.reset_s == 30

@@ -19,8 +19,9 @@ from .keys import OPERATOR, TOKEN_ENV, signing_key
 
 
 class Upstream:
-    def __init__(self, status: int = 200) -> None:
+    def __init__(self, status: int = 200, set_cookie: str = "") -> None:
         self.status = status
+        self.set_cookie = set_cookie
         self.hits: list[tuple[str, str, dict[str, str]]] = []
         outer = self
 
@@ -35,6 +36,8 @@ class Upstream:
                 self.send_response(outer.status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(body)))
+                if outer.set_cookie:
+                    self.send_header("set-cookie", outer.set_cookie)
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -213,3 +216,17 @@ def test_the_gateway_refuses_bad_tokens_before_calling_upstream():
             assert "gekko_auth_rejections_total 2.0" in metrics
     finally:
         up.server.shutdown()
+
+
+def test_a_cookie_an_upstream_sets_goes_to_its_caller_only_never_to_the_next_caller():
+    upstream = Upstream(200, set_cookie="session=alice-secret; Path=/")
+    try:
+        # by name: aiohttp's default cookie jar already ignores cookies of IP-addressed hosts
+        with gateway({"market_data": [f"http://localhost:{upstream.port}"]}) as client:
+            first = client.get("/api/v1/market-data/symbols")
+            client.cookies.clear()  # the next caller is someone else
+            client.get("/api/v1/market-data/symbols")
+        assert first.headers["set-cookie"].startswith("session=alice-secret")
+        assert "cookie" not in {name.lower() for name in upstream.hits[1][2]}
+    finally:
+        upstream.server.shutdown()

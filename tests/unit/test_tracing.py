@@ -110,3 +110,56 @@ def test_gateway_injects_its_span_into_upstream_headers(exporter):
         assert spans[client_span.parent.span_id].kind is SpanKind.SERVER
     finally:
         upstream.server.shutdown()
+
+
+def _tracer(sampler: tracing.ConsumedSampler):
+    from opentelemetry.sdk.trace import TracerProvider
+
+    return TracerProvider(sampler=sampler).get_tracer("test")
+
+
+def test_nothing_is_recorded_until_spans_are_consumed_but_the_trace_still_travels():
+    sampler = tracing.ConsumedSampler(1.0)
+    tracer = _tracer(sampler)
+    unsampled = tracing.extract({"traceparent": CALLER[:-2] + "00"})
+    span = tracer.start_span("GET /api/v1/trading/orders", context=unsampled)
+    assert not span.is_recording()
+    # the caller's trace continues through this hop: a new span id, the same trace id
+    assert tracing.traceparent_of(span).split("-")[1] == "0af7651916cd43dd8448eb211c80319c"
+    assert span.get_span_context().span_id != 0xB7AD6B7169203331
+    assert not tracer.start_span("a new trace").is_recording()
+    # A caller that samples its trace keeps it sampled, with its tracestate, through this hop.
+    sampled = tracing.extract({"traceparent": CALLER, "tracestate": "vendor=abc"})
+    span = tracer.start_span("GET /api/v1/trading/orders", context=sampled)
+    assert span.is_recording() and tracing.traceparent_of(span).endswith("-01")
+    carrier: dict[str, str] = {}
+    tracing.inject(carrier, context=tracing.trace.set_span_in_context(span))
+    assert carrier["tracestate"] == "vendor=abc"
+    sampler.consumed = True  # an exporter is attached
+    assert tracer.start_span("again").is_recording()
+
+
+def test_a_ratio_samples_new_traces_and_follows_the_callers_decision():
+    sampler = tracing.ConsumedSampler(0.0)
+    sampler.consumed = True
+    tracer = _tracer(sampler)
+    assert not tracer.start_span("new trace").is_recording()
+    sampled = tracing.extract({"traceparent": CALLER})  # flags 01: the caller recorded it
+    assert tracer.start_span("child", context=sampled).is_recording()
+    unsampled = tracing.extract({"traceparent": CALLER[:-2] + "00"})
+    everything = tracing.ConsumedSampler(1.0)
+    everything.consumed = True
+    assert not _tracer(everything).start_span("child", context=unsampled).is_recording()
+
+
+def test_the_sample_ratio_is_read_and_checked_with_the_settings():
+    from tests.unit.test_chaos import ENV
+
+    from gekko.config import ConfigError, load_settings
+
+    assert load_settings("users", ENV).trace_sample_ratio == 1.0
+    assert (
+        load_settings("users", {**ENV, "GEKKO_TRACE_SAMPLE_RATIO": "0.1"}).trace_sample_ratio == 0.1
+    )
+    with pytest.raises(ConfigError, match="GEKKO_TRACE_SAMPLE_RATIO must be a number from 0 to 1"):
+        load_settings("users", {**ENV, "GEKKO_TRACE_SAMPLE_RATIO": "10%"})

@@ -89,7 +89,7 @@ def build_gateway_app(settings: Settings) -> FastAPI:
     for service in DOMAIN_SERVICES:
         upstreams.breaker(service)  # every breaker visible from the first scrape
     registry.register(GatewayStateCollector(cache, upstreams.breakers))
-    setup_tracing("gateway")
+    setup_tracing("gateway", settings.trace_sample_ratio)
 
     def apply_rate_limits(changes: dict[str, Any]) -> None:
         limiter = upstreams.limiter
@@ -128,6 +128,9 @@ def build_gateway_app(settings: Settings) -> FastAPI:
             ),
             auto_decompress=False,  # pass bodies through byte for byte
             skip_auto_headers=("User-Agent",),
+            # One session serves every caller: a cookie an upstream sets is its caller's, passed
+            # back to them, and never kept here to be sent with someone else's request.
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         app.state.session = upstreams.session = session
         if tuning.ratelimit_enabled:

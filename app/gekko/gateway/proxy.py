@@ -32,7 +32,7 @@ from gekko.ratelimit import Decision, RateLimiter, ratelimit_header
 from gekko.security.events import SecurityEvents
 from gekko.security.revocations import RevokedSessions
 from gekko.security.tokens import TokenClaims, TokenError, VerifyKeys, decode_token
-from gekko.tracing import SpanKind, inject, start_span
+from gekko.tracing import client_span, inject
 
 log = logging.getLogger("gekko.gateway.proxy")
 
@@ -383,7 +383,7 @@ class ApiProxy:
         retry_after_send = may_retry_after_send(method, headers)
         tuning = up.tuning
         deadline = time.monotonic() + tuning.retry_deadline_s
-        latency = up.metrics.upstream_latency
+        latency = up.metrics.upstream_latency_of
 
         tried: list[str] = []
         failure: tuple[int, str] | None = None
@@ -401,9 +401,8 @@ class ApiProxy:
             tried.append(instance.url)
             started = time.perf_counter()
             sent = True  # False only when the connection was never made
-            with start_span(
+            with client_span(
                 f"{method} {service}",
-                kind=SpanKind.CLIENT,
                 attributes={"server.address": instance.url, "gekko.attempt": attempt},
             ):
                 set_trace_headers(headers)
@@ -435,7 +434,7 @@ class ApiProxy:
                     # A feature switched off is no fault of the instance: not a failure.
                     failed = status >= 500 and FEATURE_DISABLED_HEADER not in upstream.headers
                     outcome = "5xx" if failed else "ok"
-            latency.labels(service, outcome).observe(time.perf_counter() - started)
+            latency(service, outcome).observe(time.perf_counter() - started)
             if up.cache.record_outcome(service, instance.url, outcome != "ok"):
                 up.metrics.ejections.labels(service).inc()
                 log.warning("ejected %s instance %s (outlier detection)", service, instance.url)

@@ -13,6 +13,7 @@ from prometheus_client.registry import Collector
 
 from gekko.breaker import CircuitBreaker, State
 from gekko.gateway.discovery import ServiceRegistryCache
+from gekko.metrics import Children
 
 
 class GatewayMetrics:
@@ -24,6 +25,7 @@ class GatewayMetrics:
             registry=registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
         )
+        self.upstream_latency_of = Children(self.upstream_latency)  # (service, outcome)
         self.retries = Counter(
             "gekko_upstream_retries_total",
             "Upstream attempts made after a first failed one, by service.",

@@ -141,7 +141,7 @@ def build_service_app(
     app.state.verify_keys = VerifyKeys(settings.jwt_verify_keys_file)
     app.state.revoked_sessions = None  # the lifespan connects Redis and sets it
     app.state.dynconfig = dynconfig = build_dynamic_config(settings)
-    setup_tracing(service)
+    setup_tracing(service, settings.trace_sample_ratio)
     metrics = RequestMetrics(CollectorRegistry(), service)
     app.state.metrics_registry = metrics.registry  # services add their own collectors to it
     app.state.security_events = SecurityEvents(metrics.registry)

@@ -1,0 +1,140 @@
+"""Script calls from concurrent tasks share one trip to Redis (gekko.script_batch), and each
+caller still gets its own script's answer or error."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from gekko.script_batch import ScriptBatcher
+
+pytestmark = pytest.mark.integration
+
+# Counts a key up, or fails for a key that holds a list (a script error of that call only).
+COUNT_UP = "return redis.call('incr', KEYS[1]) * tonumber(ARGV[1])"
+
+
+def test_calls_of_one_turn_go_in_one_trip_and_each_gets_its_own_answer(redis_server):
+    key, listed = f"count:{uuid.uuid4().hex}", f"list:{uuid.uuid4().hex}"
+
+    async def run():
+        client = Redis.from_url(redis_server.url)
+        batcher = ScriptBatcher(client, COUNT_UP)
+        trips: list[int] = []
+        original = batcher._trip
+
+        async def counted(batch):
+            trips.append(len(batch))
+            return await original(batch)
+
+        batcher._trip = counted  # type: ignore[method-assign]
+        try:
+            await client.rpush(listed, "x")
+            answers = await asyncio.gather(
+                *(batcher([key], [10]) for _ in range(40)),
+                batcher([listed], [1]),
+                return_exceptions=True,
+            )
+            later = await batcher([key], [1])  # a lone call, in a turn of its own
+        finally:
+            await client.aclose()
+        return answers, later, trips
+
+    answers, later, trips = asyncio.run(run())
+    counts, failed = answers[:40], answers[40]
+    assert sorted(counts) == [10 * n for n in range(1, 41)], "each call ran once, atomically"
+    assert isinstance(failed, Exception) and "WRONGTYPE" in str(failed)
+    assert later == 41
+    # the script was not loaded yet: one trip refused, the script loaded, the 41 sent again
+    assert trips == [41, 41, 1]
+
+
+def test_a_lost_script_is_loaded_again_and_a_dead_redis_fails_every_caller(redis_server):
+    key = f"count:{uuid.uuid4().hex}"
+
+    async def run():
+        client = Redis.from_url(redis_server.url)
+        batcher = ScriptBatcher(client, COUNT_UP)
+        try:
+            first = await asyncio.gather(*(batcher([key], [1]) for _ in range(3)))
+            await client.script_flush()
+            again = await asyncio.gather(*(batcher([key], [1]) for _ in range(3)))
+        finally:
+            await client.aclose()
+        dead = Redis(port=1, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
+        nowhere = ScriptBatcher(dead, COUNT_UP)
+        down = await asyncio.gather(*(nowhere([key], [1]) for _ in range(3)),
+                                    return_exceptions=True)  # fmt: skip
+        return first, again, down
+
+    first, again, down = asyncio.run(run())
+    assert sorted(first) == [1, 2, 3] and sorted(again) == [4, 5, 6]
+    assert all(isinstance(d, RedisConnectionError) for d in down), down
+
+
+def test_calls_made_while_a_trip_is_out_go_together_in_the_next(redis_server):
+    key = f"count:{uuid.uuid4().hex}"
+
+    async def run():
+        client = Redis.from_url(redis_server.url)
+        batcher = ScriptBatcher(client, COUNT_UP)
+        await client.script_load(COUNT_UP)
+        trips: list[int] = []
+        first_trip_out, release = asyncio.Event(), asyncio.Event()
+        original = batcher._trip
+
+        async def held(batch):
+            trips.append(len(batch))
+            if len(trips) == 1:
+                first_trip_out.set()
+                await release.wait()
+            return await original(batch)
+
+        batcher._trip = held  # type: ignore[method-assign]
+        try:
+            first = asyncio.ensure_future(batcher([key], [1]))
+            await first_trip_out.wait()
+            later = [asyncio.ensure_future(batcher([key], [1])) for _ in range(10)]
+            await asyncio.sleep(0.05)  # they wait for the trip that is out
+            assert trips == [1]
+            release.set()
+            answers = [await first, *(await asyncio.gather(*later))]
+        finally:
+            await client.aclose()
+        return answers, trips
+
+    answers, trips = asyncio.run(run())
+    assert sorted(answers) == list(range(1, 12)) and trips == [1, 10]
+
+
+def test_closing_while_a_trip_is_out_leaves_no_caller_waiting(redis_server):
+    async def run():
+        client = Redis.from_url(redis_server.url)
+        batcher = ScriptBatcher(client, COUNT_UP)
+        out, never = asyncio.Event(), asyncio.Event()
+
+        async def stuck(batch):
+            out.set()
+            await never.wait()  # Redis does not answer
+
+        batcher._trip = stuck  # type: ignore[method-assign]
+        try:
+            calls = [asyncio.ensure_future(batcher(["k"], [1]))]
+            await out.wait()
+            calls += [asyncio.ensure_future(batcher(["k"], [1])) for _ in range(3)]
+            await asyncio.sleep(0)
+            await asyncio.wait_for(batcher.close(), 2)
+            outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        finally:
+            await client.aclose()
+        return outcomes
+
+    outcomes = asyncio.run(run())
+    assert len(outcomes) == 4
+    assert all(isinstance(o, asyncio.CancelledError) for o in outcomes)
