@@ -29,6 +29,7 @@ def _num(name: str, default: float) -> float:
 @dataclass(frozen=True)
 class BenchSettings:
     duration_s: int  # BENCH_DURATION_S [10]: each measured wrk / order run
+    rounds: int  # BENCH_ROUNDS [3]: proxies compared in turn this many times, pooled
     warmup_s: int  # BENCH_WARMUP_S [2]: unmeasured run before each measured one
     connections: int  # BENCH_CONNECTIONS [32]: wrk connections
     threads: int  # BENCH_THREADS [2]: wrk threads (this machine has 2 cores)
@@ -56,6 +57,7 @@ class BenchSettings:
             raise SystemExit(f"bench: BENCH_DATABASE {database!r} is not a valid bench database")
         return cls(
             duration_s=int(_num("BENCH_DURATION_S", 10)),
+            rounds=int(_num("BENCH_ROUNDS", 3)),
             warmup_s=int(_num("BENCH_WARMUP_S", 2)),
             connections=int(_num("BENCH_CONNECTIONS", 32)),
             threads=int(_num("BENCH_THREADS", 2)),

@@ -14,7 +14,7 @@ import secrets
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -26,6 +26,16 @@ from benchmarks.scenarios.throughput import PATH
 from benchmarks.settings import BenchSettings
 
 CONNECTIONS = 256  # enough that the client never queues at these rates
+
+
+def pooled(runs: list[OpenLoopRun]) -> OpenLoopRun:
+    """Several runs at the same rate as one: their samples together."""
+    return OpenLoopRun(
+        [s for run in runs for s in run.samples],
+        sum(run.scheduled for run in runs),
+        sum(run.elapsed_s for run in runs),
+        max(run.max_lag_ms for run in runs),
+    )
 
 
 def summarize(run: OpenLoopRun, ok_status: int) -> dict[str, Any]:
@@ -46,16 +56,36 @@ def summarize(run: OpenLoopRun, ok_status: int) -> dict[str, Any]:
     }
 
 
-async def _gets(cfg: BenchSettings, base: str, headers: Mapping[str, str]) -> dict[str, Any]:
-    url = base + PATH
+async def _gets(
+    cfg: BenchSettings, targets: dict[str, str], headers: Mapping[str, str]
+) -> dict[str, Any]:
+    """Rounds, each running every target in turn, pooled per target: a slow minute of this
+    shared machine falls on both proxies, and each p99 rests on rounds x rate x duration
+    samples."""
     async with session(CONNECTIONS) as http:
 
-        async def one(_: int, due: float) -> Sample:
-            return await get_sample(http, url, started=due, headers=headers)
+        def one_for(url: str) -> Callable[[int, float], Awaitable[Sample]]:
+            async def one(_: int, due: float) -> Sample:
+                return await get_sample(http, url, started=due, headers=headers)
 
-        await open_loop(cfg.get_rate, cfg.warmup_s, one)
-        result = summarize(await open_loop(cfg.get_rate, cfg.duration_s, one), 200)
-    return {"rate_per_s": cfg.get_rate, "duration_s": cfg.duration_s, **result}
+            return one
+
+        ones = {label: one_for(base + PATH) for label, base in targets.items()}
+        for one in ones.values():
+            await open_loop(cfg.get_rate, cfg.warmup_s, one)
+        runs: dict[str, list[OpenLoopRun]] = {label: [] for label in targets}
+        for _ in range(cfg.rounds):
+            for label, one in ones.items():
+                runs[label].append(await open_loop(cfg.get_rate, cfg.duration_s, one))
+    return {
+        label: {
+            "rate_per_s": cfg.get_rate,
+            "duration_s": cfg.duration_s,
+            "rounds": cfg.rounds,
+            **summarize(pooled(done), 200),
+        }
+        for label, done in runs.items()
+    }
 
 
 async def _post(
@@ -121,10 +151,9 @@ def _print(label: str, r: dict[str, Any]) -> None:
 def run_gets(
     cfg: BenchSettings, targets: dict[str, str], headers: Mapping[str, str]
 ) -> dict[str, Any]:
-    """targets: label -> base URL; each gets a warm-up at the same rate, then the measured run."""
-    results: dict[str, Any] = {}
-    for label, base in targets.items():
-        results[label] = r = asyncio.run(_gets(cfg, base, headers))
+    """targets: label -> base URL; each gets a warm-up at the same rate, then the rounds."""
+    results = asyncio.run(_gets(cfg, targets, headers))
+    for label, r in results.items():
         _print(label, r)
     return results
 
