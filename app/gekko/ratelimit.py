@@ -9,7 +9,8 @@ gateway during a rolling deploy) carry on. The subject's quota is looked at firs
 taken unless both have room, so a request refused for either quota spends neither. (Before, the
 user's take and read were one pipeline of limits' two scripts and the service's take a second
 round trip: three scripts, two round trips, twice the gateway's CPU per request; see
-docs/benchmarks.md.) redis-py runs the script by its hash and loads it again if Redis lost it.
+docs/benchmarks.md.) gekko.script_batch runs the script by its hash and loads it again if Redis
+lost it.
 
 Headers follow draft-ietf-httpapi-ratelimit-headers-07: `RateLimit-Policy: 200;w=60, 1000;w=60`
 lists both quotas; `RateLimit: limit=200, remaining=57, reset=23` reports the caller's own

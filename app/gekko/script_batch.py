@@ -56,13 +56,11 @@ class ScriptBatcher:
                     _fail(batch, error)
         except BaseException as exc:  # cancelled (closing), or a bug: no caller left waiting
             stranded, self._queued = batch + self._queued, []
-            for _, _, answer in stranded:
-                if answer.done():
-                    continue
-                if isinstance(exc, Exception):
-                    answer.set_exception(exc)
-                else:
-                    answer.cancel()
+            if isinstance(exc, Exception):
+                _fail(stranded, exc)
+            else:
+                for _, _, answer in stranded:
+                    answer.cancel()  # a no-op on an answer already given
             raise
         finally:
             self._sender = None

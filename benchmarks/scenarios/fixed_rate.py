@@ -10,7 +10,6 @@ coordinated omission). This is what the "API p95 < 100 ms" target is judged on.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 import uuid
 from collections import Counter
@@ -21,7 +20,7 @@ import aiohttp
 
 from benchmarks.loadgen import OpenLoopRun, Sample, get_sample, open_loop, percentile, session
 from benchmarks.scenarios.inference import price_windows
-from benchmarks.scenarios.orders import ORDER, _user
+from benchmarks.scenarios.orders import ORDER, sign_in_users
 from benchmarks.scenarios.throughput import PATH
 from benchmarks.settings import BenchSettings
 
@@ -115,12 +114,9 @@ async def _inference(cfg: BenchSettings, gateway: str, tokens: list[str]) -> dic
 
 
 async def _orders(cfg: BenchSettings, gateway: str) -> dict[str, Any]:
-    run_id = secrets.token_hex(3)
     url = f"{gateway}/api/v1/trading/execute"
+    tokens = await sign_in_users(gateway, "fixed", cfg.order_users)
     async with session(CONNECTIONS, timeout_s=10) as http:
-        tokens = await asyncio.gather(
-            *(_user(http, gateway, run_id, i) for i in range(cfg.order_users))
-        )
 
         async def one(i: int, due: float) -> Sample:
             headers = {

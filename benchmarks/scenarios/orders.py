@@ -44,11 +44,8 @@ async def sign_in_users(gateway: str, label: str, count: int) -> list[str]:
 
 
 async def _run(cfg: BenchSettings, gateway: str) -> dict[str, object]:
-    run_id = secrets.token_hex(3)
+    tokens = await sign_in_users(gateway, "sat", cfg.order_users)
     async with session(cfg.order_users + 4, timeout_s=10) as http:
-        tokens = await asyncio.gather(
-            *(_user(http, gateway, run_id, i) for i in range(cfg.order_users))
-        )
         url = f"{gateway}/api/v1/trading/execute"
         statuses: Counter[int] = Counter()
 

@@ -2,16 +2,17 @@
 
 Every request carries a signed-in user's bearer token, so the gateway verifies it and limits
 the user's quota as it does for real traffic (nginx and the upstream ignore it). The gateway's
-CPU per request is read from /proc over its measured run, and one more run is profiled with
+CPU per request is read (psutil) over its measured runs, and one more run is profiled with
 py-spy when py-spy is installed (benchmarks/profile.py).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from benchmarks import profile, wrk
 from benchmarks.settings import BenchSettings
@@ -20,9 +21,9 @@ PATH = "/api/v1/market-data/quotes/BTC-USD"
 
 
 def process_cpu_s(pid: int) -> float:
-    """CPU time (user + system) a process has used, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time (user + system) a process has used."""
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 def run(
@@ -53,9 +54,9 @@ def run(
             runs[label].append(load(label, cfg.duration_s))
             if label in pids:
                 cpu_s[label] += process_cpu_s(pids[label]) - before
-    results: dict[str, object] = {"path": PATH, "rounds": cfg.rounds}
+    entries = {label: _pooled(done) for label, done in runs.items()}
     for label, done in runs.items():
-        results[label] = entry = _pooled(done)
+        entry = entries[label]
         print(
             f"  {label:<15} {entry['rps']:>9.1f} req/s  p50 {entry['p50_ms']:7.2f} ms  "
             f"p95 {entry['p95_ms']:7.2f} ms  p99 {entry['p99_ms']:7.2f} ms  "
@@ -74,10 +75,10 @@ def run(
         load(label, cfg.duration_s)  # profiled, not judged
         summary = recording.finish()
         if summary is not None:
-            results[label]["profile"] = summary.as_dict()  # type: ignore[index]
+            entries[label]["profile"] = summary.as_dict()
             print(f"  {label}:", flush=True)
             print("\n".join(summary.lines()), flush=True)
-    return results
+    return {"path": PATH, "rounds": cfg.rounds, **entries}
 
 
 def _pooled(runs: list[wrk.WrkResult]) -> dict[str, Any]:
