@@ -213,6 +213,9 @@ class Settings:
     # GEKKO_<VENUE>_BASE_URL, a venue's host overridden (a proxy, a double on loopback).
     exchange_mode: str = "paper"
     venue_base_urls: dict[str, str] = field(default_factory=dict)
+    # GEKKO_VENUE_RECONCILE_INTERVAL_S: how often the trading service looks up venue orders whose
+    # answer was lost (gekko.services.venue_orders).
+    venue_reconcile_interval_s: float = 10.0
     bind_host: str = "127.0.0.1"
     port: int = 8000
     instance_id: str = ""
@@ -514,6 +517,7 @@ def load_settings(component: str, env: Mapping[str, str] | None = None) -> Setti
         ),
         exchange_mode=parse_exchange_mode(env),
         venue_base_urls=parse_venue_base_urls(env),
+        venue_reconcile_interval_s=positive_float(env, "GEKKO_VENUE_RECONCILE_INTERVAL_S", 10.0),
         bind_host=bind_host,
         port=port,
         instance_id=env.get("GEKKO_INSTANCE_ID", "").strip() or f"{component}-{port}",

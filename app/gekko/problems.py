@@ -64,6 +64,12 @@ def problem_response(
     )
 
 
+# On a 5xx answer: the failure is not this instance's but something it depends on beyond the
+# platform (a venue), named in the value. The gateway passes such an answer on as it is: no
+# retry on another instance, no mark against this one in outlier ejection or its breaker.
+FAULT_ELSEWHERE_HEADER = "Gekko-Fault-Elsewhere"
+
+
 class ProblemError(Exception):
     """Raised by route code for an expected failure that maps to a problem response."""
 

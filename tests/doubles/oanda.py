@@ -3,11 +3,12 @@
 Checks the bearer token and the account id in the path; orders are named by id or by "@" and
 their clientExtensions id; a market order fills at once (orderFillTransaction), a limit order
 stays PENDING; a client id already used is rejected (CLIENT_ORDER_ID_ALREADY_EXISTS). Faults
-for tests: answers dropped after the order is taken.
+for tests: answers dropped after the order is taken, a slow venue, and look-ups answered 503.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from dataclasses import dataclass, field
 
@@ -25,6 +26,8 @@ class OandaDouble:
     token: str
     account_id: str
     drop_answers: int = 0
+    failing_lookups: int = 0  # the next look-ups of an order answered 503 (unavailable)
+    slow_s: float = 0.0  # how long an order waits before the venue takes it
     orders: dict[str, dict] = field(default_factory=dict)  # by OANDA order id
     posted: int = 0
     _ids: itertools.count = field(default_factory=lambda: itertools.count(6356))
@@ -60,6 +63,7 @@ class OandaDouble:
         if (refused := self._refusal(request)) is not None:
             return refused
         self.posted += 1
+        await asyncio.sleep(self.slow_s)
         wanted = (await request.json())["order"]
         client_id = wanted["clientExtensions"]["id"]
         if self._find("@" + client_id) is not None:
@@ -114,6 +118,9 @@ class OandaDouble:
         return web.json_response(answer, status=201)
 
     async def get(self, request: web.Request) -> web.Response:
+        if self.failing_lookups > 0:
+            self.failing_lookups -= 1
+            return web.json_response({"errorMessage": "Service unavailable"}, status=503)
         if (refused := self._refusal(request)) is not None:
             return refused
         order = self._find(request.match_info["spec"])

@@ -347,8 +347,14 @@ CLOSED_PORT_URL = f"http://{LOOPBACK}:9"
 
 
 @pytest.fixture(scope="session")
-def oanda_double() -> Iterator[str]:
-    url, stop = serve_in_thread(OandaDouble(OANDA_TOKEN, OANDA_ACCOUNT).app())
+def oanda() -> OandaDouble:
+    """The double itself: tests read what reached it and set its faults."""
+    return OandaDouble(OANDA_TOKEN, OANDA_ACCOUNT)
+
+
+@pytest.fixture(scope="session")
+def oanda_double(oanda: OandaDouble) -> Iterator[str]:
+    url, stop = serve_in_thread(oanda.app())
     try:
         yield url
     finally:
@@ -374,6 +380,8 @@ def stack(
         GEKKO_OANDA_BASE_URL=oanda_double,
         GEKKO_BINANCEUS_BASE_URL=CLOSED_PORT_URL,
         GEKKO_COINBASE_BASE_URL=CLOSED_PORT_URL,
+        # Venue orders whose answer was lost are looked up every second, not every 10.
+        GEKKO_VENUE_RECONCILE_INTERVAL_S="1",
     )
     try:
         for service in SERVICES:

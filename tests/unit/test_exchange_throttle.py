@@ -44,8 +44,20 @@ def test_a_call_that_cannot_get_room_in_time_fails_clearly():
         await throttle.acquire()
         await throttle.acquire()
 
-    with pytest.raises(ExchangeError, match="no room in the request budget"):
+    with pytest.raises(ExchangeError, match="no room in the request budget") as failed:
         asyncio.run(two())
+    # When room comes: the minute's window moving on, not the 0.2 s waited.
+    assert 55 < failed.value.retry_after_s <= 60
+
+
+def test_a_pause_longer_than_the_wait_fails_at_once_saying_when_calls_resume():
+    throttle = Throttle("test", parse("100/second"), max_wait_s=5)
+    throttle.pause(40)
+    started = time.monotonic()
+    with pytest.raises(ExchangeError, match="no room") as failed:
+        asyncio.run(throttle.acquire())
+    assert time.monotonic() - started < 1
+    assert 39 < failed.value.retry_after_s <= 40
 
 
 def test_a_429_storm_loses_and_doubles_no_order():

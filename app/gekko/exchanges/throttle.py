@@ -71,7 +71,8 @@ class Throttle:
         while True:
             now = time.monotonic()
             if now < self.paused_until:
-                await self._sleep_until(min(self.paused_until, deadline), deadline)
+                # A pause past the deadline fails at once, saying when the venue takes calls.
+                await self._sleep_until(self.paused_until, deadline)
                 continue
             full = [item for item in items if not await self._limiter.test(item, self.venue)]
             if not full:
@@ -89,10 +90,12 @@ class Throttle:
             await self._sleep_until(time.monotonic() + wait, deadline)
 
     async def _sleep_until(self, until: float, deadline: float) -> None:
-        if until > deadline or time.monotonic() >= deadline:
+        now = time.monotonic()
+        if until > deadline or now >= deadline:
             raise ExchangeError(
                 self.venue,
                 f"no room in the request budget within {self.max_wait_s:.0f} s",
+                retry_after_s=max(1.0, until - now),
                 explanation="the venue's rate limit is the bottleneck: fewer or slower calls",
             )
         await asyncio.sleep(max(0.0, until - time.monotonic()))

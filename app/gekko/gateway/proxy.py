@@ -27,7 +27,7 @@ from gekko.dynconfig import FEATURE_DISABLED_HEADER
 from gekko.gateway.discovery import Instance, ServiceRegistryCache
 from gekko.gateway.shedding import LoadShedder, priority_of
 from gekko.gateway.telemetry import GatewayMetrics
-from gekko.problems import problem_response
+from gekko.problems import FAULT_ELSEWHERE_HEADER, problem_response
 from gekko.ratelimit import Decision, RateLimiter, ratelimit_header
 from gekko.security.events import SecurityEvents
 from gekko.security.revocations import RevokedSessions
@@ -119,6 +119,10 @@ def downstream_headers(upstream: CIMultiDictProxy[str]) -> list[tuple[bytes, byt
         for k, v in upstream.items()
         if k.lower() not in drop
     ]
+
+
+def _fault_elsewhere(headers: CIMultiDictProxy[str]) -> bool:
+    return FEATURE_DISABLED_HEADER in headers or FAULT_ELSEWHERE_HEADER in headers
 
 
 def may_retry_after_send(method: str, headers: CIMultiDict[str]) -> bool:
@@ -431,8 +435,8 @@ class ApiProxy:
                     outcome, failure = "error", (502, f"{service} failed while answering")
                     log.warning("upstream %s failed: %s", instance.url, exc)
                 else:
-                    # A feature switched off is no fault of the instance: not a failure.
-                    failed = status >= 500 and FEATURE_DISABLED_HEADER not in upstream.headers
+                    # A feature switched off, or a failing venue, is no fault of the instance.
+                    failed = status >= 500 and not _fault_elsewhere(upstream.headers)
                     outcome = "5xx" if failed else "ok"
             latency(service, outcome).observe(time.perf_counter() - started)
             if up.cache.record_outcome(service, instance.url, outcome != "ok"):

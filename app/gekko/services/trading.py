@@ -44,14 +44,15 @@ from gekko.outbox import add_event
 from gekko.problems import ProblemError
 from gekko.security.crypto import DataKeys
 from gekko.security.rbac import SIGNED_IN, TRADE, AccessTable
-from gekko.services import venue_keys
+from gekko.services import venue_keys, venue_orders
 from gekko.services.deps import Pool, UserId
 from gekko.services.wiring import start_relay, stop_all, wake_relay
 
 PREFIX = "/api/v1/trading"
 router = APIRouter(prefix=PREFIX, tags=["trading"])
-# The routers make up the service: orders here, the linked venue keys in venue_keys.
-ROUTERS = (router, venue_keys.router)
+# The routers make up the service: paper orders here, the linked venue keys in venue_keys, the
+# orders sent to venues with them in venue_orders.
+ROUTERS = (router, venue_keys.router, venue_orders.router)
 # Who may call each route (gekko.security.rbac); a route missing here stops the service.
 ACCESS: AccessTable = {
     ("POST", PREFIX + "/execute"): TRADE,
@@ -60,6 +61,7 @@ ACCESS: AccessTable = {
     ("GET", PREFIX + "/orders"): SIGNED_IN,
     ("GET", PREFIX + "/account"): SIGNED_IN,
     **venue_keys.ACCESS,
+    **venue_orders.ACCESS,
 }
 log = logging.getLogger("gekko.trading")
 
@@ -502,15 +504,18 @@ async def _matcher(app: FastAPI) -> None:
 def configure(app: FastAPI) -> None:
     # The keys the linked venue keys are encrypted with (re-read when a rotation replaces them).
     app.state.data_keys = DataKeys(path=app.state.settings.data_keys_file)
+    venue_orders.configure(app)
 
 
 async def start(app: FastAPI) -> None:
     start_relay(app, "trading")
     app.state.matcher = asyncio.create_task(_matcher(app), name="limit-matcher")
+    await venue_orders.start(app)
 
 
 async def stop(app: FastAPI) -> None:
     app.state.matcher.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await app.state.matcher
+    await venue_orders.stop(app)
     await stop_all(app)

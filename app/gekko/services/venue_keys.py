@@ -154,15 +154,38 @@ async def remove_key(
     pool: Pool,
     request: Request,
 ) -> None:
-    row = await pool.fetchrow(
-        """
-        UPDATE trading.venue_keys SET removed_at = now(), credentials_encrypted = NULL
-        WHERE id = $1 AND user_id = $2 AND removed_at IS NULL
-        RETURNING venue, hint
-        """,
-        key_id,
-        user_id,
-    )
+    async with pool.acquire() as conn, conn.transaction():
+        # The key is what reaches its orders at the venue: kept while one is open or unsettled.
+        # Its row is locked first: an order being placed with it holds a shared lock, so none
+        # slips in between this count and the removal.
+        await conn.execute(
+            "SELECT 1 FROM trading.venue_keys WHERE id = $1 AND user_id = $2 FOR UPDATE",
+            key_id,
+            user_id,
+        )
+        in_use = await conn.fetchval(
+            "SELECT count(*) FROM trading.venue_orders WHERE key_id = $1 AND user_id = $2"
+            " AND status IN ('pending', 'unknown', 'open')",
+            key_id,
+            user_id,
+        )
+        if in_use:
+            raise ProblemError(
+                409,
+                f"{in_use} of your venue orders placed with this key are open or not settled "
+                "yet: cancel them (DELETE /api/v1/trading/venue-orders/<id>) or let them settle "
+                "first",
+                slug="venue-key-in-use",
+            )
+        row = await conn.fetchrow(
+            """
+            UPDATE trading.venue_keys SET removed_at = now(), credentials_encrypted = NULL
+            WHERE id = $1 AND user_id = $2 AND removed_at IS NULL
+            RETURNING venue, hint
+            """,
+            key_id,
+            user_id,
+        )
     # Another user's key answers as a missing one: its existence is not theirs to learn.
     if row is None:
         raise ProblemError(404, "no such venue key", slug="venue-key-not-found")

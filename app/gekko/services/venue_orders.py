@@ -1,0 +1,630 @@
+"""trading: orders sent to a venue (Binance.US, Coinbase, OANDA) with the user's linked key, in an
+environment whose mode is sandbox or live. The paper exchange (gekko.services.trading) is
+untouched by them: cash and positions of a venue order are the venue's.
+
+An order is never sent twice:
+- it is recorded (`pending`) with a fresh client order id before anything is sent, and the venue
+  keeps that id with the order;
+- the adapter settles a lost answer by looking the order up by that id (gekko.exchanges);
+- an order whose answer is still unknown is kept `unknown` (answered 202) and looked up again,
+  never sent again: when it is read, and by a background pass over unsettled orders; one the
+  venue still does not know of `NOT_FOUND_AFTER_S` after it became unknown never reached it, and
+  is `rejected`;
+- the trader is answered within `ANSWER_WITHIN_S`, under the gateway's upstream timeout: a
+  placement still under way then (a slow venue, a request budget to wait for) goes on in the
+  background and the answer is 202 `pending`, so a client never sees a timeout that would
+  tempt it to send the order again;
+- a status only moves forward (pending, unknown, open, then filled, cancelled or rejected): a
+  late answer never undoes a later one.
+An Idempotency-Key makes a retried POST return the first order (200) instead of a second.
+
+A venue that keeps failing is degraded (gekko.exchanges.health): orders to it are refused with
+503 and Retry-After, one goes through as a probe after each cool-off, and the background pass
+probes it too. Answers about a venue's failure carry FAULT_ELSEWHERE_HEADER, so the gateway
+does not hold them against the trading instance (nor retry them on another).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+import asyncpg
+from fastapi import APIRouter, FastAPI, Header, Path, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from gekko.config import VENUE_NAMES
+from gekko.exchanges.base import ExchangeError, ExchangeOrder, Mode, OrderRequest, OrderStatus
+from gekko.exchanges.credentials import unseal
+from gekko.exchanges.desk import SymbolError, VenueDesk, check_order_rules
+from gekko.exchanges.health import VenueHealth
+from gekko.exchanges.throttle import ThrottledExchange
+from gekko.exchanges.venues import VENUES, Venue, VenueSettingsError
+from gekko.problems import FAULT_ELSEWHERE_HEADER, ProblemError
+from gekko.security.rbac import SIGNED_IN, TRADE, AccessTable
+from gekko.services.deps import Pool, UserId
+
+PREFIX = "/api/v1/trading/venue-orders"
+router = APIRouter(prefix=PREFIX, tags=["trading"])
+ACCESS: AccessTable = {
+    ("POST", PREFIX): TRADE,
+    ("GET", PREFIX): SIGNED_IN,
+    ("GET", PREFIX + "/{order_id}"): SIGNED_IN,
+    ("DELETE", PREFIX + "/{order_id}"): TRADE,
+}
+log = logging.getLogger("gekko.trading.venues")
+
+# An order the venue still does not know of this long after its answer was lost never reached
+# it: past Coinbase's 2-minute token and Binance's recvWindow, a late request is refused.
+NOT_FOUND_AFTER_S = 130.0
+# A placement takes this long at most (waiting for request budget included); a pending order
+# older than PENDING_GIVE_UP_S was left by an instance that stopped before the venue answered.
+PLACE_WITHIN_S = 120.0
+PENDING_GIVE_UP_S = 600.0
+# Traders are answered within this, under the gateway's upstream timeout (5 s by default).
+ANSWER_WITHIN_S = 3.5
+# Open orders are refreshed from the venue this many reconcile intervals apart.
+OPEN_REFRESH_INTERVALS = 6
+UNSETTLED = ("pending", "unknown")
+# What a status may follow: a late answer never undoes a later one.
+_AFTER = {
+    "unknown": ("pending",),
+    "open": ("pending", "unknown", "open"),
+    "filled": ("pending", "unknown", "open"),
+    "cancelled": ("pending", "unknown", "open"),
+    "rejected": ("pending", "unknown", "open"),
+}
+_COLUMNS = (
+    "id, user_id, venue, mode, key_id, client_order_id, symbol, venue_symbol, side, type, "
+    "quantity, limit_price, status, filled_quantity, price, venue_order_id, reason, "
+    "unsure_since, idempotency_key, created_at, updated_at"
+)
+# The venue's word for an order, in the platform's.
+_STATUS = {
+    OrderStatus.NEW: "open",
+    OrderStatus.PARTIALLY_FILLED: "open",
+    OrderStatus.FILLED: "filled",
+    OrderStatus.CANCELED: "cancelled",
+    OrderStatus.EXPIRED: "cancelled",
+    OrderStatus.REJECTED: "rejected",
+}
+OrderId = Annotated[int, Path(ge=1, le=2**63 - 1, description="venue order id (the platform's)")]
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
+]
+
+
+class VenueOrderIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    venue: Literal[VENUE_NAMES]  # type: ignore[valid-type]
+    symbol: str = Field(
+        min_length=3,
+        max_length=32,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="BASE-QUOTE (BTC-USD, EUR-USD), or the venue's own name (BTCUSD, EUR_USD)",
+    )
+    side: Literal["buy", "sell"]
+    type: Literal["market", "limit"] = "market"
+    # numeric(28, 10): 18 digits before the point.
+    quantity: Decimal = Field(gt=0, lt=Decimal("1e18"), max_digits=28, decimal_places=10)
+    limit_price: Decimal | None = Field(
+        default=None, gt=0, lt=Decimal("1e18"), max_digits=28, decimal_places=10
+    )
+
+    @model_validator(mode="after")
+    def _limit_price_iff_limit(self) -> VenueOrderIn:
+        if (self.type == "limit") != (self.limit_price is not None):
+            raise ValueError("limit_price is required for limit orders, and only for them")
+        return self
+
+
+class VenueOrderOut(BaseModel):
+    id: int
+    venue: str
+    mode: str
+    symbol: str
+    venue_symbol: str
+    side: str
+    type: str
+    quantity: float
+    limit_price: float | None
+    status: str = Field(description="pending, unknown, open, filled, cancelled or rejected")
+    filled_quantity: float
+    price: float | None = Field(description="as the venue reports it")
+    client_order_id: str
+    venue_order_id: str | None
+    reason: str | None = Field(description="why the order was rejected, or is unknown")
+    created_at: datetime
+    updated_at: datetime
+
+
+def _out(row: asyncpg.Record) -> dict[str, Any]:
+    fields = {name: row[name] for name in VenueOrderOut.model_fields}
+    return VenueOrderOut(**fields).model_dump(mode="json")
+
+
+def _json(row: asyncpg.Record, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(_out(row), status_code=status, headers=headers)
+
+
+def _mode(request: Request) -> Mode:
+    mode = Mode(request.app.state.settings.exchange_mode)
+    if mode is Mode.PAPER:
+        raise ProblemError(
+            409,
+            "this environment trades on the paper exchange (GEKKO_EXCHANGE_MODE=paper): place "
+            "orders with POST /api/v1/trading/execute",
+            slug="paper-mode",
+        )
+    return mode
+
+
+def _desk(app: FastAPI) -> VenueDesk:
+    return app.state.venue_desk
+
+
+def _same_request(row: asyncpg.Record, body: VenueOrderIn) -> bool:
+    return (row["venue"], row["side"], row["type"], row["quantity"], row["limit_price"]) == (
+        body.venue,
+        body.side,
+        body.type,
+        body.quantity,
+        body.limit_price,
+    ) and row["symbol"] == body.symbol.upper()
+
+
+def _venue_problem(exc: ExchangeError | VenueSettingsError, what: str) -> ProblemError:
+    """How a venue's refusal or silence is told to the trader."""
+    if isinstance(exc, VenueSettingsError):
+        return ProblemError(422, f"{what}: {exc}", slug="venue-unusable")
+    elsewhere = {FAULT_ELSEWHERE_HEADER: f"venue:{exc.venue}"}
+    if exc.retry_after_s is not None:
+        wait = max(1, round(exc.retry_after_s))
+        return ProblemError(
+            503,
+            f"{what}: the venue's request budget is spent ({exc}); retry in {wait} s",
+            slug="venue-rate-limited",
+            headers={"Retry-After": str(wait), **elsewhere},
+        )
+    if exc.unsure or (exc.http_status or 0) >= 500:
+        return ProblemError(
+            502, f"{what}: the venue did not answer ({exc})", slug="venue-unavailable",
+            headers=elsewhere,
+        )  # fmt: skip
+    return ProblemError(422, f"{what}: the venue refused it: {exc}", slug="venue-refused")
+
+
+def _too_slow(venue: Venue, what: str, outcome: str) -> ProblemError:
+    return ProblemError(
+        503,
+        f"{what}: {venue.title} did not answer within {ANSWER_WITHIN_S} s; {outcome}",
+        slug="venue-unavailable",
+        headers={"Retry-After": "5", FAULT_ELSEWHERE_HEADER: f"venue:{venue.name}"},
+    )
+
+
+async def _exchange(app: FastAPI, key_id: object) -> ThrottledExchange:
+    """The adapter of a stored key; ProblemError 409 once the key is removed."""
+    key = await app.state.pool.fetchrow(
+        "SELECT id, venue, credentials_encrypted FROM trading.venue_keys WHERE id = $1", key_id
+    )
+    if key is None or key["credentials_encrypted"] is None:
+        raise ProblemError(
+            409,
+            "the venue key of this order was removed: link it again to reach the order",
+            slug="venue-key-removed",
+        )
+    fields = unseal(app.state.data_keys, key["id"], key["credentials_encrypted"])
+    return await _desk(app).exchange(key["id"], VENUES[key["venue"]], fields)
+
+
+async def _fetch(pool: asyncpg.Pool, row_id: int) -> asyncpg.Record:
+    return await pool.fetchrow(
+        f"SELECT {_COLUMNS} FROM trading.venue_orders WHERE id = $1",  # noqa: S608 - constant
+        row_id,
+    )
+
+
+async def _record(pool: asyncpg.Pool, row_id: int, status: str, **changes: Any) -> asyncpg.Record:
+    """Move the order to `status` if it may follow the current one; the row as it stands."""
+    changes["status"] = status
+    if status == "unknown":
+        changes["unsure_since"] = datetime.now(UTC)
+    names = list(changes)
+    sets = ", ".join(
+        # A stale look-up never lowers what the venue already reported filled.
+        f"{name} = GREATEST({name}, ${i})" if name == "filled_quantity" else f"{name} = ${i}"
+        for i, name in enumerate(names, start=3)
+    )
+    row = await pool.fetchrow(
+        f"UPDATE trading.venue_orders SET {sets}, updated_at = now() "  # noqa: S608 - our names
+        f"WHERE id = $1 AND status = ANY($2::text[]) RETURNING {_COLUMNS}",
+        row_id,
+        list(_AFTER[status]),
+        *(changes[name] for name in names),
+    )
+    return row if row is not None else await _fetch(pool, row_id)
+
+
+async def _touch(pool: asyncpg.Pool, row_id: int) -> None:
+    """Looked at, not settled: to the back of the reconciler's queue."""
+    await pool.execute("UPDATE trading.venue_orders SET updated_at = now() WHERE id = $1", row_id)
+
+
+def _as_reported(order: ExchangeOrder) -> dict[str, Any]:
+    return {
+        "status": _STATUS[order.status],
+        "venue_order_id": order.venue_order_id,
+        "filled_quantity": order.filled_quantity,
+        "price": order.price,
+        "reason": None,
+    }
+
+
+Placed = tuple[asyncpg.Record, ExchangeError | None]
+
+
+async def _place_and_record(
+    app: FastAPI, row_id: int, exchange: ThrottledExchange, order: OrderRequest
+) -> Placed:
+    """Send the order and record the venue's answer, whoever is still waiting for it."""
+    pool = app.state.pool
+    try:
+        async with asyncio.timeout(PLACE_WITHIN_S):
+            placed = await _desk(app).call(exchange, lambda: exchange.place_order(order))
+    except ExchangeError as exc:
+        if exc.unsure:
+            log.warning("venue order %s: answer lost, to be looked up: %s", row_id, exc)
+            return await _record(pool, row_id, "unknown", reason=str(exc)), exc
+        if exc.retry_after_s is not None:
+            # Not sent (no budget), or refused before it was taken (429): the trader is told
+            # to retry, so a retry with the same Idempotency-Key places it, not replays this.
+            row = await _record(pool, row_id, "rejected", reason=str(exc), idempotency_key=None)
+            return row, exc
+        return await _record(pool, row_id, "rejected", reason=str(exc)), exc
+    except Exception as exc:  # a timeout or a bug while the request may have been sent
+        log.exception("venue order %s: placement cut short; to be looked up", row_id)
+        lost = ExchangeError(
+            exchange.venue, f"placement cut short ({type(exc).__name__})", unsure=True
+        )
+        return await _record(pool, row_id, "unknown", reason=lost.message), lost
+    row = await _record(pool, row_id, **_as_reported(placed))
+    log.info("venue order %s on %s: %s", row_id, exchange.venue, row["status"])
+    return row, None
+
+
+@router.post("", status_code=201, response_model=VenueOrderOut)
+async def place(
+    body: VenueOrderIn,
+    user_id: UserId,
+    pool: Pool,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Send an order to a venue with your linked key. 201: the venue's answer (open or filled);
+    202: `pending` (still being sent) or `unknown` (its answer was lost), settled in the
+    background: GET it. Never sent twice."""
+    app = request.app
+    started = time.monotonic()
+    mode = _mode(request)
+    if idempotency_key is not None:
+        first = await _first_with_key(pool, user_id, idempotency_key)
+        if first is not None:
+            return _replayed(first, body)
+    desk = _desk(app)
+    venue = VENUES[body.venue]
+    key = await pool.fetchrow(
+        "SELECT id FROM trading.venue_keys WHERE user_id = $1 AND venue = $2 AND mode = $3 "
+        "AND removed_at IS NULL ORDER BY created_at DESC LIMIT 1",
+        user_id,
+        venue.name,
+        mode.value,
+    )
+    if key is None:
+        raise ProblemError(
+            409,
+            f"you have no {venue.title} key for {mode.value} trading: link one first "
+            "(POST /api/v1/trading/venue-keys)",
+            slug="no-venue-key",
+        )
+    wait = desk.health.retry_after_s(venue.name)
+    if wait is not None:
+        raise ProblemError(
+            503,
+            f"{venue.title} is degraded (its last calls failed): orders to it are refused; "
+            f"retry in {round(wait)} s",
+            slug="venue-degraded",
+            headers={
+                "Retry-After": str(round(wait)),
+                FAULT_ELSEWHERE_HEADER: f"venue:{venue.name}",
+            },
+        )
+    what = f"the {venue.title} order"
+    try:
+        exchange = await _exchange(app, key["id"])
+        async with asyncio.timeout(ANSWER_WITHIN_S):
+            rules = await desk.symbol(exchange, key["id"], body.symbol)
+        check_order_rules(rules, body.quantity, body.limit_price)
+    except SymbolError as exc:
+        raise ProblemError(422, str(exc), slug="venue-symbol") from None
+    except TimeoutError:
+        raise _too_slow(venue, what, "nothing was sent") from None
+    except (ExchangeError, VenueSettingsError) as exc:
+        raise _venue_problem(exc, what) from None
+    order = OrderRequest(
+        client_order_id="gk" + uuid.uuid4().hex,
+        symbol=rules.symbol,
+        side=body.side,
+        type=body.type,
+        quantity=body.quantity,
+        price=body.limit_price,
+    )
+    async with pool.acquire() as conn, conn.transaction():
+        # The key's row, shared-locked: its removal (which takes it exclusively and counts the
+        # open orders) is either done, and refuses this order, or waits for it.
+        if not await conn.fetchval(
+            "SELECT true FROM trading.venue_keys WHERE id = $1 AND removed_at IS NULL FOR SHARE",
+            key["id"],
+        ):
+            raise ProblemError(409, "your venue key was removed meanwhile", slug="no-venue-key")
+        row = await conn.fetchrow(
+            f"""
+            INSERT INTO trading.venue_orders (user_id, venue, mode, key_id, client_order_id,
+                symbol, venue_symbol, side, type, quantity, limit_price, status, idempotency_key)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12)
+            ON CONFLICT (user_id, idempotency_key) DO NOTHING
+            RETURNING {_COLUMNS}
+            """,  # noqa: S608 - constant columns
+            user_id, venue.name, mode.value, key["id"], order.client_order_id,
+            body.symbol.upper(), rules.symbol, body.side, body.type, body.quantity,
+            body.limit_price, idempotency_key,
+        )  # fmt: skip
+    if row is None:  # the same key's first request got here first
+        return _replayed(await _first_with_key(pool, user_id, idempotency_key), body)
+    # The placement is not tied to this request: a trader who gives up, or a slow venue, never
+    # leaves an order half sent. Kept referenced until done (and waited for on shutdown).
+    placing = asyncio.ensure_future(_place_and_record(app, row["id"], exchange, order))
+    app.state.venue_placements.add(placing)
+    placing.add_done_callback(_placement_done(app))
+    location = {"Location": f"{PREFIX}/{row['id']}"}
+    remaining = max(0.1, ANSWER_WITHIN_S - (time.monotonic() - started))
+    done, _ = await asyncio.wait({placing}, timeout=remaining)
+    if not done:
+        return _json(row, 202, location)
+    row, error = placing.result()
+    if error is None:
+        return _json(row, 201, location)
+    if error.unsure:
+        return _json(row, 202, location)
+    problem = _venue_problem(error, what)
+    problem.extra["order_id"] = row["id"]
+    raise problem
+
+
+def _placement_done(app: FastAPI) -> Callable[[asyncio.Future[Placed]], None]:
+    def done(placing: asyncio.Future[Placed]) -> None:
+        app.state.venue_placements.discard(placing)
+        if not placing.cancelled() and (error := placing.exception()) is not None:
+            # Only recording can fail here (the venue's answer is handled): the row stays
+            # pending and is looked up.
+            log.error("venue order placement not recorded: %r", error)
+
+    return done
+
+
+async def _first_with_key(pool: asyncpg.Pool, user_id: int, key: str | None) -> asyncpg.Record:
+    return await pool.fetchrow(
+        f"SELECT {_COLUMNS} FROM trading.venue_orders "  # noqa: S608 - constant columns
+        "WHERE user_id = $1 AND idempotency_key = $2",
+        user_id,
+        key,
+    )
+
+
+def _replayed(first: asyncpg.Record, body: VenueOrderIn) -> JSONResponse:
+    if not _same_request(first, body):
+        raise ProblemError(
+            422,
+            "Idempotency-Key was already used for a different order",
+            title="Idempotency key reused",
+            slug="idempotency-key-reused",
+        )
+    return _json(first, 200, {"Idempotent-Replayed": "true"})
+
+
+def _never_reached(row: asyncpg.Record) -> bool:
+    """An order the venue does not know of that can no longer reach it."""
+    now = datetime.now(UTC)
+    if row["status"] == "unknown":
+        return (now - row["unsure_since"]).total_seconds() > NOT_FOUND_AFTER_S
+    if row["status"] == "pending":
+        return (now - row["created_at"]).total_seconds() > PENDING_GIVE_UP_S
+    return False
+
+
+async def settle(app: FastAPI, row: asyncpg.Record) -> asyncpg.Record:
+    """Ask the venue for an order by its client order id and record what it says."""
+    pool = app.state.pool
+    exchange = await _exchange(app, row["key_id"])
+    found = await _desk(app).call(
+        exchange, lambda: exchange.get_order(row["venue_symbol"], row["client_order_id"])
+    )
+    if found is not None:
+        return await _record(pool, row["id"], **_as_reported(found))
+    if _never_reached(row):
+        reason = "the venue has no order with this client order id: it never reached it"
+        return await _record(pool, row["id"], "rejected", reason=reason)
+    return row
+
+
+async def _own(pool: asyncpg.Pool, order_id: int, user_id: int) -> asyncpg.Record:
+    row = await pool.fetchrow(
+        f"SELECT {_COLUMNS} FROM trading.venue_orders "  # noqa: S608 - constant columns
+        "WHERE id = $1 AND user_id = $2",
+        order_id,
+        user_id,
+    )
+    if row is None:  # someone else's order is as invisible as a missing one
+        raise ProblemError(404, f"venue order {order_id} not found", slug="order-not-found")
+    return row
+
+
+@router.get("/{order_id}", response_model=VenueOrderOut)
+async def get_order(
+    order_id: OrderId, user_id: UserId, pool: Pool, request: Request
+) -> JSONResponse:
+    """The order as the venue reports it now (open, unknown and pending orders are looked up);
+    as last recorded if the venue cannot be asked in time."""
+    row = await _own(pool, order_id, user_id)
+    if row["status"] in (*UNSETTLED, "open"):
+        try:
+            async with asyncio.timeout(ANSWER_WITHIN_S):
+                row = await settle(request.app, row)
+        except (ExchangeError, ProblemError, VenueSettingsError, TimeoutError) as exc:
+            log.info("venue order %s: could not look it up now: %r", order_id, exc)
+    return _json(row, 200)
+
+
+@router.delete("/{order_id}", response_model=VenueOrderOut)
+async def cancel_order(
+    order_id: OrderId, user_id: UserId, pool: Pool, request: Request
+) -> JSONResponse:
+    """Cancel an open order at the venue (idempotent once cancelled)."""
+    app = request.app
+    row = await _own(pool, order_id, user_id)
+    if row["status"] == "open":
+        what = f"cancelling venue order {order_id}"
+        try:
+            async with asyncio.timeout(ANSWER_WITHIN_S):  # one deadline, under the gateway's
+                row = await _cancel(app, row)
+        except TimeoutError:
+            outcome = "the cancel may have reached it: read the order, or cancel it again"
+            raise _too_slow(VENUES[row["venue"]], what, outcome) from None
+        except ExchangeError as exc:
+            raise _venue_problem(exc, what) from None
+    if row["status"] == "cancelled":
+        return _json(row, 200)
+    raise ProblemError(
+        409,
+        f"venue order {order_id} is {row['status']}; only open orders can be cancelled",
+        title="Order not cancellable",
+        slug="order-not-cancellable",
+    )
+
+
+async def _cancel(app: FastAPI, row: asyncpg.Record) -> asyncpg.Record:
+    exchange = await _exchange(app, row["key_id"])
+    try:
+        cancelled = await _desk(app).call(
+            exchange, lambda: exchange.cancel_order(row["venue_symbol"], row["client_order_id"])
+        )
+    except ExchangeError as exc:
+        if exc.unsure or (exc.http_status or 0) >= 500:
+            raise
+        # Refused: most often the order filled or ended meanwhile; see what it is now.
+        with contextlib.suppress(ExchangeError):
+            row = await settle(app, row)
+        if row["status"] == "open":
+            raise
+        return row
+    return await _record(app.state.pool, row["id"], **_as_reported(cancelled))
+
+
+@router.get("")
+async def list_orders(
+    user_id: UserId,
+    pool: Pool,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    before: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+) -> dict[str, list[VenueOrderOut]]:
+    """Newest first, as last recorded; `before` = the smallest id of a page gives the next."""
+    rows = await pool.fetch(
+        f"SELECT {_COLUMNS} FROM trading.venue_orders "  # noqa: S608 - constant columns
+        "WHERE user_id = $1 AND ($3::bigint IS NULL OR id < $3) ORDER BY id DESC LIMIT $2",
+        user_id,
+        limit,
+        before,
+    )
+    return {"orders": [VenueOrderOut(**_out(r)) for r in rows]}
+
+
+async def reconcile_once(app: FastAPI, interval_s: float) -> int:
+    """Look up the orders left pending or unknown, and refresh the open ones, least recently
+    looked at first, skipping degraded venues (probed instead); returns how many settled."""
+    desk = _desk(app)
+    await desk.probe_degraded()
+    rows = await app.state.pool.fetch(
+        f"SELECT {_COLUMNS} FROM trading.venue_orders "  # noqa: S608 - constant columns
+        "WHERE ((status IN ('pending', 'unknown') AND updated_at < now() - $1 * interval '1 s')"
+        "   OR (status = 'open' AND updated_at < now() - $2 * interval '1 s'))"
+        "  AND venue <> ALL($3::text[]) "
+        "ORDER BY updated_at LIMIT 100",
+        interval_s,
+        interval_s * OPEN_REFRESH_INTERVALS,
+        desk.health.degraded(),
+    )
+    settled = 0
+    for row in rows:
+        try:
+            after = await settle(app, row)
+        except Exception as exc:  # one order's trouble (a removed key, a venue error) is its own
+            log.info("venue order %s: not settled this pass: %r", row["id"], exc)
+            after = row
+        if after["status"] == row["status"]:
+            await _touch(app.state.pool, row["id"])
+        settled += row["status"] in UNSETTLED and after["status"] not in UNSETTLED
+    return settled
+
+
+async def _reconciler(app: FastAPI) -> None:
+    interval_s = app.state.settings.venue_reconcile_interval_s
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await reconcile_once(app, interval_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("venue order reconciliation pass failed")
+
+
+def configure(app: FastAPI) -> None:
+    health = VenueHealth(app.state.metrics_registry)
+    mode = Mode(app.state.settings.exchange_mode)
+    if mode is not Mode.PAPER:
+        for name in VENUES:
+            health.watch(name)
+    app.state.venue_desk = VenueDesk(mode, app.state.settings.venue_base_urls, health)
+    app.state.venue_placements = set()
+
+
+async def start(app: FastAPI) -> None:
+    app.state.venue_reconciler = None
+    if _desk(app).mode is not Mode.PAPER:
+        app.state.venue_reconciler = asyncio.create_task(_reconciler(app), name="venue-reconciler")
+
+
+async def stop(app: FastAPI) -> None:
+    task = app.state.venue_reconciler
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    # Placements under way get a moment to finish and be recorded; what is left is cut short
+    # before the adapters close (it stays pending, looked up by the next instance).
+    placements = set(app.state.venue_placements)
+    if placements:
+        _, left = await asyncio.wait(placements, timeout=ANSWER_WITHIN_S * 3)
+        for placing in left:
+            placing.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
+    await _desk(app).close()
