@@ -4,6 +4,7 @@ when the settings are missing."""
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 
@@ -127,3 +128,25 @@ def test_a_key_that_is_not_pem_exits_2_with_the_reason(capsys):
     broken = "-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n"
     assert main(["check", "binanceus", "--mode", "live"], env=_binance_env("http://x", broken)) == 2
     assert "GEKKO_BINANCEUS_API_SECRET" in capsys.readouterr().err
+
+
+def test_settings_on_standard_input_are_the_only_ones_read(serve, capsys, monkeypatch):
+    url = serve(OandaDouble("tok", "101-1").app())
+    given = {"GEKKO_OANDA_API_TOKEN": "tok", "GEKKO_OANDA_ACCOUNT_ID": "101-1"}
+    given["GEKKO_OANDA_BASE_URL"] = url
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(given)))
+    # A stray variable of the environment neither replaces a key nor redirects the call.
+    env = {"GEKKO_OANDA_BASE_URL": "http://127.0.0.1:9", "GEKKO_OANDA_API_TOKEN": "old"}
+    assert main(["check", "oanda", "--json", "--settings-stdin"], env=env) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+
+
+@pytest.mark.parametrize(
+    "given",
+    ['{"PATH": "/tmp"}', '{"GEKKO_OANDA_API_TOKEN": 5}', "[]", "GEKKO_OANDA_API_TOKEN=t"],
+    ids=["not-a-gekko-name", "not-a-string", "not-an-object", "not-json"],
+)
+def test_standard_input_sets_gekko_strings_only(given, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO(given))
+    assert main(["check", "oanda", "--settings-stdin"], env={}) == 2
+    assert "standard input" in capsys.readouterr().err

@@ -31,7 +31,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="the venue's sandbox/practice host or its live one (default: sandbox)",
     )
     checking.add_argument("--json", action="store_true", help="one JSON object")
+    checking.add_argument(
+        "--settings-stdin",
+        action="store_true",
+        help="read the GEKKO_* settings as one JSON object from standard input instead of "
+        "the environment (keys kept off command lines and process environments)",
+    )
     return parser
+
+
+def settings_from(text: str) -> dict[str, str]:
+    """A JSON object of GEKKO_* names and their string values; nothing else of the process
+    can be set this way."""
+    try:
+        settings = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise VenueSettingsError(f"standard input is not JSON ({exc.msg})") from None
+    if not isinstance(settings, dict) or not all(
+        isinstance(name, str) and name.startswith("GEKKO_") and isinstance(value, str)
+        for name, value in settings.items()
+    ):
+        raise VenueSettingsError("standard input must be a JSON object of GEKKO_* strings")
+    return settings
 
 
 async def _check(venue_name: str, mode: Mode, env: Mapping[str, str]) -> dict:
@@ -58,6 +79,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     venue = VENUES[args.venue]
     where = f"{venue.title} ({mode.value})"
     try:
+        if args.settings_stdin:  # only these: a stray variable cannot redirect the keys
+            env = settings_from(sys.stdin.read())
         report = asyncio.run(_check(args.venue, mode, env))
     except VenueSettingsError as exc:
         print(f"{where}: not checked: {exc}", file=sys.stderr)
@@ -78,3 +101,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         print(f"  signed account call  {report['latency_ms']:.1f} ms")
         print(f"  rate-limit headroom  {report['headroom']}")
     return 0
+
+
+if __name__ == "__main__":  # the validate phase runs it from the source tree
+    sys.exit(main())

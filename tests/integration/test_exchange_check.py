@@ -1,0 +1,90 @@
+"""The validate phase checks each venue an environment trades on with the platform's own keys,
+as an operator runs it (ansible-playbook playbooks/validate.yml --tags venues), against the OANDA
+practice double: a venue that answers is reported with its latency and budget; one that refuses
+the keys, or whose keys are missing, stops the run with the venue's error and how to mend it;
+the keys appear in no output, even a verbose one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conftest import OANDA_ACCOUNT, OANDA_TOKEN
+from .test_security_policy import REPO, recap, validate
+
+LOCAL = REPO / "inventories/local"
+VENUE_ENV = [
+    f"GEKKO_{venue}_{field}"
+    for venue, fields in (
+        ("BINANCEUS", ("API_KEY", "API_SECRET", "BASE_URL")),
+        ("COINBASE", ("API_KEY", "API_SECRET", "BASE_URL")),
+        ("OANDA", ("API_TOKEN", "ACCOUNT_ID", "BASE_URL")),
+    )
+    for field in fields
+]
+
+
+@pytest.fixture(autouse=True)
+def no_venue_keys_of_the_runner(monkeypatch):
+    """The run's environment is the controller's: none of the developer's own venue keys."""
+    for name in VENUE_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+def venues_check(tmp_path, oanda_url: str, credentials: dict, *args: str):
+    settings = {
+        "gekko_exchange_mode": "sandbox",
+        "gekko_exchange_venues": sorted(credentials) or ["oanda"],
+        "gekko_exchange_base_urls": {"oanda": oanda_url},
+        "gekko_vault_exchange_credentials": credentials,
+    }
+    return validate(tmp_path, LOCAL, "-e", json.dumps(settings), *args, tags="venues")
+
+
+def test_a_venue_that_answers_the_platforms_keys_lets_the_deploy_go_on(tmp_path, oanda_double):
+    keys = {"oanda": {"api_token": OANDA_TOKEN, "account_id": OANDA_ACCOUNT}}
+    run, output = venues_check(tmp_path, oanda_double, keys, "-vvv")
+    assert run.returncode == 0, output
+    assert "oanda (sandbox): signed account call in" in output
+    assert "request budget: 120 requests/s (documented; no header)" in output
+    assert recap(output) == {"localhost": (0, 0)}
+    assert OANDA_TOKEN not in output
+
+
+def test_a_venue_refusing_the_keys_stops_the_run_with_its_error_and_the_fix(tmp_path, oanda_double):
+    keys = {"oanda": {"api_token": "a-revoked-token", "account_id": OANDA_ACCOUNT}}
+    run, output = venues_check(tmp_path, oanda_double, keys)
+    assert run.returncode != 0, output
+    assert "oanda (sandbox) refused the platform's keys or did not answer" in output
+    assert "HTTP 401" in output and "Insufficient authorization" in output
+    assert "Mend the key (gekko_vault_exchange_credentials.oanda, or GEKKO_OANDA_*" in output
+    assert "a-revoked-token" not in output
+
+
+def test_a_venue_without_the_platforms_keys_is_named_with_where_to_put_them(tmp_path, oanda_double):
+    keys = {"oanda": {"api_token": OANDA_TOKEN, "account_id": OANDA_ACCOUNT}, "coinbase": {}}
+    run, output = venues_check(tmp_path, oanda_double, keys)
+    assert run.returncode != 0, output
+    assert (
+        "coinbase is in gekko_exchange_venues but the platform has no key for it: export "
+        "GEKKO_COINBASE_API_KEY and GEKKO_COINBASE_API_SECRET on the controller" in output
+    )
+    assert "Make a signed account call" not in output  # nothing was sent anywhere
+
+
+def test_keys_from_the_controllers_environment_and_none_checked_in_paper_mode(
+    tmp_path, oanda_double, monkeypatch
+):
+    monkeypatch.setenv("GEKKO_OANDA_API_TOKEN", OANDA_TOKEN)
+    monkeypatch.setenv("GEKKO_OANDA_ACCOUNT_ID", OANDA_ACCOUNT)
+    run, output = venues_check(tmp_path, oanda_double, {}, "-vvv")
+    assert run.returncode == 0, output
+    assert "oanda (sandbox): signed account call in" in output
+    assert OANDA_TOKEN not in output
+    # In paper mode there is no venue to trade on: nothing is checked, even without keys
+    # (which would stop the run otherwise).
+    monkeypatch.delenv("GEKKO_OANDA_API_TOKEN")
+    run, output = venues_check(tmp_path, oanda_double, {}, "-e", "gekko_exchange_mode=paper")
+    assert run.returncode == 0, output
+    assert "signed account call in" not in output
