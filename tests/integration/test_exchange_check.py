@@ -64,13 +64,24 @@ def test_a_venue_refusing_the_keys_stops_the_run_with_its_error_and_the_fix(tmp_
 
 def test_a_venue_without_the_platforms_keys_is_named_with_where_to_put_them(tmp_path, oanda_double):
     keys = {"oanda": {"api_token": OANDA_TOKEN, "account_id": OANDA_ACCOUNT}, "coinbase": {}}
+    # Neither in the vault nor in the environment: both places are named.
+    settings = {"gekko_exchange_venues": ["oanda", "binanceus"]}
+    run, output = venues_check(tmp_path, oanda_double, keys, "-e", json.dumps(settings))
+    assert run.returncode != 0, output
+    assert (
+        "binanceus is in gekko_exchange_venues but the platform has no key for it: export "
+        "GEKKO_BINANCEUS_API_KEY and GEKKO_BINANCEUS_API_SECRET on the controller, or set "
+        "gekko_vault_exchange_credentials.binanceus.api_key and .api_secret" in output
+    )
+    assert "Make a signed account call" not in output  # nothing was sent anywhere
+    # In the vault without its keys: the vault entry is named, not the environment.
+    keys["coinbase"] = {"api_key": "organizations/o/apiKeys/k"}
     run, output = venues_check(tmp_path, oanda_double, keys)
     assert run.returncode != 0, output
     assert (
-        "coinbase is in gekko_exchange_venues but the platform has no key for it: export "
-        "GEKKO_COINBASE_API_KEY and GEKKO_COINBASE_API_SECRET on the controller" in output
+        "coinbase is in gekko_exchange_venues but the platform has no key for it: "
+        "gekko_vault_exchange_credentials.coinbase lacks api_secret" in output
     )
-    assert "Make a signed account call" not in output  # nothing was sent anywhere
 
 
 def test_keys_from_the_controllers_environment_and_none_checked_in_paper_mode(
