@@ -1,12 +1,14 @@
-"""FastAPI dependencies shared by the domain routers: pool access and the signed-in caller."""
+"""FastAPI dependencies shared by the domain routers: pool access, the signed-in caller and the
+Idempotency-Key of a retried POST."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import asyncpg
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 
+from gekko.problems import ProblemError
 from gekko.security.access import current_claims
 from gekko.security.tokens import TokenClaims
 
@@ -22,3 +24,16 @@ async def current_user_id(claims: Annotated[TokenClaims, Depends(current_claims)
 Pool = Annotated[asyncpg.Pool, Depends(get_pool)]
 Claims = Annotated[TokenClaims, Depends(current_claims)]
 UserId = Annotated[int, Depends(current_user_id)]
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
+]
+
+
+def idempotency_key_reused() -> ProblemError:
+    """A replayed Idempotency-Key whose request differs from the first one's."""
+    return ProblemError(
+        422,
+        "Idempotency-Key was already used for a different order",
+        title="Idempotency key reused",
+        slug="idempotency-key-reused",
+    )

@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import asyncpg
-from fastapi import APIRouter, FastAPI, Header, Path, Query, Request
+from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -45,7 +45,7 @@ from gekko.problems import ProblemError
 from gekko.security.crypto import DataKeys
 from gekko.security.rbac import SIGNED_IN, TRADE, AccessTable
 from gekko.services import venue_keys, venue_orders
-from gekko.services.deps import Pool, UserId
+from gekko.services.deps import IdempotencyKey, Pool, UserId, idempotency_key_reused
 from gekko.services.wiring import start_relay, stop_all, wake_relay
 
 PREFIX = "/api/v1/trading"
@@ -140,11 +140,6 @@ def _order(row: asyncpg.Record) -> OrderOut:
 
 def _json(row: asyncpg.Record, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(_order(row).model_dump(mode="json"), status_code=status, headers=headers)
-
-
-IdempotencyKey = Annotated[
-    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
-]
 
 
 async def _lock_account(conn: asyncpg.Connection, user_id: int) -> Decimal:
@@ -258,12 +253,7 @@ async def _place(
         )
         if original is not None:
             if not _same_request(original, body):
-                raise ProblemError(
-                    422,
-                    "Idempotency-Key was already used for a different order",
-                    title="Idempotency key reused",
-                    slug="idempotency-key-reused",
-                )
+                raise idempotency_key_reused()
             return original, False
     held = await _held(conn, user_id, body.symbol)
     market = to_decimal(quote(body.symbol).price)

@@ -37,7 +37,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import asyncpg
-from fastapi import APIRouter, FastAPI, Header, Path, Query, Request
+from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -50,7 +50,7 @@ from gekko.exchanges.throttle import ThrottledExchange
 from gekko.exchanges.venues import VENUES, Venue, VenueSettingsError
 from gekko.problems import FAULT_ELSEWHERE_HEADER, ProblemError
 from gekko.security.rbac import SIGNED_IN, TRADE, AccessTable
-from gekko.services.deps import Pool, UserId
+from gekko.services.deps import IdempotencyKey, Pool, UserId, idempotency_key_reused
 
 PREFIX = "/api/v1/trading/venue-orders"
 router = APIRouter(prefix=PREFIX, tags=["trading"])
@@ -97,9 +97,6 @@ _STATUS = {
     OrderStatus.REJECTED: "rejected",
 }
 OrderId = Annotated[int, Path(ge=1, le=2**63 - 1, description="venue order id (the platform's)")]
-IdempotencyKey = Annotated[
-    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
-]
 
 
 class VenueOrderIn(BaseModel):
@@ -147,13 +144,12 @@ class VenueOrderOut(BaseModel):
     updated_at: datetime
 
 
-def _out(row: asyncpg.Record) -> dict[str, Any]:
-    fields = {name: row[name] for name in VenueOrderOut.model_fields}
-    return VenueOrderOut(**fields).model_dump(mode="json")
+def _out(row: asyncpg.Record) -> VenueOrderOut:
+    return VenueOrderOut(**{name: row[name] for name in VenueOrderOut.model_fields})
 
 
 def _json(row: asyncpg.Record, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(_out(row), status_code=status, headers=headers)
+    return JSONResponse(_out(row).model_dump(mode="json"), status_code=status, headers=headers)
 
 
 def _mode(request: Request) -> Mode:
@@ -227,11 +223,15 @@ async def _exchange(app: FastAPI, key_id: object) -> ThrottledExchange:
     return await _desk(app).exchange(key["id"], VENUES[key["venue"]], fields)
 
 
-async def _fetch(pool: asyncpg.Pool, row_id: int) -> asyncpg.Record:
+async def _select(pool: asyncpg.Pool, where: str, *args: Any) -> asyncpg.Record | None:
+    """The order matching `where` (a constant condition of this module), or None."""
     return await pool.fetchrow(
-        f"SELECT {_COLUMNS} FROM trading.venue_orders WHERE id = $1",  # noqa: S608 - constant
-        row_id,
+        f"SELECT {_COLUMNS} FROM trading.venue_orders WHERE {where}",  # noqa: S608 - constants
+        *args,
     )
+
+
+_BY_KEY = "user_id = $1 AND idempotency_key = $2"
 
 
 async def _record(pool: asyncpg.Pool, row_id: int, status: str, **changes: Any) -> asyncpg.Record:
@@ -252,7 +252,7 @@ async def _record(pool: asyncpg.Pool, row_id: int, status: str, **changes: Any) 
         list(_AFTER[status]),
         *(changes[name] for name in names),
     )
-    return row if row is not None else await _fetch(pool, row_id)
+    return row if row is not None else await _select(pool, "id = $1", row_id)
 
 
 async def _touch(pool: asyncpg.Pool, row_id: int) -> None:
@@ -317,7 +317,7 @@ async def place(
     started = time.monotonic()
     mode = _mode(request)
     if idempotency_key is not None:
-        first = await _first_with_key(pool, user_id, idempotency_key)
+        first = await _select(pool, _BY_KEY, user_id, idempotency_key)
         if first is not None:
             return _replayed(first, body)
     desk = _desk(app)
@@ -389,7 +389,7 @@ async def place(
             body.limit_price, idempotency_key,
         )  # fmt: skip
     if row is None:  # the same key's first request got here first
-        return _replayed(await _first_with_key(pool, user_id, idempotency_key), body)
+        return _replayed(await _select(pool, _BY_KEY, user_id, idempotency_key), body)
     # The placement is not tied to this request: a trader who gives up, or a slow venue, never
     # leaves an order half sent. Kept referenced until done (and waited for on shutdown).
     placing = asyncio.ensure_future(_place_and_record(app, row["id"], exchange, order))
@@ -421,23 +421,9 @@ def _placement_done(app: FastAPI) -> Callable[[asyncio.Future[Placed]], None]:
     return done
 
 
-async def _first_with_key(pool: asyncpg.Pool, user_id: int, key: str | None) -> asyncpg.Record:
-    return await pool.fetchrow(
-        f"SELECT {_COLUMNS} FROM trading.venue_orders "  # noqa: S608 - constant columns
-        "WHERE user_id = $1 AND idempotency_key = $2",
-        user_id,
-        key,
-    )
-
-
 def _replayed(first: asyncpg.Record, body: VenueOrderIn) -> JSONResponse:
     if not _same_request(first, body):
-        raise ProblemError(
-            422,
-            "Idempotency-Key was already used for a different order",
-            title="Idempotency key reused",
-            slug="idempotency-key-reused",
-        )
+        raise idempotency_key_reused()
     return _json(first, 200, {"Idempotent-Replayed": "true"})
 
 
@@ -467,12 +453,7 @@ async def settle(app: FastAPI, row: asyncpg.Record) -> asyncpg.Record:
 
 
 async def _own(pool: asyncpg.Pool, order_id: int, user_id: int) -> asyncpg.Record:
-    row = await pool.fetchrow(
-        f"SELECT {_COLUMNS} FROM trading.venue_orders "  # noqa: S608 - constant columns
-        "WHERE id = $1 AND user_id = $2",
-        order_id,
-        user_id,
-    )
+    row = await _select(pool, "id = $1 AND user_id = $2", order_id, user_id)
     if row is None:  # someone else's order is as invisible as a missing one
         raise ProblemError(404, f"venue order {order_id} not found", slug="order-not-found")
     return row
@@ -554,7 +535,7 @@ async def list_orders(
         limit,
         before,
     )
-    return {"orders": [VenueOrderOut(**_out(r)) for r in rows]}
+    return {"orders": [_out(r) for r in rows]}
 
 
 async def reconcile_once(app: FastAPI, interval_s: float) -> int:
