@@ -196,6 +196,17 @@ def parse_edge_tls(env: Mapping[str, str]) -> EdgeTls | None:
 
 
 @dataclass(frozen=True)
+class VenueOAuth:
+    """The platform's OAuth2 client at a venue (Coinbase), for accounts users link by signing in
+    there (gekko.services.venue_links)."""
+
+    client_id: str
+    client_secret: str = field(repr=False)
+    redirect_uri: str
+    login_url: str
+
+
+@dataclass(frozen=True)
 class Settings:
     component: str
     database_url: str
@@ -216,6 +227,9 @@ class Settings:
     # GEKKO_VENUE_RECONCILE_INTERVAL_S: how often the trading service looks up venue orders whose
     # answer was lost (gekko.services.venue_orders).
     venue_reconcile_interval_s: float = 10.0
+    # GEKKO_COINBASE_OAUTH_*: Coinbase accounts users link by signing in (trading only); None:
+    # only API keys are linked.
+    coinbase_oauth: VenueOAuth | None = None
     bind_host: str = "127.0.0.1"
     port: int = 8000
     instance_id: str = ""
@@ -352,6 +366,44 @@ def parse_venue_base_urls(env: Mapping[str, str]) -> dict[str, str]:
         if url:
             urls[venue] = url.rstrip("/")
     return urls
+
+
+# Trading's Coinbase OAuth2 client; the secret is read from a file, like every other secret.
+_COINBASE_OAUTH = (
+    "GEKKO_COINBASE_OAUTH_CLIENT_ID",
+    "GEKKO_COINBASE_OAUTH_CLIENT_SECRET_FILE",
+    "GEKKO_COINBASE_OAUTH_REDIRECT_URI",
+)
+
+
+def parse_coinbase_oauth(component: str, env: Mapping[str, str]) -> VenueOAuth | None:
+    if component != "trading":
+        return None
+    client_id, secret_file, redirect_uri = (env.get(name, "").strip() for name in _COINBASE_OAUTH)
+    if not (client_id or secret_file or redirect_uri):
+        return None
+    missing = [name for name in _COINBASE_OAUTH if not env.get(name, "").strip()]
+    if missing:
+        raise ConfigError(
+            f"Coinbase account linking needs {', '.join(_COINBASE_OAUTH)}: {', '.join(missing)} "
+            "not set (or unset them all to link API keys only)"
+        )
+    if not redirect_uri.startswith("https://"):
+        raise ConfigError(
+            "GEKKO_COINBASE_OAUTH_REDIRECT_URI must be an https:// URL (the page of the platform "
+            "that Coinbase sends the user back to), as registered with the OAuth client"
+        )
+    try:
+        with open(secret_file, encoding="utf-8") as handle:
+            client_secret = handle.read().strip()
+    except OSError as exc:
+        raise ConfigError(f"GEKKO_COINBASE_OAUTH_CLIENT_SECRET_FILE: {exc.strerror}") from None
+    if not client_secret:
+        raise ConfigError(f"GEKKO_COINBASE_OAUTH_CLIENT_SECRET_FILE: {secret_file} is empty")
+    login_url = env.get("GEKKO_COINBASE_OAUTH_URL", "").strip() or "https://login.coinbase.com"
+    if not login_url.startswith(("https://", "http://")):
+        raise ConfigError("GEKKO_COINBASE_OAUTH_URL must be an http(s) URL")
+    return VenueOAuth(client_id, client_secret, redirect_uri, login_url.rstrip("/"))
 
 
 def parse_static_services(raw: str) -> dict[str, list[str]]:
@@ -518,6 +570,7 @@ def load_settings(component: str, env: Mapping[str, str] | None = None) -> Setti
         exchange_mode=parse_exchange_mode(env),
         venue_base_urls=parse_venue_base_urls(env),
         venue_reconcile_interval_s=positive_float(env, "GEKKO_VENUE_RECONCILE_INTERVAL_S", 10.0),
+        coinbase_oauth=parse_coinbase_oauth(component, env),
         bind_host=bind_host,
         port=port,
         instance_id=env.get("GEKKO_INSTANCE_ID", "").strip() or f"{component}-{port}",

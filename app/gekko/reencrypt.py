@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from gekko.exchanges.credentials import venue_key_context
+from gekko.exchanges.credentials import link_request_context, venue_key_context
 from gekko.security.crypto import DataKeys, DecryptError
 from gekko.services.user_mfa import seed_context
 
@@ -31,6 +31,9 @@ class EncryptedColumn:
 ENCRYPTED_COLUMNS = (
     EncryptedColumn("users.mfa", "user_id", "secret_encrypted", seed_context),  # type: ignore[arg-type]
     EncryptedColumn("trading.venue_keys", "id", "credentials_encrypted", venue_key_context),
+    EncryptedColumn(
+        "trading.venue_link_requests", "state_hash", "verifier_encrypted", link_request_context
+    ),
 )
 
 

@@ -5,14 +5,27 @@ Each request's JWT is checked the documented way: ES256 under the key's public k
 them, a `nonce` header never seen before, and `uri` = "METHOD host/path" of this very request.
 Every order posted is created (the worst case for a client that sends one twice). Faults for
 tests: answers dropped after the order is taken.
+
+It is also Coinbase's OAuth2 login host (login.coinbase.com), as the Coinbase App OAuth2 docs
+describe it: `/oauth2/auth` consents at once for the user (a 302 to the registered redirect URI
+with `code` and `state`; PKCE S256 challenge kept), `/oauth2/token` exchanges a code (once, with
+the client secret, the same redirect URI and the PKCE verifier) or a refresh token (once: a used
+one is refused `invalid_grant`) for an access token of `access_lifetime_s` and a new refresh
+token, `/oauth2/revoke` ends an access token. The API takes those tokens as bearer in place of
+a JWT, each endpoint with the OAuth scope the Advanced Trade scope table lists, and an OAuth
+order must name the granted portfolio (`retail_portfolio_id`).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import itertools
+import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
 import jwt
 from aiohttp import web
@@ -20,6 +33,31 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 PREFIX = "/api/v3/brokerage"
 UNAUTHORIZED = {"error": "UNAUTHENTICATED", "message": "Unauthorized"}
+# The OAuth2 scope each endpoint needs (the Advanced Trade scope table).
+SCOPE_OF = {
+    ("POST", "/orders"): "wallet:buys:create",
+    ("POST", "/orders/batch_cancel"): "wallet:buys:create",
+    ("GET", "/orders/historical"): "wallet:orders:read",
+    ("GET", "/accounts"): "wallet:accounts:read",
+    ("GET", "/products"): "wallet:user:read",
+    ("GET", "/portfolios"): "wallet:user:read",
+}
+PORTFOLIO_ID = "5d4bc5a1-3b0f-4c47-9a8e-3c1f0e2d9b7a"
+
+
+def _scope_needed(method: str, path: str) -> str:
+    rest = path.removeprefix(PREFIX)
+    for (verb, prefix), scope in SCOPE_OF.items():
+        if verb == method and rest.startswith(prefix):
+            return scope
+    return "wallet:user:read"
+
+
+@dataclass
+class OAuthGrant:
+    scope: set[str]
+    expires_at: float
+    revoked: bool = False
 
 
 @dataclass
@@ -32,6 +70,18 @@ class CoinbaseDouble:
     posted: int = 0
     created: int = 0
     refusals: list[str] = field(default_factory=list)  # why each JWT was refused
+    # OAuth2: the registered client, and what was granted.
+    client_id: str = ""
+    client_secret: str = ""
+    redirect_uri: str = ""
+    access_lifetime_s: float = 3600.0
+    token_grants: list[str] = field(default_factory=list)  # grant_type of each token granted
+    grant_refusals: list[str] = field(default_factory=list)  # why each token request was refused
+    revoked: int = 0
+    access: dict[str, OAuthGrant] = field(default_factory=dict)  # by access token
+    bearers_seen: list[str] = field(default_factory=list)  # the access tokens the API accepted
+    _codes: dict[str, dict] = field(default_factory=dict)
+    _refresh: dict[str, set[str] | None] = field(default_factory=dict)  # None once used
     _nonces: set[str] = field(default_factory=set)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
@@ -43,15 +93,125 @@ class CoinbaseDouble:
         app.router.add_post(PREFIX + "/orders/batch_cancel", self.cancel)
         app.router.add_get(PREFIX + "/accounts", self.accounts)
         app.router.add_get(PREFIX + "/products", self.products)
+        app.router.add_get(PREFIX + "/portfolios", self.portfolios)
+        app.router.add_get("/oauth2/auth", self.authorize)
+        app.router.add_post("/oauth2/token", self.token)
+        app.router.add_post("/oauth2/revoke", self.revoke)
         return app
 
     def _refusal(self, request: web.Request) -> web.Response | None:
-        auth = request.headers.get("Authorization", "")
-        reason = self._why_refused(request, auth.removeprefix("Bearer "))
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if token in self.access:
+            return self._oauth_refusal(request, token)
+        reason = self._why_refused(request, token)
         if reason is None:
             return None
         self.refusals.append(reason)
         return web.json_response(UNAUTHORIZED, status=401)
+
+    def _oauth_refusal(self, request: web.Request, token: str) -> web.Response | None:
+        grant = self.access[token]
+        if grant.revoked or time.time() >= grant.expires_at:
+            self.refusals.append("access token revoked or expired")
+            return web.json_response(UNAUTHORIZED, status=401)
+        needed = _scope_needed(request.method, request.path)
+        if needed not in grant.scope:
+            self.refusals.append(f"scope {needed} not granted")
+            return web.json_response(
+                {"error": "PERMISSION_DENIED", "message": f"missing scope {needed}"}, status=403
+            )
+        self.bearers_seen.append(token)
+        return None
+
+    def revoke_access(self, token: str | None = None) -> None:
+        """As the user revoking the app's access at Coinbase (every token, or one)."""
+        for value, grant in self.access.items():
+            if token is None or value == token:
+                grant.revoked = True
+
+    def revoke_refresh_tokens(self) -> None:
+        """As the user disconnecting the app: no refresh token is good any more."""
+        for value in self._refresh:
+            self._refresh[value] = None
+
+    # --- OAuth2 login host ---
+
+    async def authorize(self, request: web.Request) -> web.Response:
+        q = request.query
+        if q.get("client_id") != self.client_id or q.get("response_type") != "code":
+            return web.json_response({"error": "invalid_request"}, status=400)
+        if q.get("redirect_uri") != self.redirect_uri:
+            return web.json_response({"error": "invalid_request", "error_description":
+                                      "redirect_uri is not registered"}, status=400)  # fmt: skip
+        if q.get("code_challenge_method") != "S256" or not q.get("code_challenge"):
+            return web.json_response({"error": "invalid_request"}, status=400)
+        if len(q.get("state", "")) < 8:
+            return web.json_response({"error": "invalid_state"}, status=400)
+        code = secrets.token_urlsafe(24)
+        self._codes[code] = {
+            "challenge": q["code_challenge"],
+            "scope": set(q.get("scope", "").split()),
+            "expires_at": time.time() + 600,
+        }
+        location = f"{self.redirect_uri}?{urlencode({'code': code, 'state': q['state']})}"
+        raise web.HTTPFound(location)
+
+    async def token(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        if (form.get("client_id"), form.get("client_secret")) != (
+            self.client_id,
+            self.client_secret,
+        ):
+            return self._grant_refused("invalid_client", 401)
+        kind = form.get("grant_type")
+        if kind == "authorization_code":
+            code = self._codes.pop(str(form.get("code")), None)  # once only
+            if code is None or time.time() > code["expires_at"]:
+                return self._grant_refused("invalid_grant")
+            if form.get("redirect_uri") != self.redirect_uri:
+                return self._grant_refused("invalid_grant")
+            verifier = str(form.get("code_verifier", "")).encode()
+            challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier).digest()).rstrip(b"=")
+            if challenge.decode() != code["challenge"]:
+                return self._grant_refused("invalid_grant")
+            scope = code["scope"]
+        elif kind == "refresh_token":
+            scope = self._refresh.get(str(form.get("refresh_token")))
+            if scope is None:  # unknown, or used already
+                return self._grant_refused("invalid_grant")
+            self._refresh[str(form.get("refresh_token"))] = None
+        else:
+            return self._grant_refused("unsupported_grant_type")
+        access, refresh = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        self.access[access] = OAuthGrant(set(scope), time.time() + self.access_lifetime_s)
+        self._refresh[refresh] = set(scope)
+        self.token_grants.append(str(kind))
+        answer = {
+            "access_token": access,
+            "token_type": "bearer",
+            "expires_in": self.access_lifetime_s,
+            "scope": " ".join(sorted(scope)),
+        }
+        if "offline_access" in scope:
+            answer["refresh_token"] = refresh
+        return web.json_response(answer)
+
+    def _grant_refused(self, error: str, status: int = 400) -> web.Response:
+        self.grant_refusals.append(error)
+        return web.json_response({"error": error, "error_description": error}, status=status)
+
+    async def revoke(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        if str(form.get("token")) in self.access:
+            self.access[str(form.get("token"))].revoked = True
+            self.revoked += 1
+        return web.json_response({})  # 200 whether or not the token was good
+
+    async def portfolios(self, request: web.Request) -> web.Response:
+        if (refused := self._refusal(request)) is not None:
+            return refused
+        default = {"name": "Default", "uuid": PORTFOLIO_ID, "type": "DEFAULT", "deleted": False}
+        return web.json_response({"portfolios": [default]})
 
     def _why_refused(self, request: web.Request, token: str) -> str | None:
         try:
@@ -89,6 +249,12 @@ class CoinbaseDouble:
             request.transport.close()
             raise web.HTTPException()
         wanted = await request.json()
+        oauth = request.headers.get("Authorization", "").removeprefix("Bearer ") in self.access
+        if oauth and wanted.get("retail_portfolio_id") != PORTFOLIO_ID:
+            return web.json_response({"success": False, "error_response": {
+                "error": "INVALID_ARGUMENT",
+                "message": "retail_portfolio_id must name a granted portfolio for OAuth",
+            }})  # fmt: skip
         self.created += 1
         kind, configuration = next(iter(wanted["order_configuration"].items()))
         order = {

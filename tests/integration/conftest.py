@@ -26,7 +26,9 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from doubles.coinbase import CoinbaseDouble
 from doubles.oanda import OandaDouble
 from doubles.serve import serve_in_thread
 from gekko.config import DOMAIN_SERVICES
@@ -339,8 +341,8 @@ class Stack:
 
 
 # The OANDA practice account the stack's trading service checks linked keys against: a double on
-# loopback (tests/doubles). The other venues point at a closed loopback port, so nothing a test
-# sends (the fuzz test's keys included) ever leaves the machine.
+# loopback (tests/doubles). Coinbase is a double too (below), Binance.US a closed loopback port,
+# so nothing a test sends (the fuzz test's keys included) ever leaves the machine.
 OANDA_TOKEN = "oanda-practice-token-of-the-run"
 OANDA_ACCOUNT = "101-004-1234567-001"
 CLOSED_PORT_URL = f"http://{LOOPBACK}:9"
@@ -361,6 +363,36 @@ def oanda_double(oanda: OandaDouble) -> Iterator[str]:
         stop()
 
 
+# Coinbase, in the same stack: its API and its OAuth2 login host, for accounts users link by
+# signing in (gekko.services.venue_links). The redirect URI is only a name here: the test follows
+# the consent's redirect itself, as the platform's page would.
+COINBASE_CLIENT_ID = "gekko-it-client"
+COINBASE_CLIENT_SECRET = "gekko-it-client-secret-" + secrets.token_hex(8)
+COINBASE_REDIRECT_URI = "https://gekko.test/venue-links/coinbase"
+
+
+@pytest.fixture(scope="session")
+def coinbase() -> CoinbaseDouble:
+    """The double itself: tests read what reached it and set its faults."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    return CoinbaseDouble(
+        "organizations/it/apiKeys/it",
+        key.public_key(),
+        client_id=COINBASE_CLIENT_ID,
+        client_secret=COINBASE_CLIENT_SECRET,
+        redirect_uri=COINBASE_REDIRECT_URI,
+    )
+
+
+@pytest.fixture(scope="session")
+def coinbase_double(coinbase: CoinbaseDouble) -> Iterator[str]:
+    url, stop = serve_in_thread(coinbase.app())
+    try:
+        yield url
+    finally:
+        stop()
+
+
 @pytest.fixture(scope="session")
 def stack(
     postgres: Postgres,
@@ -368,6 +400,7 @@ def stack(
     migrate_runs: list,
     alertmanager: AlertmanagerDouble,
     oanda_double: str,
+    coinbase_double: str,
 ) -> Iterator[Stack]:
     if migrate_runs[0].returncode != 0:
         pytest.fail(f"gekko migrate failed:\n{migrate_runs[0].stderr}")
@@ -375,11 +408,17 @@ def stack(
     st = Stack(env=base_env(postgres, redis_server), root=root, postgres=postgres)
     st.env["GEKKO_SIGNAL_MODEL_PATH"] = str(train_signal_model(root / "signal-model.pt"))
     st.env["GEKKO_ALERTMANAGER_URL"] = alertmanager.url
+    client_secret_file = root / "coinbase-oauth-client-secret"
+    client_secret_file.write_text(COINBASE_CLIENT_SECRET + "\n")
     st.env.update(
         GEKKO_EXCHANGE_MODE="sandbox",
         GEKKO_OANDA_BASE_URL=oanda_double,
         GEKKO_BINANCEUS_BASE_URL=CLOSED_PORT_URL,
-        GEKKO_COINBASE_BASE_URL=CLOSED_PORT_URL,
+        GEKKO_COINBASE_BASE_URL=coinbase_double,
+        GEKKO_COINBASE_OAUTH_URL=coinbase_double,
+        GEKKO_COINBASE_OAUTH_CLIENT_ID=COINBASE_CLIENT_ID,
+        GEKKO_COINBASE_OAUTH_CLIENT_SECRET_FILE=str(client_secret_file),
+        GEKKO_COINBASE_OAUTH_REDIRECT_URI=COINBASE_REDIRECT_URI,
         # Venue orders whose answer was lost are looked up every second, not every 10.
         GEKKO_VENUE_RECONCILE_INTERVAL_S="1",
     )

@@ -99,3 +99,32 @@ def test_keys_from_the_controllers_environment_and_none_checked_in_paper_mode(
     run, output = venues_check(tmp_path, oanda_double, {}, "-e", "gekko_exchange_mode=paper")
     assert run.returncode == 0, output
     assert "signed account call in" not in output
+
+
+def oauth_check(tmp_path, oanda_url: str, settings: dict):
+    return venues_check(tmp_path, oanda_url, {}, "-e", json.dumps(settings))
+
+
+def test_a_coinbase_oauth_client_without_its_secret_stops_the_run_with_the_fix(
+    tmp_path, oanda_double, monkeypatch
+):
+    monkeypatch.delenv("GEKKO_COINBASE_OAUTH_CLIENT_SECRET", raising=False)
+    client = {
+        "gekko_coinbase_oauth_client_id": "client-1",
+        "gekko_coinbase_oauth_redirect_uri": "https://gekko.example/venue-links/coinbase",
+        "gekko_exchange_venues": [],
+    }
+    run, output = oauth_check(tmp_path, oanda_double, client)
+    assert run.returncode != 0, output
+    assert "the client secret is missing: set gekko_vault_coinbase_oauth_client_secret" in output
+    assert "or export GEKKO_COINBASE_OAUTH_CLIENT_SECRET on the controller" in output
+
+    monkeypatch.setenv("GEKKO_COINBASE_OAUTH_CLIENT_SECRET", "a-client-secret-from-coinbase")
+    run, output = oauth_check(tmp_path, oanda_double, client)
+    assert run.returncode == 0, output
+    assert "a-client-secret-from-coinbase" not in output
+
+    plain = {**client, "gekko_coinbase_oauth_redirect_uri": "http://gekko.example/cb"}
+    run, output = oauth_check(tmp_path, oanda_double, plain)
+    assert run.returncode != 0, output
+    assert "must be the https:// page registered with the client" in output

@@ -48,14 +48,14 @@ def test_migrate_applies_then_reports_up_to_date(migrate_runs):
     first, second = migrate_runs
     assert first.returncode == 0, first.stderr
     assert first.stdout.strip().splitlines() == [
-        "gekko-migrate: applied 10 revision(s), now at 0010_venue_orders",
+        "gekko-migrate: applied 11 revision(s), now at 0011_venue_links",
         "gekko-migrate: database role 'gekko_app' created",
         "gekko-migrate: database role 'gekko_app' granted the tables of alerts, archive, audit, "
         "gamification, portfolio, social, trading, users",
     ]
     assert second.returncode == 0, second.stderr
     # Nothing changed, so nothing is said beyond the revision (the deploy reports no change).
-    assert second.stdout.strip().splitlines() == ["gekko-migrate: up to date at 0010_venue_orders"]
+    assert second.stdout.strip().splitlines() == ["gekko-migrate: up to date at 0011_venue_links"]
 
 
 def test_migrate_fails_clearly_when_database_unreachable(stack):

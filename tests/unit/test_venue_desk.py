@@ -24,6 +24,11 @@ ETHUSD = SymbolRules("ETHUSD", "ETH", "USD", False)
 RULES = {"BTCUSD": BTCUSD, "ETHUSD": ETHUSD}
 
 
+def open_key(desk: VenueDesk, key_id: str):
+    """The adapter of an OANDA key linked as `key_id`."""
+    return desk.exchange(key_id, VENUES["oanda"], desk.api_key_opener(VENUES["oanda"], OANDA_KEY))
+
+
 def test_a_symbol_is_found_by_its_assets_or_by_the_venues_own_name():
     assert find_symbol(RULES, "BTC-USD") is BTCUSD
     assert find_symbol(RULES, "btcusd") is BTCUSD
@@ -58,9 +63,9 @@ OANDA_KEY = {"api_token": "token", "account_id": "101-004-1-001"}
 def test_one_adapter_per_key_kept_with_its_budget():
     async def run() -> None:
         desk = VenueDesk(Mode.SANDBOX, {"oanda": "http://127.0.0.1:9"}, VenueHealth())
-        first = await desk.exchange("key-1", VENUES["oanda"], OANDA_KEY)
-        assert await desk.exchange("key-1", VENUES["oanda"], OANDA_KEY) is first
-        other = await desk.exchange("key-2", VENUES["oanda"], OANDA_KEY)
+        first = await open_key(desk, "key-1")
+        assert await open_key(desk, "key-1") is first
+        other = await open_key(desk, "key-2")
         assert other is not first and other.throttle is not first.throttle
         await desk.close()
 
@@ -74,14 +79,14 @@ def test_an_adapter_let_go_is_closed_only_after_calls_it_may_be_making(monkeypat
         monkeypatch.setattr(desk_module, "MAX_OPEN_KEYS", 1)
         clock = [100.0]
         desk = VenueDesk(Mode.SANDBOX, {}, VenueHealth(), clock=lambda: clock[0])
-        first = await desk.exchange("key-1", VENUES["oanda"], OANDA_KEY)
+        first = await open_key(desk, "key-1")
         monkeypatch.setattr(first, "close", lambda: _note(closed, first))
-        await desk.exchange("key-2", VENUES["oanda"], OANDA_KEY)  # key-1 let go
+        await open_key(desk, "key-2")  # key-1 let go
         assert closed == []
         clock[0] += desk_module.RETIRED_GRACE_S + 1
-        await desk.exchange("key-2", VENUES["oanda"], OANDA_KEY)
+        await open_key(desk, "key-2")
         assert closed == [first]
-        assert await desk.exchange("key-1", VENUES["oanda"], OANDA_KEY) is not first
+        assert await open_key(desk, "key-1") is not first
         await desk.close()
 
     asyncio.run(run())
@@ -95,7 +100,7 @@ def test_a_call_cut_short_on_this_side_says_nothing_of_the_venue():
     async def run() -> CollectorRegistry:
         registry = CollectorRegistry()
         desk = VenueDesk(Mode.SANDBOX, {}, VenueHealth(registry))
-        exchange = await desk.exchange("key", VENUES["oanda"], OANDA_KEY)
+        exchange = await open_key(desk, "key")
 
         async def cut_short() -> None:
             raise asyncio.CancelledError
@@ -115,7 +120,7 @@ def test_each_call_is_counted_in_the_venues_health():
     async def run() -> CollectorRegistry:
         registry = CollectorRegistry()
         desk = VenueDesk(Mode.SANDBOX, {}, VenueHealth(registry))
-        exchange = await desk.exchange("key", VENUES["oanda"], OANDA_KEY)
+        exchange = await open_key(desk, "key")
 
         async def fails() -> None:
             raise ExchangeError("oanda", "no answer", unsure=True)
@@ -140,7 +145,7 @@ def test_a_slow_symbol_list_is_read_once_and_kept_though_its_first_caller_gave_u
 
     async def run() -> None:
         desk = VenueDesk(Mode.SANDBOX, {}, VenueHealth())
-        exchange = await desk.exchange("key", VENUES["oanda"], OANDA_KEY)
+        exchange = await open_key(desk, "key")
 
         async def slow_symbols() -> dict[str, SymbolRules]:
             reads.append(1)

@@ -5,6 +5,11 @@ short-lived JWT for every request, as the docs' example does: ES256, headers `ki
 name) and `nonce` (random hex), claims `sub` (the key name), `iss` "cdp", `nbf` now, `exp` two
 minutes later and `uri` "METHOD host/path" of that one request, sent as `Authorization: Bearer`.
 
+An account a user linked by signing in at Coinbase (OAuth2, gekko.exchanges.oauth) sends its
+access token as the bearer instead, refreshed before it expires; a 401 gets one newer token and
+one more try (a refused request was not taken). Such an account's spot orders name the portfolio
+it granted (`retail_portfolio_id`, required for OAuth connections since May 2025).
+
 Every order carries `client_order_id`. An order whose answer was lost (a timeout, a dropped
 connection, a 5xx) is looked up by that id among the product's orders and never sent again by
 the adapter: a lost request may still be accepted while its JWT lives (two minutes), so an
@@ -38,6 +43,7 @@ from gekko.exchanges.base import (
     error_payload,
     retry_after_s,
 )
+from gekko.exchanges.oauth import AccessTokens
 
 VENUE = "coinbase"
 LIVE_URL = "https://api.coinbase.com"
@@ -50,6 +56,12 @@ EXPLAINED = {
     "this host's clock is off by more than the token's two minutes (check NTP)",
     403: "the API key lacks the permission (view/trade) or its IP allow-list refuses this host",
     429: "the key's rate limit is exceeded: back off",
+}
+# The same for an account linked by OAuth2.
+EXPLAINED_LINKED = EXPLAINED | {
+    401: "the account's access token was refused even after a refresh: the user revoked the "
+    "link at Coinbase; link the account again",
+    403: "the link lacks the scope this call needs, or the portfolio it names was not granted",
 }
 _STATUSES = {
     "PENDING": OrderStatus.NEW,
@@ -83,6 +95,23 @@ class Credentials:
         return f"Credentials(key_name={self.key_name})"
 
 
+@dataclass(frozen=True)
+class LinkedAccount:
+    """A user's account linked by OAuth2: where its tokens come from, the portfolio it trades."""
+
+    tokens: AccessTokens
+    portfolio_id: str
+
+
+def default_portfolio(answer: Mapping[str, Any]) -> str | None:
+    """The portfolio an OAuth link trades in, from GET /portfolios: the default one if it was
+    granted, else the only one; None when none (or several, none the default) was granted."""
+    portfolios = [p for p in answer.get("portfolios", []) if not p.get("deleted")]
+    default = [p for p in portfolios if p.get("type") == "DEFAULT"]
+    chosen = default or (portfolios if len(portfolios) == 1 else [])
+    return chosen[0]["uuid"] if chosen else None
+
+
 def request_uri(method: str, base_url: str, path: str) -> str:
     """The `uri` claim: "METHOD host/path", without scheme or query string."""
     return f"{method} {urlsplit(base_url).netloc}{path}"
@@ -101,7 +130,7 @@ def build_jwt(credentials: Credentials, uri: str, now: int | None = None) -> str
     return jwt.encode(claims, credentials.private_key(), algorithm="ES256", headers=headers)
 
 
-def order_body(order: OrderRequest) -> dict[str, Any]:
+def order_body(order: OrderRequest, portfolio_id: str | None = None) -> dict[str, Any]:
     size = format(order.quantity, "f")
     if order.type == "market":
         configuration = {"market_market_ioc": {"base_size": size}}
@@ -113,12 +142,15 @@ def order_body(order: OrderRequest) -> dict[str, Any]:
                 "post_only": False,
             }
         }
-    return {
+    body = {
         "client_order_id": order.client_order_id,
         "product_id": order.symbol,
         "side": order.side.upper(),
         "order_configuration": configuration,
     }
+    if portfolio_id is not None:
+        body["retail_portfolio_id"] = portfolio_id
+    return body
 
 
 def order_from(order: Mapping[str, Any]) -> ExchangeOrder:
@@ -142,13 +174,13 @@ def order_from(order: Mapping[str, Any]) -> ExchangeOrder:
 
 
 class Coinbase:
-    """One Coinbase Advanced Trade portfolio through one CDP API key."""
+    """One Coinbase Advanced Trade portfolio, through a CDP API key or a linked account."""
 
     venue = VENUE
 
     def __init__(
         self,
-        credentials: Credentials,
+        credentials: Credentials | LinkedAccount,
         base_url: str = LIVE_URL,
         *,
         timeout_s: float = 10.0,
@@ -167,9 +199,12 @@ class Coinbase:
 
     async def close(self) -> None:
         await self.http.close()
+        if isinstance(self.credentials, LinkedAccount):
+            await self.credentials.tokens.close()
 
     async def place_order(self, order: OrderRequest) -> ExchangeOrder:
-        body = order_body(order)
+        linked = self.credentials if isinstance(self.credentials, LinkedAccount) else None
+        body = order_body(order, linked.portfolio_id if linked else None)
         try:
             answer = await self._call("POST", "/orders", body=body)
         except ExchangeError as exc:
@@ -257,6 +292,9 @@ class Coinbase:
             for a in answer.get("accounts", [])
         ]
 
+    async def portfolios(self) -> Any:
+        return await self._call("GET", "/portfolios")
+
     async def symbols(self) -> dict[str, SymbolRules]:
         answer = await self._call("GET", "/products")
         return {
@@ -282,17 +320,22 @@ class Coinbase:
         body: Any = None,
     ) -> Any:
         full_path = PREFIX + path
-        token = build_jwt(
-            self.credentials, request_uri(method, self.base_url, full_path), self.clock()
-        )
-        headers = {"Authorization": f"Bearer {token}"}
         data = None
+        headers: dict[str, str] = {}
         if body is not None:
             headers["Content-Type"] = "application/json"
             data = orjson.dumps(body)
         url = self.base_url + full_path + (f"?{urlencode(query)}" if query else "")
         what = f"{method} {full_path}"
-        answer = await self.http.send(method, url, what, data=data, headers=headers)
+        bearer = await self._bearer(method, full_path)
+        answer = await self.http.send(method, url, what, data=data, headers=headers | _auth(bearer))
+        if answer.status == 401 and isinstance(self.credentials, LinkedAccount):
+            # Refused, so not taken: once more with a newer token (revoked early, or refreshed
+            # by another instance).
+            bearer = await self.credentials.tokens.after_refusal(bearer)
+            answer = await self.http.send(
+                method, url, what, data=data, headers=headers | _auth(bearer)
+            )
         if answer.status < 300:
             return self.http.accepted(answer, what)
         payload = error_payload(answer.text)
@@ -303,5 +346,18 @@ class Coinbase:
             code=payload.get("error"),
             retry_after_s=retry_after_s(answer.headers.get("Retry-After")),
             unsure=answer.status >= 500,
-            explanation=EXPLAINED.get(answer.status, ""),
+            explanation=(
+                EXPLAINED_LINKED if isinstance(self.credentials, LinkedAccount) else EXPLAINED
+            ).get(answer.status, ""),
         )
+
+    async def _bearer(self, method: str, full_path: str) -> str:
+        if isinstance(self.credentials, LinkedAccount):
+            return await self.credentials.tokens.current()
+        return build_jwt(
+            self.credentials, request_uri(method, self.base_url, full_path), self.clock()
+        )
+
+
+def _auth(bearer: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {bearer}"}

@@ -34,6 +34,11 @@ def venue_key_context(key_id: object) -> str:
     return f"trading.venue_keys/{key_id}"
 
 
+def link_request_context(state_hash: str) -> str:
+    """The associated data of an account sign-in's PKCE verifier (gekko.services.venue_links)."""
+    return f"trading.venue_link_requests/{state_hash}"
+
+
 def check_fields(venue: Venue, fields: Mapping[str, str]) -> dict[str, str]:
     expected = set(venue.credential_fields)
     if set(fields) != expected:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TypeVar
 
-from gekko.exchanges.base import ExchangeError, Mode, SymbolRules
+from gekko.exchanges.base import Exchange, ExchangeError, Mode, SymbolRules
 from gekko.exchanges.credentials import as_settings
 from gekko.exchanges.health import VenueHealth
 from gekko.exchanges.throttle import Throttle, ThrottledExchange
@@ -97,7 +97,7 @@ class VenueDesk:
         self._symbols: dict[object, _Symbols] = {}
 
     async def exchange(
-        self, key_id: object, venue: Venue, fields: Mapping[str, str]
+        self, key_id: object, venue: Venue, opener: Callable[[], Exchange]
     ) -> ThrottledExchange:
         """The adapter of a linked key, opened once and kept (with its request budget)."""
         await self._close_retired()
@@ -105,8 +105,7 @@ class VenueDesk:
         if exchange is not None:
             self._open.move_to_end(key_id)
             return exchange
-        opened = venue.open(self.mode, as_settings(venue, fields, self.base_urls))
-        exchange = self._open[key_id] = ThrottledExchange(opened, Throttle.for_venue(venue.name))
+        exchange = self._open[key_id] = ThrottledExchange(opener(), Throttle.for_venue(venue.name))
         while len(self._open) > MAX_OPEN_KEYS:
             oldest_key, oldest = self._open.popitem(last=False)
             self._symbols.pop(oldest_key, None)
@@ -167,6 +166,10 @@ class VenueDesk:
                 continue
             with contextlib.suppress(ExchangeError):
                 await self.call(exchange, exchange.symbols)
+
+    def api_key_opener(self, venue: Venue, fields: Mapping[str, str]) -> Callable[[], Exchange]:
+        """How the adapter of an API key a user linked is opened."""
+        return lambda: venue.open(self.mode, as_settings(venue, fields, self.base_urls))
 
     async def close(self) -> None:
         while self._open:

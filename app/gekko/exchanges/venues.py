@@ -40,6 +40,8 @@ class Venue:
     # rest).
     credential_fields: tuple[str, ...] = ("api_key", "api_secret")
     hint_field: str = "api_key"
+    # An account a user linked by signing in at the venue (OAuth2): Coinbase only.
+    build_linked: Callable[[coinbase.LinkedAccount, str], Exchange] | None = None
 
     def base_url(self, mode: Mode, env: Mapping[str, str]) -> str:
         override = env.get(f"GEKKO_{self.name.upper()}_BASE_URL", "").strip()
@@ -66,6 +68,14 @@ class Venue:
                 "(in the environment or the secrets store)"
             )
         return self.build(env, self.base_url(mode, env))
+
+    def open_linked(
+        self, mode: Mode, base_urls: Mapping[str, str], account: coinbase.LinkedAccount
+    ) -> Exchange:
+        if self.build_linked is None:
+            raise VenueSettingsError(f"{self.title} accounts are linked with API keys only")
+        override = {f"GEKKO_{self.name.upper()}_BASE_URL": base_urls.get(self.name, "")}
+        return self.build_linked(account, self.base_url(mode, override))
 
 
 def _binanceus(env: Mapping[str, str], url: str) -> Exchange:
@@ -116,6 +126,7 @@ VENUES: dict[str, Venue] = {
         {Mode.SANDBOX: coinbase.SANDBOX_URL, Mode.LIVE: coinbase.LIVE_URL},
         ("GEKKO_COINBASE_API_KEY", "GEKKO_COINBASE_API_SECRET"),
         _coinbase,
+        build_linked=coinbase.Coinbase,
     ),
     "oanda": Venue(
         "oanda",

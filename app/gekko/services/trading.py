@@ -44,7 +44,7 @@ from gekko.outbox import add_event
 from gekko.problems import ProblemError
 from gekko.security.crypto import DataKeys
 from gekko.security.rbac import SIGNED_IN, TRADE, AccessTable
-from gekko.services import venue_keys, venue_orders
+from gekko.services import venue_keys, venue_links, venue_orders
 from gekko.services.deps import IdempotencyKey, Pool, UserId, idempotency_key_reused
 from gekko.services.wiring import start_relay, stop_all, wake_relay
 
@@ -52,7 +52,7 @@ PREFIX = "/api/v1/trading"
 router = APIRouter(prefix=PREFIX, tags=["trading"])
 # The routers make up the service: paper orders here, the linked venue keys in venue_keys, the
 # orders sent to venues with them in venue_orders.
-ROUTERS = (router, venue_keys.router, venue_orders.router)
+ROUTERS = (router, venue_keys.router, venue_links.router, venue_orders.router)
 # Who may call each route (gekko.security.rbac); a route missing here stops the service.
 ACCESS: AccessTable = {
     ("POST", PREFIX + "/execute"): TRADE,
@@ -61,6 +61,7 @@ ACCESS: AccessTable = {
     ("GET", PREFIX + "/orders"): SIGNED_IN,
     ("GET", PREFIX + "/account"): SIGNED_IN,
     **venue_keys.ACCESS,
+    **venue_links.ACCESS,
     **venue_orders.ACCESS,
 }
 log = logging.getLogger("gekko.trading")
@@ -494,6 +495,7 @@ async def _matcher(app: FastAPI) -> None:
 def configure(app: FastAPI) -> None:
     # The keys the linked venue keys are encrypted with (re-read when a rotation replaces them).
     app.state.data_keys = DataKeys(path=app.state.settings.data_keys_file)
+    venue_links.configure(app)
     venue_orders.configure(app)
 
 

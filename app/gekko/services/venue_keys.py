@@ -15,18 +15,20 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
+import asyncpg
 from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from gekko.config import VENUE_NAMES
 from gekko.exchanges import credentials
 from gekko.exchanges.base import ExchangeError, Mode
-from gekko.exchanges.venues import VENUES, VenueSettingsError
+from gekko.exchanges.venues import VENUES, Venue, VenueSettingsError
 from gekko.problems import ProblemError
 from gekko.security.events import SecurityEvents
 from gekko.security.rbac import TRADE, TRADE_STEP_UP, AccessTable
 from gekko.services.deps import Pool, UserId
 from gekko.services.inputs import StoredText
+from gekko.services.venue_tokens import revoke_removed
 
 PREFIX = "/api/v1/trading/venue-keys"
 router = APIRouter(prefix=PREFIX, tags=["trading"])
@@ -35,7 +37,7 @@ ACCESS: AccessTable = {
     ("POST", PREFIX): TRADE_STEP_UP,
     ("DELETE", PREFIX + "/{key_id}"): TRADE_STEP_UP,
 }
-_COLUMNS = "id, venue, mode, label, hint, created_at, removed_at"
+KEY_COLUMNS = "id, venue, mode, kind, label, hint, broken_reason AS broken, created_at, removed_at"
 # The longest field a venue hands out is a PEM private key (about 250 characters).
 _MAX_FIELD_CHARS = 4096
 
@@ -55,8 +57,13 @@ class VenueKeyOut(BaseModel):
     id: uuid.UUID
     venue: str
     mode: str
+    # api_key: a key the user pasted; oauth: an account they linked by signing in at the venue
+    # (gekko.services.venue_links).
+    kind: str
     label: str
     hint: str
+    # Why the venue no longer accepts it (a link whose refresh was refused): link it again.
+    broken: str | None = None
     created_at: datetime
     removed_at: datetime | None = None
 
@@ -69,10 +76,27 @@ def _events(request: Request) -> SecurityEvents:
     return request.app.state.security_events
 
 
+async def refuse_beyond_limit(pool: asyncpg.Pool, user_id: int, venue: Venue) -> None:
+    """409 when the user holds the most keys (pasted or linked by signing in) of the venue."""
+    active = await pool.fetchval(
+        "SELECT count(*) FROM trading.venue_keys"
+        " WHERE user_id = $1 AND venue = $2 AND removed_at IS NULL",
+        user_id,
+        venue.name,
+    )
+    if active >= credentials.MAX_KEYS_PER_VENUE:
+        raise ProblemError(
+            409,
+            f"you hold {active} {venue.title} keys or linked accounts already: remove one first "
+            f"(DELETE {PREFIX}/<id>)",
+            slug="too-many-venue-keys",
+        )
+
+
 @router.get("", response_model=VenueKeysOut)
 async def list_keys(user_id: UserId, pool: Pool) -> VenueKeysOut:
     rows = await pool.fetch(
-        f"SELECT {_COLUMNS} FROM trading.venue_keys "  # noqa: S608 - a constant
+        f"SELECT {KEY_COLUMNS} FROM trading.venue_keys "  # noqa: S608 - a constant
         "WHERE user_id = $1 AND removed_at IS NULL ORDER BY created_at",
         user_id,
     )
@@ -96,19 +120,7 @@ async def link_key(body: VenueKeyIn, user_id: UserId, pool: Pool, request: Reque
         )
     except credentials.CredentialError as exc:
         raise ProblemError(422, str(exc), slug="invalid-venue-key") from None
-    active = await pool.fetchval(
-        "SELECT count(*) FROM trading.venue_keys"
-        " WHERE user_id = $1 AND venue = $2 AND removed_at IS NULL",
-        user_id,
-        venue.name,
-    )
-    if active >= credentials.MAX_KEYS_PER_VENUE:
-        raise ProblemError(
-            409,
-            f"you hold {active} {venue.title} keys already: remove one first "
-            f"(DELETE {PREFIX}/<id>)",
-            slug="too-many-venue-keys",
-        )
+    await refuse_beyond_limit(pool, user_id, venue)
     mode = Mode(settings.exchange_mode)
     try:
         await credentials.verify(venue, mode, fields, settings.venue_base_urls)
@@ -131,7 +143,7 @@ async def link_key(body: VenueKeyIn, user_id: UserId, pool: Pool, request: Reque
         INSERT INTO trading.venue_keys
             (id, user_id, venue, mode, label, hint, credentials_encrypted)
         VALUES ($1, $2, $3, $4, $5, $6, $7)
-        RETURNING {_COLUMNS}
+        RETURNING {KEY_COLUMNS}
         """,  # noqa: S608 - a constant
         key_id,
         user_id,
@@ -158,8 +170,9 @@ async def remove_key(
         # The key is what reaches its orders at the venue: kept while one is open or unsettled.
         # Its row is locked first: an order being placed with it holds a shared lock, so none
         # slips in between this count and the removal.
-        await conn.execute(
-            "SELECT 1 FROM trading.venue_keys WHERE id = $1 AND user_id = $2 FOR UPDATE",
+        held = await conn.fetchrow(
+            "SELECT kind, credentials_encrypted FROM trading.venue_keys"
+            " WHERE id = $1 AND user_id = $2 FOR UPDATE",
             key_id,
             user_id,
         )
@@ -192,3 +205,8 @@ async def remove_key(
     _events(request).record(
         "venue-key-removed", user_id=user_id, venue=row["venue"], key=str(key_id), hint=row["hint"]
     )
+    if held["kind"] == "oauth":
+        fields = credentials.unseal(
+            request.app.state.data_keys, key_id, held["credentials_encrypted"]
+        )
+        await revoke_removed(request.app, row["venue"], fields)

@@ -50,7 +50,9 @@ from gekko.exchanges.throttle import ThrottledExchange
 from gekko.exchanges.venues import VENUES, Venue, VenueSettingsError
 from gekko.problems import FAULT_ELSEWHERE_HEADER, ProblemError
 from gekko.security.rbac import SIGNED_IN, TRADE, AccessTable
+from gekko.services import venue_links
 from gekko.services.deps import IdempotencyKey, Pool, UserId, idempotency_key_reused
+from gekko.services.venue_tokens import LinkBroken
 
 PREFIX = "/api/v1/trading/venue-orders"
 router = APIRouter(prefix=PREFIX, tags=["trading"])
@@ -182,6 +184,8 @@ def _venue_problem(exc: ExchangeError | VenueSettingsError, what: str) -> Proble
     """How a venue's refusal or silence is told to the trader."""
     if isinstance(exc, VenueSettingsError):
         return ProblemError(422, f"{what}: {exc}", slug="venue-unusable")
+    if isinstance(exc, LinkBroken):
+        return _link_broken(VENUES[exc.venue], exc.message)
     elsewhere = {FAULT_ELSEWHERE_HEADER: f"venue:{exc.venue}"}
     if exc.retry_after_s is not None:
         wait = max(1, round(exc.retry_after_s))
@@ -209,9 +213,11 @@ def _too_slow(venue: Venue, what: str, outcome: str) -> ProblemError:
 
 
 async def _exchange(app: FastAPI, key_id: object) -> ThrottledExchange:
-    """The adapter of a stored key; ProblemError 409 once the key is removed."""
+    """The adapter of a stored key; ProblemError 409 once the key is removed or its link broke."""
     key = await app.state.pool.fetchrow(
-        "SELECT id, venue, credentials_encrypted FROM trading.venue_keys WHERE id = $1", key_id
+        "SELECT id, venue, kind, broken_reason, credentials_encrypted FROM trading.venue_keys"
+        " WHERE id = $1",
+        key_id,
     )
     if key is None or key["credentials_encrypted"] is None:
         raise ProblemError(
@@ -219,8 +225,25 @@ async def _exchange(app: FastAPI, key_id: object) -> ThrottledExchange:
             "the venue key of this order was removed: link it again to reach the order",
             slug="venue-key-removed",
         )
+    venue = VENUES[key["venue"]]
+    if key["broken_reason"] is not None:
+        raise _link_broken(venue, key["broken_reason"])
     fields = unseal(app.state.data_keys, key["id"], key["credentials_encrypted"])
-    return await _desk(app).exchange(key["id"], VENUES[key["venue"]], fields)
+    desk = _desk(app)
+    if key["kind"] == "oauth":
+        opener = venue_links.opener(app, venue, key["id"], fields)
+    else:
+        opener = desk.api_key_opener(venue, fields)
+    return await desk.exchange(key["id"], venue, opener)
+
+
+def _link_broken(venue: Venue, reason: str) -> ProblemError:
+    return ProblemError(
+        409,
+        f"your {venue.title} account link no longer works ({reason}): remove it and link the "
+        "account again (POST /api/v1/trading/venue-links)",
+        slug="venue-link-broken",
+    )
 
 
 async def _select(pool: asyncpg.Pool, where: str, *args: Any) -> asyncpg.Record | None:
