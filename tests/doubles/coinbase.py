@@ -18,6 +18,7 @@ order must name the granted portfolio (`retail_portfolio_id`).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import itertools
@@ -75,6 +76,7 @@ class CoinbaseDouble:
     client_secret: str = ""
     redirect_uri: str = ""
     access_lifetime_s: float = 3600.0
+    token_delay_s: float = 0.0  # the login host answers token requests this late
     token_grants: list[str] = field(default_factory=list)  # grant_type of each token granted
     grant_refusals: list[str] = field(default_factory=list)  # why each token request was refused
     revoked: int = 0
@@ -158,6 +160,7 @@ class CoinbaseDouble:
 
     async def token(self, request: web.Request) -> web.Response:
         form = await request.post()
+        await asyncio.sleep(self.token_delay_s)
         if (form.get("client_id"), form.get("client_secret")) != (
             self.client_id,
             self.client_secret,
@@ -201,11 +204,15 @@ class CoinbaseDouble:
         return web.json_response({"error": error, "error_description": error}, status=status)
 
     async def revoke(self, request: web.Request) -> web.Response:
-        form = await request.post()
-        if str(form.get("token")) in self.access:
-            self.access[str(form.get("token"))].revoked = True
+        """An access token, or a refresh token (RFC 7009); 200 whatever the token was."""
+        token = str((await request.post()).get("token"))
+        if token in self.access and not self.access[token].revoked:
+            self.access[token].revoked = True
             self.revoked += 1
-        return web.json_response({})  # 200 whether or not the token was good
+        elif self._refresh.get(token) is not None:
+            self._refresh[token] = None
+            self.revoked += 1
+        return web.json_response({})
 
     async def portfolios(self, request: web.Request) -> web.Response:
         if (refused := self._refusal(request)) is not None:

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from doubles.coinbase import PORTFOLIO_ID
+from gekko.exchanges.base import ExchangeError
 from gekko.exchanges.credentials import unseal
 from gekko.exchanges.oauth import OAuthClient
 from gekko.security.crypto import DataKeys
@@ -176,40 +177,57 @@ def test_a_revoked_token_is_replaced_and_the_order_still_placed_once(stack, coin
     assert coinbase.token_grants[grants:] == ["refresh_token"]
 
 
-def other_instance_refreshes(stack, key_id: str) -> str:
-    """What a second trading instance does when it finds the token refused: refresh it, under
-    the key row's lock, and keep the new pair. Returns the new access token."""
-
-    fields = stack.postgres.fetch(
+def in_process(stack, key_id: str, scenario, client_secret: str = COINBASE_CLIENT_SECRET):
+    """Run `scenario(instance)` where `instance()` is the link's tokens as another trading
+    instance holds them (the same code, the stack's database and data keys)."""
+    stored = stack.postgres.fetch(
         "SELECT credentials_encrypted FROM trading.venue_keys WHERE id = $1::uuid", key_id
     )[0]["credentials_encrypted"]
+    keys = DataKeys(path=DATA_KEYS_FILE)
+    client = OAuthClient(
+        COINBASE_CLIENT_ID,
+        client_secret,
+        COINBASE_REDIRECT_URI,
+        stack.env["GEKKO_COINBASE_OAUTH_URL"],
+    )
 
-    async def run() -> str:
-        pool = await asyncpg.create_pool(stack.postgres.url, min_size=1, max_size=1)
+    async def run():
+        pool = await asyncpg.create_pool(stack.postgres.url, min_size=1, max_size=4)
+        opened: list[StoredTokens] = []
+
+        def instance() -> StoredTokens:
+            opened.append(StoredTokens(pool, keys, key_id, unseal(keys, key_id, stored), client))
+            return opened[-1]
+
         try:
-            keys = DataKeys(path=DATA_KEYS_FILE)
-            client = OAuthClient(
-                COINBASE_CLIENT_ID,
-                COINBASE_CLIENT_SECRET,
-                COINBASE_REDIRECT_URI,
-                stack.env["GEKKO_COINBASE_OAUTH_URL"],
-            )
-            tokens = StoredTokens(pool, keys, key_id, unseal(keys, key_id, fields), client)
-            stale = await tokens.current()
-            fresh = await tokens.after_refusal(stale)
-            await tokens.close()
-            return fresh
+            return await scenario(instance)
         finally:
+            for tokens in opened:
+                await tokens.close()
             await pool.close()
 
     return asyncio.run(run())
+
+
+def stored_tokens(stack, key_id: str) -> dict:
+    row = stack.postgres.fetch(
+        "SELECT credentials_encrypted, broken_reason FROM trading.venue_keys WHERE id = $1::uuid",
+        key_id,
+    )[0]
+    return {**unseal(DataKeys(path=DATA_KEYS_FILE), key_id, row["credentials_encrypted"]),
+            "broken": row["broken_reason"]}  # fmt: skip
 
 
 def test_a_refresh_made_by_another_instance_is_taken_not_repeated(stack, coinbase):
     headers = a_trader()
     key_id = link(stack, headers)["id"]
     assert place(stack, headers).status_code == 201  # this instance holds the first token
-    fresh = other_instance_refreshes(stack, key_id)
+
+    async def another_instance_refreshes(instance) -> str:
+        tokens = instance()
+        return await tokens.after_refusal(await tokens.current())
+
+    fresh = in_process(stack, key_id, another_instance_refreshes)
     coinbase.revoke_access()
     coinbase.access[fresh].revoked = False  # only the other instance's new token is good
     grants, refusals = len(coinbase.token_grants), len(coinbase.grant_refusals)
@@ -222,25 +240,110 @@ def test_a_refresh_made_by_another_instance_is_taken_not_repeated(stack, coinbas
     assert coinbase.bearers_seen[-1] == fresh
 
 
-def test_a_link_the_venue_no_longer_honours_is_refused_clearly_and_can_be_removed(stack, coinbase):
+def test_a_link_the_venue_no_longer_honours_is_refused_clearly_and_renewed_in_place(
+    stack, coinbase
+):
     headers = a_trader()
     key_id = link(stack, headers)["id"]
+    resting = {**BTC_BUY, "type": "limit", "limit_price": "30000.00"}
+    opened = httpx.post(f"{stack.gateway}{ORDERS}", json=resting, headers=headers, timeout=15)
+    assert opened.status_code == 201 and opened.json()["status"] == "open", opened.text
     coinbase.revoke_refresh_tokens()  # the user disconnected the app at Coinbase
     coinbase.revoke_access()
     created = coinbase.created
     refused = place(stack, headers)
     assert refused.status_code == 409, refused.text
     assert refused.json()["type"].endswith("/venue-link-broken")
-    assert "link the account again" in refused.json()["detail"]
+    assert "sign in again to renew it" in refused.json()["detail"]
     assert coinbase.created == created
     listed = httpx.get(f"{stack.gateway}{KEYS}", headers=headers).json()["keys"]
     assert "invalid_grant" in listed[0]["broken"]
-    # A second order is refused from the row, without asking the venue again.
+    # From the row now, without asking the venue again; the open order is out of reach.
     grant_refusals = len(coinbase.grant_refusals)
-    assert place(stack, headers).status_code == 409
+    cancel = f"{stack.gateway}{ORDERS}/{opened.json()['id']}"
+    stuck = httpx.delete(cancel, headers=headers, timeout=15)
+    assert stuck.status_code == 409 and f'"replaces": "{key_id}"' in stuck.json()["detail"]
     assert len(coinbase.grant_refusals) == grant_refusals
-    removed = httpx.delete(f"{stack.gateway}{KEYS}/{key_id}", headers=headers)
-    assert removed.status_code == 204, removed.text
+    # The user signs in again, renewing the same link: its order is theirs to cancel again.
+    started = httpx.post(
+        f"{stack.gateway}{LINKS}", json={"venue": "coinbase", "replaces": key_id}, headers=headers
+    )
+    assert started.status_code == 201, started.text
+    consent = httpx.get(started.json()["authorize_url"], follow_redirects=False)
+    back = parse_qs(urlsplit(consent.headers["Location"]).query)
+    renewed = httpx.post(
+        f"{stack.gateway}{LINKS}/complete",
+        json={"state": back["state"][0], "code": back["code"][0]},
+        headers=headers,
+        timeout=15,
+    )
+    assert renewed.status_code == 201, renewed.text
+    assert (renewed.json()["id"], renewed.json()["broken"]) == (key_id, None)
+    cancelled = httpx.delete(cancel, headers=headers, timeout=15)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    # Only one's own link is renewed.
+    theirs = httpx.post(
+        f"{stack.gateway}{LINKS}",
+        json={"venue": "coinbase", "replaces": key_id},
+        headers=a_trader(),
+    )
+    assert theirs.status_code == 404
+
+
+def test_refreshes_of_one_link_by_two_instances_at_once_make_one_refresh(stack, coinbase):
+    key_id = link(stack, a_trader())["id"]
+    grants, refusals = len(coinbase.token_grants), len(coinbase.grant_refusals)
+
+    async def both_refuse_the_same_token(instance) -> list[str]:
+        first, second = instance(), instance()
+        stale = await first.current()
+        return await asyncio.gather(first.after_refusal(stale), second.after_refusal(stale))
+
+    coinbase.token_delay_s = 0.5  # both are under way while the first is answered
+    try:
+        fresh = in_process(stack, key_id, both_refuse_the_same_token)
+    finally:
+        coinbase.token_delay_s = 0.0
+    assert coinbase.token_grants[grants:] == ["refresh_token"]
+    assert fresh[0] == fresh[1] == stored_tokens(stack, key_id)["access_token"]
+    assert coinbase.grant_refusals[refusals:] == []
+
+
+def test_a_refresh_whose_caller_gives_up_is_still_finished_and_kept(stack, coinbase):
+    key_id = link(stack, a_trader())["id"]
+    grants = len(coinbase.token_grants)
+    coinbase.token_delay_s = 1.0
+    try:
+
+        async def give_up_then_ask_again(instance) -> tuple[str, str]:
+            tokens = instance()
+            stale = await tokens.current()
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.3):  # an order's deadline, say
+                    await tokens.after_refusal(stale)
+            await asyncio.sleep(1.5)
+            return stale, await tokens.current()
+
+        stale, now = in_process(stack, key_id, give_up_then_ask_again)
+    finally:
+        coinbase.token_delay_s = 0.0
+    assert coinbase.token_grants[grants:] == ["refresh_token"]
+    assert now != stale and stored_tokens(stack, key_id)["access_token"] == now
+
+
+def test_a_refusal_of_the_platforms_client_breaks_no_link(stack, coinbase):
+    key_id = link(stack, a_trader())["id"]
+
+    async def refresh_with_a_stale_secret(instance):
+        tokens = instance()
+        with pytest.raises(ExchangeError) as refused:
+            await tokens.after_refusal(await tokens.current())
+        return refused.value
+
+    refused = in_process(stack, key_id, refresh_with_a_stale_secret, client_secret="stale")
+    assert (refused.http_status, refused.code, refused.credential) == (502, "invalid_client", True)
+    assert "operator must mend" in str(refused)
+    assert stored_tokens(stack, key_id)["broken"] is None
 
 
 def test_removing_a_link_revokes_its_token_at_the_venue(stack, coinbase):
@@ -249,4 +352,8 @@ def test_removing_a_link_revokes_its_token_at_the_venue(stack, coinbase):
     revoked = coinbase.revoked
     removed = httpx.delete(f"{stack.gateway}{KEYS}/{key_id}", headers=headers)
     assert removed.status_code == 204, removed.text
-    assert coinbase.revoked == revoked + 1
+    # In the background: the refresh token (the grant) and the access token.
+    deadline = time.monotonic() + 10
+    while coinbase.revoked < revoked + 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert coinbase.revoked == revoked + 2

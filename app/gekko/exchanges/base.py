@@ -108,7 +108,9 @@ class ExchangeError(Exception):
 
     `retry_after_s` is set when the venue asked to back off (HTTP 429, Binance's 418);
     `unsure` when the request may have reached the venue (no answer): the order must be
-    looked up by its client order id before anything is sent again."""
+    looked up by its client order id before anything is sent again. `credential` when nothing
+    was asked of the venue because the credential could not be had (a linked account's token):
+    it says nothing of the venue's health."""
 
     venue: str
     message: str
@@ -117,6 +119,7 @@ class ExchangeError(Exception):
     retry_after_s: float | None = None
     unsure: bool = False
     explanation: str = field(default="")
+    credential: bool = False
 
     def __str__(self) -> str:
         where = f"{self.venue}: " + (f"HTTP {self.http_status} " if self.http_status else "")

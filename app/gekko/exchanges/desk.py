@@ -125,7 +125,8 @@ class VenueDesk:
         try:
             result = await call()
         except ExchangeError as exc:
-            self._record(exchange, exc, started)
+            if not exc.credential:
+                self._record(exchange, exc, started)
             raise
         self._record(exchange, None, started)
         return result
@@ -166,6 +167,13 @@ class VenueDesk:
                 continue
             with contextlib.suppress(ExchangeError):
                 await self.call(exchange, exchange.symbols)
+
+    def forget(self, key_id: object) -> None:
+        """A key removed or linked anew: its adapter is let go (closed after the grace)."""
+        exchange = self._open.pop(key_id, None)
+        self._symbols.pop(key_id, None)
+        if exchange is not None:
+            self._retired.append((self.clock(), exchange))
 
     def api_key_opener(self, venue: Venue, fields: Mapping[str, str]) -> Callable[[], Exchange]:
         """How the adapter of an API key a user linked is opened."""

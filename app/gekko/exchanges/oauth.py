@@ -46,9 +46,11 @@ SCOPES = (
 # An access token is refreshed when this little of its life is left (or a quarter of it, for a
 # short-lived one), so no call goes out with a token about to expire.
 REFRESH_MARGIN_S = 300.0
-# What a refusal of the grant says: the refresh token (or code) was used, revoked or expired.
-# The user must link the account again.
-GRANT_REFUSED = frozenset({"invalid_grant", "unauthorized_client", "invalid_client"})
+# A refusal of the grant: the refresh token (or code) was used, revoked or expired. The user
+# must link the account again.
+GRANT_REFUSED = frozenset({"invalid_grant"})
+# A refusal of the platform's own client (its id or secret): no user's link is at fault.
+CLIENT_REFUSED = frozenset({"invalid_client", "unauthorized_client"})
 
 
 def code_challenge(verifier: str) -> str:
@@ -167,12 +169,14 @@ class OAuthClient:
             http, {"grant_type": "refresh_token", "refresh_token": refresh_token}
         )
 
-    async def revoke(self, http: VenueHttp, access_token: str) -> None:
+    async def revoke(self, http: VenueHttp, token: str, access_token: str) -> None:
+        """Revoke `token` (an access or refresh token: RFC 7009), authenticated with the
+        access token, as the docs ask."""
         await http.send(
             "POST",
             f"{self.login_url}/oauth2/revoke",
             "POST /oauth2/revoke",
-            data=urlencode({"token": access_token}).encode(),
+            data=urlencode({"token": token}).encode(),
             headers={
                 "Authorization": f"Bearer {access_token}",
                 "Content-Type": "application/x-www-form-urlencoded",
@@ -208,6 +212,9 @@ class OAuthClient:
                 explanation=(
                     "the grant was used, revoked or expired: the account must be linked again"
                     if error in GRANT_REFUSED
+                    else "the platform's OAuth client (its id or secret) was refused: the "
+                    "operator must mend gekko_coinbase_oauth_client_id or its secret"
+                    if error in CLIENT_REFUSED
                     else ""
                 ),
             )
@@ -232,3 +239,7 @@ class OAuthClient:
 
 def grant_refused(error: ExchangeError) -> bool:
     return error.code in GRANT_REFUSED
+
+
+def client_refused(error: ExchangeError) -> bool:
+    return error.code in CLIENT_REFUSED

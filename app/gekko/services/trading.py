@@ -510,4 +510,5 @@ async def stop(app: FastAPI) -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await app.state.matcher
     await venue_orders.stop(app)
+    await venue_links.stop(app)
     await stop_all(app)

@@ -28,7 +28,7 @@ from gekko.security.events import SecurityEvents
 from gekko.security.rbac import TRADE, TRADE_STEP_UP, AccessTable
 from gekko.services.deps import Pool, UserId
 from gekko.services.inputs import StoredText
-from gekko.services.venue_tokens import revoke_removed
+from gekko.services.venue_tokens import revoke_in_background
 
 PREFIX = "/api/v1/trading/venue-keys"
 router = APIRouter(prefix=PREFIX, tags=["trading"])
@@ -205,8 +205,9 @@ async def remove_key(
     _events(request).record(
         "venue-key-removed", user_id=user_id, venue=row["venue"], key=str(key_id), hint=row["hint"]
     )
+    request.app.state.venue_desk.forget(key_id)
     if held["kind"] == "oauth":
         fields = credentials.unseal(
             request.app.state.data_keys, key_id, held["credentials_encrypted"]
         )
-        await revoke_removed(request.app, row["venue"], fields)
+        revoke_in_background(request.app, row["venue"], fields)

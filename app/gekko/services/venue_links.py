@@ -8,7 +8,9 @@ to pasting an API key (gekko.services.venue_keys).
        browser back with (to GEKKO_COINBASE_OAUTH_REDIRECT_URI, the platform's page that posts
        them here): the code is exchanged for tokens, the link is checked with an account call,
        and kept like a key, of kind `oauth`: encrypted, never shown, removed with
-       DELETE /api/v1/trading/venue-keys/{id} (which also revokes the token at Coinbase).
+       DELETE /api/v1/trading/venue-keys/{id} (which also revokes the grant at Coinbase).
+  A sign-in started with `replaces` (the id of one of the user's links, broken or not) renews
+  that link in place: same key id, so its orders stay reachable, and its old grant is revoked.
 
 The sign-in is bound to the user who started it: another user's `state` is unknown to them.
 The tokens are refreshed before they expire by whichever trading instance needs them
@@ -17,6 +19,7 @@ The tokens are refreshed before they expire by whichever trading instance needs 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import secrets
@@ -25,13 +28,21 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
+import asyncpg
 from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gekko.exchanges import credentials
 from gekko.exchanges.base import Exchange, ExchangeError, Mode, VenueHttp
 from gekko.exchanges.coinbase import LinkedAccount, default_portfolio
-from gekko.exchanges.oauth import FixedTokens, OAuthClient, Tokens, grant_refused, new_verifier
+from gekko.exchanges.oauth import (
+    FixedTokens,
+    OAuthClient,
+    Tokens,
+    client_refused,
+    grant_refused,
+    new_verifier,
+)
 from gekko.exchanges.venues import VENUES, Venue, VenueSettingsError, check
 from gekko.problems import ProblemError
 from gekko.security.crypto import DataKeys
@@ -40,7 +51,7 @@ from gekko.security.rbac import TRADE, TRADE_STEP_UP, AccessTable
 from gekko.services.deps import Pool, UserId
 from gekko.services.inputs import StoredText
 from gekko.services.venue_keys import KEY_COLUMNS, VenueKeyOut, refuse_beyond_limit
-from gekko.services.venue_tokens import StoredTokens, link_fields, revoke
+from gekko.services.venue_tokens import StoredTokens, link_fields, revoke, revoke_in_background
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +71,9 @@ class LinkStartIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     venue: Literal["coinbase"]
     label: StoredText = Field(default="", max_length=64)
+    # One of your links of this venue to renew in place (a broken one: its orders stay yours
+    # to settle and cancel).
+    replaces: uuid.UUID | None = None
 
 
 class LinkStartOut(BaseModel):
@@ -123,7 +137,10 @@ async def start_link(
         client = _client(request.app, venue)
     except VenueSettingsError as exc:
         raise ProblemError(409, str(exc), slug="venue-link-unavailable") from None
-    await refuse_beyond_limit(pool, user_id, venue)
+    if body.replaces is None:
+        await refuse_beyond_limit(pool, user_id, venue)
+    else:
+        await _replaceable(pool, user_id, venue, mode, body.replaces)
     state, verifier = secrets.token_urlsafe(32), new_verifier()
     state_hash = _state_hash(state)
     keys: DataKeys = request.app.state.data_keys
@@ -142,8 +159,9 @@ async def start_link(
         expires_at = await conn.fetchval(
             """
             INSERT INTO trading.venue_link_requests
-                (state_hash, user_id, venue, mode, label, verifier_encrypted, expires_at)
-            VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))
+                (state_hash, user_id, venue, mode, label, verifier_encrypted, replaces,
+                 expires_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))
             RETURNING expires_at
             """,
             state_hash,
@@ -152,10 +170,32 @@ async def start_link(
             mode.value,
             body.label,
             keys.encrypt(verifier.encode(), credentials.link_request_context(state_hash)),
+            body.replaces,
             float(REQUEST_TTL_S),
         )
     _events(request).record("venue-link-started", user_id=user_id, venue=venue.name)
     return LinkStartOut(authorize_url=client.authorize_url(state, verifier), expires_at=expires_at)
+
+
+async def _replaceable(
+    pool: asyncpg.Pool, user_id: int, venue: Venue, mode: Mode, key_id: uuid.UUID
+) -> None:
+    found = await pool.fetchrow(
+        "SELECT venue, mode, kind FROM trading.venue_keys"
+        " WHERE id = $1 AND user_id = $2 AND removed_at IS NULL",
+        key_id,
+        user_id,
+    )
+    # Another user's link answers as a missing one.
+    if found is None:
+        raise ProblemError(404, "no such venue key", slug="venue-key-not-found")
+    if (found["venue"], found["mode"], found["kind"]) != (venue.name, mode.value, "oauth"):
+        raise ProblemError(
+            409,
+            f"only a {venue.title} account linked by signing in, in {mode.value} mode, can be "
+            "renewed this way",
+            slug="venue-key-not-renewable",
+        )
 
 
 @router.post("/complete", status_code=201, response_model=VenueKeyOut)
@@ -169,7 +209,7 @@ async def complete_link(
     # Used once: taken out whatever comes next.
     sign_in = await pool.fetchrow(
         "DELETE FROM trading.venue_link_requests WHERE state_hash = $1 AND user_id = $2"
-        " RETURNING venue, mode, label, verifier_encrypted, expires_at > now() AS live",
+        " RETURNING venue, mode, label, verifier_encrypted, replaces, expires_at > now() AS live",
         state_hash,
         user_id,
     )
@@ -200,7 +240,8 @@ async def complete_link(
     verifier = app.state.data_keys.decrypt(
         sign_in["verifier_encrypted"], credentials.link_request_context(state_hash)
     ).decode()
-    await refuse_beyond_limit(pool, user_id, venue)
+    if sign_in["replaces"] is None:
+        await refuse_beyond_limit(pool, user_id, venue)
     try:
         client = _client(app, venue)
         tokens, portfolio_id = await _grant_and_check(app, venue, mode, client, body.code, verifier)
@@ -210,8 +251,37 @@ async def complete_link(
             "venue-link-refused", user_id=user_id, venue=venue.name, status=refused.status
         )
         raise ProblemError(refused.status, refused.detail, slug="venue-link-not-verified") from None
+    try:
+        if sign_in["replaces"] is None:
+            row = await _keep(app, user_id, venue, mode, sign_in["label"], tokens, portfolio_id)
+        else:
+            row = await _renew(app, user_id, sign_in["replaces"], tokens, portfolio_id)
+    except BaseException:
+        revoke_in_background(app, venue.name, link_fields(tokens, portfolio_id))
+        raise
+    _events(request).record(
+        "venue-key-linked",
+        user_id=user_id,
+        venue=venue.name,
+        key=str(row["id"]),
+        hint=row["hint"],
+        kind="oauth",
+        renewed=sign_in["replaces"] is not None,
+    )
+    return VenueKeyOut(**dict(row))
+
+
+async def _keep(
+    app: FastAPI,
+    user_id: int,
+    venue: Venue,
+    mode: Mode,
+    label: str,
+    tokens: Tokens,
+    portfolio_id: str,
+) -> asyncpg.Record:
     key_id = uuid.uuid4()
-    row = await pool.fetchrow(
+    return await app.state.pool.fetchrow(
         f"""
         INSERT INTO trading.venue_keys
             (id, user_id, venue, mode, label, hint, kind, credentials_encrypted)
@@ -222,19 +292,47 @@ async def complete_link(
         user_id,
         venue.name,
         mode.value,
-        sign_in["label"],
-        "portfolio ..." + portfolio_id[-4:],
+        label,
+        _hint(portfolio_id),
         credentials.seal(app.state.data_keys, key_id, link_fields(tokens, portfolio_id)),
     )
-    _events(request).record(
-        "venue-key-linked",
-        user_id=user_id,
-        venue=venue.name,
-        key=str(key_id),
-        hint=row["hint"],
-        kind="oauth",
-    )
-    return VenueKeyOut(**dict(row))
+
+
+async def _renew(
+    app: FastAPI, user_id: int, key_id: uuid.UUID, tokens: Tokens, portfolio_id: str
+) -> asyncpg.Record:
+    """The link's row with the new grant (and no longer broken); the old grant revoked."""
+    async with app.state.pool.acquire() as conn, conn.transaction():
+        old = await conn.fetchval(
+            "SELECT credentials_encrypted FROM trading.venue_keys"
+            " WHERE id = $1 AND user_id = $2 AND kind = 'oauth' AND removed_at IS NULL FOR UPDATE",
+            key_id,
+            user_id,
+        )
+        if old is None:
+            raise ProblemError(
+                409,
+                "the link to renew was removed meanwhile: start again",
+                slug="venue-link-expired",
+            )
+        row = await conn.fetchrow(
+            f"""
+            UPDATE trading.venue_keys
+            SET credentials_encrypted = $2, hint = $3, broken_reason = NULL
+            WHERE id = $1
+            RETURNING {KEY_COLUMNS}
+            """,  # noqa: S608 - a constant
+            key_id,
+            credentials.seal(app.state.data_keys, key_id, link_fields(tokens, portfolio_id)),
+            _hint(portfolio_id),
+        )
+    app.state.venue_desk.forget(key_id)
+    revoke_in_background(app, row["venue"], credentials.unseal(app.state.data_keys, key_id, old))
+    return row
+
+
+def _hint(portfolio_id: str) -> str:
+    return "portfolio ..." + portfolio_id[-4:]
 
 
 async def _grant_and_check(
@@ -258,8 +356,8 @@ async def _grant_and_check(
                 "access to the portfolio to trade in"
             )
         await check(adapter)
-    except (ExchangeError, VenueSettingsError):
-        await revoke(client, tokens.access_token)
+    except BaseException:
+        await revoke(client, tokens)
         raise
     finally:
         await adapter.close()
@@ -270,6 +368,11 @@ def _refusal(error: ExchangeError | VenueSettingsError) -> credentials.Refusal:
     if isinstance(error, ExchangeError) and grant_refused(error):
         return credentials.Refusal(
             422, f"the venue refused the sign-in's code (used or expired): start again ({error})"
+        )
+    if isinstance(error, ExchangeError) and client_refused(error):
+        return credentials.Refusal(
+            502,
+            f"the platform's sign-in with the venue is misconfigured; nothing was kept ({error})",
         )
     return credentials.refusal(error)
 
@@ -295,10 +398,17 @@ def configure(app: FastAPI) -> None:
     """The platform's OAuth clients, per venue."""
     settings = app.state.settings.coinbase_oauth
     app.state.venue_oauth = {}
+    app.state.venue_revocations = set()
     if settings is not None:
         app.state.venue_oauth["coinbase"] = OAuthClient(
             settings.client_id, settings.client_secret, settings.redirect_uri, settings.login_url
         )
 
 
-__all__ = ["ACCESS", "configure", "opener", "router"]
+async def stop(app: FastAPI) -> None:
+    """Revocations under way get a moment to reach the venue."""
+    if app.state.venue_revocations:
+        await asyncio.wait(set(app.state.venue_revocations), timeout=5)
+
+
+__all__ = ["ACCESS", "configure", "opener", "router", "stop"]

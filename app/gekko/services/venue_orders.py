@@ -185,7 +185,12 @@ def _venue_problem(exc: ExchangeError | VenueSettingsError, what: str) -> Proble
     if isinstance(exc, VenueSettingsError):
         return ProblemError(422, f"{what}: {exc}", slug="venue-unusable")
     if isinstance(exc, LinkBroken):
-        return _link_broken(VENUES[exc.venue], exc.message)
+        return ProblemError(
+            409,
+            f"{what}: your account link no longer works ({exc.message}): see GET "
+            "/api/v1/trading/venue-keys, and sign in again to renew it",
+            slug="venue-link-broken",
+        )
     elsewhere = {FAULT_ELSEWHERE_HEADER: f"venue:{exc.venue}"}
     if exc.retry_after_s is not None:
         wait = max(1, round(exc.retry_after_s))
@@ -227,7 +232,7 @@ async def _exchange(app: FastAPI, key_id: object) -> ThrottledExchange:
         )
     venue = VENUES[key["venue"]]
     if key["broken_reason"] is not None:
-        raise _link_broken(venue, key["broken_reason"])
+        raise _link_broken(venue, key["id"], key["broken_reason"])
     fields = unseal(app.state.data_keys, key["id"], key["credentials_encrypted"])
     desk = _desk(app)
     if key["kind"] == "oauth":
@@ -237,11 +242,12 @@ async def _exchange(app: FastAPI, key_id: object) -> ThrottledExchange:
     return await desk.exchange(key["id"], venue, opener)
 
 
-def _link_broken(venue: Venue, reason: str) -> ProblemError:
+def _link_broken(venue: Venue, key_id: object, reason: str) -> ProblemError:
     return ProblemError(
         409,
-        f"your {venue.title} account link no longer works ({reason}): remove it and link the "
-        "account again (POST /api/v1/trading/venue-links)",
+        f"your {venue.title} account link no longer works ({reason}): sign in again to renew "
+        f'it in place (POST /api/v1/trading/venue-links {{"venue": "{venue.name}", '
+        f'"replaces": "{key_id}"}}); its orders stay yours',
         slug="venue-link-broken",
     )
 

@@ -31,6 +31,7 @@ def upgrade() -> None:
     # A sign-in under way: found by the SHA-256 of its `state` (the state itself is only in the
     # user's browser and the venue's redirect), used once, gone after expires_at. The PKCE
     # verifier is encrypted with the data keys, the row's state hash as associated data.
+    # replaces: the user's link this sign-in renews in place (its orders stay reachable).
     op.execute(
         """
         CREATE TABLE trading.venue_link_requests (
@@ -40,6 +41,7 @@ def upgrade() -> None:
             mode               text NOT NULL CHECK (mode IN ('sandbox', 'live')),
             label              text NOT NULL DEFAULT '',
             verifier_encrypted text NOT NULL CHECK (verifier_encrypted LIKE 'gk1.%'),
+            replaces           uuid REFERENCES trading.venue_keys (id),
             created_at         timestamptz NOT NULL DEFAULT now(),
             expires_at         timestamptz NOT NULL
         )
