@@ -1,6 +1,7 @@
 """`make bench` entry point: `python -m benchmarks.run` from the repository root.
 
-Order: discovery microbenchmark and signal inference (in process), then a private stack on
+Order: discovery microbenchmark and signal inference (in process), the rate limiter and a
+venue's market data to Redis (in process, on the bench's Redis), then a private stack on
 random loopback ports (every domain service, the gateway, a reference gateway without rate
 limiting, nginx; database gekko_bench and Redis DB 1 on the deployed datastores), then GET
 throughput at saturation (upstream alone, nginx, gateway), latency at fixed rates (GETs via
@@ -35,6 +36,7 @@ from benchmarks.scenarios import (
     fixed_rate,
     inference,
     limiter,
+    market_feed,
     orders,
     throughput,
 )
@@ -255,10 +257,19 @@ def measure_all(cfg: BenchSettings, results: dict[str, Any], log_dir: Path) -> i
     except preflight.PreflightError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
-    stage(4, f"rate limiter in process: {limiter.CHECKS} checks, {limiter.IN_FLIGHT} in flight")
-    results["limiter"] = lim = limiter.run(stores.service_env()["GEKKO_REDIS_URL"])
+    stage(4, f"in process, on the bench's Redis: the rate limiter ({limiter.CHECKS} checks, "
+             f"{limiter.IN_FLIGHT} in flight), then market data from a venue stream to Redis "
+             f"({market_feed.EVENTS} trades at {market_feed.RATE_PER_S:g}/s)")  # fmt: skip
+    redis_url = stores.service_env()["GEKKO_REDIS_URL"]
+    results["limiter"] = lim = limiter.run(redis_url)
     print(f"  {lim['cpu_us_per_check']} µs of CPU per check, {lim['checks_per_s']} checks/s, "
           f"p99 {lim['p99_ms']} ms", flush=True)  # fmt: skip
+    try:
+        results["market_feed"] = feed = market_feed.run(redis_url)
+        print(f"  exchange-to-publish p50 {feed['p50_ms']} ms, p99 {feed['p99_ms']} ms", flush=True)
+    except (RuntimeError, OSError) as exc:  # reported as a missed target, the rest goes on
+        results["market_feed"] = {"error": str(exc)}
+        print(f"  market data: failed: {exc}", flush=True)
     stack = Stack(stores.service_env(), log_dir)
     try:
         measure(cfg, stack, start_stack(cfg, stack), results)

@@ -207,6 +207,22 @@ class VenueOAuth:
 
 
 @dataclass(frozen=True)
+class MarketFeeds:
+    """The venues' market data the market_data service streams into Redis
+    (gekko.services.venue_feeds)."""
+
+    # venue -> the venue's own symbols (Binance.US BTCUSD, Coinbase BTC-USD, OANDA EUR_USD)
+    symbols: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # GEKKO_<VENUE>_STREAM_URL: a venue's stream host overridden (a double on loopback)
+    stream_urls: dict[str, str] = field(default_factory=dict)
+    # GEKKO_PLATFORM_VENUE_KEYS_FILE: the platform's own keys, sealed under the keyring in
+    # GEKKO_PLATFORM_VENUE_KEY_FILE (gekko.exchanges.platform_keys), for a stream that needs
+    # one (OANDA's pricing stream)
+    platform_keys_file: str = ""
+    platform_key_file: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
     component: str
     database_url: str
@@ -230,6 +246,8 @@ class Settings:
     # GEKKO_COINBASE_OAUTH_*: Coinbase accounts users link by signing in (trading only); None:
     # only API keys are linked.
     coinbase_oauth: VenueOAuth | None = None
+    # GEKKO_MARKET_FEEDS and the rest (market_data only).
+    market_feeds: MarketFeeds = field(default_factory=MarketFeeds)
     bind_host: str = "127.0.0.1"
     port: int = 8000
     instance_id: str = ""
@@ -406,6 +424,72 @@ def parse_coinbase_oauth(component: str, env: Mapping[str, str]) -> VenueOAuth |
     return VenueOAuth(client_id, client_secret, redirect_uri, login_url.rstrip("/"))
 
 
+# A venue symbol as the feeds take it; at most this many per venue.
+_FEED_SYMBOL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+MAX_FEED_SYMBOLS = 50
+# Venues whose stream needs the platform's own key.
+KEYED_FEEDS = frozenset({"oanda"})
+# What each venue's stream is reached by: a WebSocket, or OANDA's HTTP stream.
+FEED_SCHEMES = {
+    "binanceus": ("wss://", "ws://"),
+    "coinbase": ("wss://", "ws://"),
+    "oanda": ("https://", "http://"),
+}
+
+
+def parse_market_feeds(component: str, env: Mapping[str, str]) -> MarketFeeds:
+    """GEKKO_MARKET_FEEDS: a JSON object of venue -> list of the venue's symbols, e.g.
+    {"binanceus": ["BTCUSD"], "coinbase": ["BTC-USD"], "oanda": ["EUR_USD"]}."""
+    raw = env.get("GEKKO_MARKET_FEEDS", "").strip()
+    if component != "market_data" or not raw:
+        return MarketFeeds()
+    try:
+        wanted = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"GEKKO_MARKET_FEEDS is not JSON: {exc}") from None
+    if not isinstance(wanted, dict):
+        raise ConfigError("GEKKO_MARKET_FEEDS must be a JSON object of venue -> symbols")
+    symbols: dict[str, tuple[str, ...]] = {}
+    for venue, listed in wanted.items():
+        if venue not in VENUE_NAMES:
+            raise ConfigError(
+                f"GEKKO_MARKET_FEEDS: {venue!r} is not a venue ({', '.join(VENUE_NAMES)})"
+            )
+        if (
+            not isinstance(listed, list)
+            or not 1 <= len(listed) <= MAX_FEED_SYMBOLS
+            or not all(
+                isinstance(s, str) and 0 < len(s) <= 32 and set(s) <= _FEED_SYMBOL_CHARS
+                for s in listed
+            )
+        ):
+            raise ConfigError(
+                f"GEKKO_MARKET_FEEDS: {venue} needs a list of 1 to {MAX_FEED_SYMBOLS} of its own "
+                "symbols (letters, digits, _ and -), e.g. BTCUSD, BTC-USD, EUR_USD"
+            )
+        # The venues' symbols are upper case (Binance.US's stream names lower them itself).
+        symbols[venue] = tuple(dict.fromkeys(s.upper() for s in listed))
+    stream_urls = {}
+    for venue in symbols:
+        url = env.get(f"GEKKO_{venue.upper()}_STREAM_URL", "").strip().rstrip("/")
+        if url and not url.startswith(FEED_SCHEMES[venue]):
+            raise ConfigError(
+                f"GEKKO_{venue.upper()}_STREAM_URL must be a {' or '.join(FEED_SCHEMES[venue])} URL"
+            )
+        if url:
+            stream_urls[venue] = url
+    keys_file = env.get("GEKKO_PLATFORM_VENUE_KEYS_FILE", "").strip()
+    key_file = env.get("GEKKO_PLATFORM_VENUE_KEY_FILE", "").strip()
+    keyed = sorted(KEYED_FEEDS & set(symbols))
+    if keyed and not (keys_file and key_file):
+        raise ConfigError(
+            f"GEKKO_MARKET_FEEDS: the {', '.join(keyed)} stream needs the platform's key: set "
+            "GEKKO_PLATFORM_VENUE_KEYS_FILE (sealed with `gekko exchange seal-keys`) and "
+            "GEKKO_PLATFORM_VENUE_KEY_FILE (the keyring it was sealed under)"
+        )
+    return MarketFeeds(symbols, stream_urls, keys_file, key_file)
+
+
 def parse_static_services(raw: str) -> dict[str, list[str]]:
     """Parse GEKKO_STATIC_SERVICES: a JSON object of service name -> list of base URLs."""
     if not raw.strip():
@@ -571,6 +655,7 @@ def load_settings(component: str, env: Mapping[str, str] | None = None) -> Setti
         venue_base_urls=parse_venue_base_urls(env),
         venue_reconcile_interval_s=positive_float(env, "GEKKO_VENUE_RECONCILE_INTERVAL_S", 10.0),
         coinbase_oauth=parse_coinbase_oauth(component, env),
+        market_feeds=parse_market_feeds(component, env),
         bind_host=bind_host,
         port=port,
         instance_id=env.get("GEKKO_INSTANCE_ID", "").strip() or f"{component}-{port}",

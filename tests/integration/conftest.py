@@ -29,10 +29,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from doubles.coinbase import CoinbaseDouble
+from doubles.market_streams import MarketStreamsDouble
 from doubles.oanda import OandaDouble
 from doubles.serve import serve_in_thread
 from gekko.config import DOMAIN_SERVICES
-from gekko.security.crypto import generate_data_keys_file
+from gekko.exchanges import platform_keys
+from gekko.security.crypto import DataKeys, generate_data_keys_file
 from gekko.security.rbac import Role
 from gekko.security.tokens import SigningKey, generate_key_files
 
@@ -391,6 +393,54 @@ def coinbase_double(coinbase: CoinbaseDouble) -> Iterator[str]:
         yield url
     finally:
         stop()
+
+
+# The venues' market-data streams (one producer behind the three), for market_data's feeds; its
+# OANDA key is the platform's own, sealed under the data keys.
+FEED_OANDA_TOKEN = "oanda-platform-stream-token"
+FEED_OANDA_ACCOUNT = "101-004-7654321-001"
+
+
+@pytest.fixture(scope="session")
+def market_streams() -> MarketStreamsDouble:
+    """The double itself: tests ask it for trades and drop its connections."""
+    return MarketStreamsDouble(oanda_token=FEED_OANDA_TOKEN, oanda_account=FEED_OANDA_ACCOUNT)
+
+
+@pytest.fixture(scope="session")
+def market_streams_url(market_streams: MarketStreamsDouble) -> Iterator[str]:
+    url, stop = serve_in_thread(market_streams.app())
+    try:
+        yield url
+    finally:
+        stop()
+
+
+def market_feeds_env(root: Path, streams_url: str) -> dict[str, str]:
+    """market_data's feeds, the platform's OANDA key sealed as the deploy seals it: under the
+    key derived from the newest data key, which is all market_data gets."""
+    key_file, keys_file = root / "platform-venue-key", root / "platform-venue-keys"
+    data_keys = Path(DATA_KEYS_FILE).read_text().split()
+    key_file.write_text(platform_keys.derived_key(data_keys) + "\n")
+    sealed = platform_keys.seal(
+        DataKeys(path=str(key_file)),
+        {"oanda": {"api_token": FEED_OANDA_TOKEN, "account_id": FEED_OANDA_ACCOUNT}},
+    )
+    keys_file.write_text(sealed + "\n")
+    ws = streams_url.replace("http://", "ws://")
+    return {
+        "GEKKO_MARKET_FEEDS": '{"binanceus": ["BTCUSD"], "coinbase": ["BTC-USD"], '
+        '"oanda": ["EUR_USD"]}',
+        "GEKKO_BINANCEUS_STREAM_URL": ws,
+        # Binance.US's REST host, for the trades a feed missed (trading's points elsewhere).
+        "GEKKO_BINANCEUS_BASE_URL": streams_url,
+        "GEKKO_COINBASE_STREAM_URL": f"{ws}/ws",
+        "GEKKO_OANDA_STREAM_URL": streams_url,
+        "GEKKO_PLATFORM_VENUE_KEYS_FILE": str(keys_file),
+        "GEKKO_PLATFORM_VENUE_KEY_FILE": str(key_file),
+        # market_data holds no data key: the derived one opens the platform's keys only.
+        "GEKKO_DATA_KEYS_FILE": "",
+    }
 
 
 @pytest.fixture(scope="session")

@@ -128,3 +128,32 @@ def test_a_coinbase_oauth_client_without_its_secret_stops_the_run_with_the_fix(
     run, output = oauth_check(tmp_path, oanda_double, plain)
     assert run.returncode != 0, output
     assert "must be the https:// page registered with the client" in output
+
+
+def feeds_check(tmp_path, oanda_url: str, feeds: dict):
+    settings = {"gekko_market_feeds": feeds, "gekko_exchange_venues": []}
+    return venues_check(tmp_path, oanda_url, {}, "-e", json.dumps(settings))
+
+
+def test_market_feeds_name_venues_and_oandas_has_the_platforms_key(
+    tmp_path, oanda_double, monkeypatch
+):
+    run, output = feeds_check(tmp_path, oanda_double, {"kraken": ["BTCUSD"]})
+    assert run.returncode != 0, output
+    assert "gekko_market_feeds names kraken, which the platform does not stream" in output
+
+    run, output = feeds_check(tmp_path, oanda_double, {"coinbase": "BTC-USD"})
+    assert run.returncode != 0, output
+    assert "gekko_market_feeds.coinbase must be a list of the venue's" in output
+
+    run, output = feeds_check(tmp_path, oanda_double, {"oanda": ["EUR_USD"]})
+    assert run.returncode != 0, output
+    assert "export GEKKO_OANDA_API_TOKEN and GEKKO_OANDA_ACCOUNT_ID on the" in output
+
+    monkeypatch.setenv("GEKKO_OANDA_API_TOKEN", "platform-oanda-token-xyz")
+    monkeypatch.setenv("GEKKO_OANDA_ACCOUNT_ID", OANDA_ACCOUNT)
+    run, output = feeds_check(
+        tmp_path, oanda_double, {"oanda": ["EUR_USD"], "coinbase": ["BTC-USD"]}
+    )
+    assert run.returncode == 0, output
+    assert "platform-oanda-token-xyz" not in output

@@ -77,3 +77,13 @@ def test_the_issue_15_targets_are_judged_against_nginx_in_the_same_run():
             "inference via gateway at 100/s: p99",
         )
     )
+
+
+def test_the_exchange_to_publish_p99_is_held_to_50_ms_and_a_failed_run_misses_it():
+    name = "market data, venue stream to Redis (300/s): p50 / p99"
+    feed = {"rate_per_s": 300, "p50_ms": 0.8, "p99_ms": 49.9, "reconnects": 0}
+    assert _judged({"market_feed": feed})[name]
+    assert not _judged({"market_feed": {**feed, "p99_ms": 50.0}})[name]
+    assert not _judged({"market_feed": {**feed, "reconnects": 1}})[name]
+    failed = _judged({"market_feed": {"error": "only 10 of 3000 trades were published in time"}})
+    assert failed == {"market data, venue stream to Redis: p99": False}

@@ -74,7 +74,8 @@ def test_binanceus_refills_a_gap_and_drops_the_replay_after_a_reconnect():
     async def agg_trades(request: web.Request) -> web.Response:
         start, limit = int(request.query["fromId"]), int(request.query["limit"])
         backfills.append((request.query["symbol"], start, limit))
-        return web.json_response([_agg(i) for i in range(start, start + limit)])
+        made = 6  # the venue has made trades 1 to 6
+        return web.json_response([_agg(i) for i in range(start, min(start + limit, made + 1))])
 
     delivered: list[MarketEvent] = []
 
@@ -101,8 +102,10 @@ def test_binanceus_refills_a_gap_and_drops_the_replay_after_a_reconnect():
     feed = asyncio.run(scenario())
     assert [int(e.event_id) for e in delivered] == [1, 2, 3, 4, 5, 6]
     assert streams_asked == ["btcusd@aggTrade", "btcusd@aggTrade"], "resubscribed"
-    assert backfills == [("BTCUSD", 3, 2)]
-    assert (feed.stats.gaps, feed.stats.backfilled, feed.stats.reconnects) == (1, 2, 1)
+    # The gap (3 and 4, before 5); then, reconnected, the trades since 5 before the stream's
+    # (6, which the stream's replay of 5 and 6 then finds delivered).
+    assert backfills == [("BTCUSD", 3, 2), ("BTCUSD", 6, 1000)]
+    assert (feed.stats.gaps, feed.stats.backfilled, feed.stats.reconnects) == (1, 3, 1)
     assert delivered[2].price == Decimal("30003.00") and delivered[2].venue_time_ms
 
 
@@ -298,9 +301,15 @@ def test_a_sink_outage_costs_a_reconnect_not_an_event_nor_the_feed():
             raise ConnectionError("Redis is away")
         delivered.append(int(event.event_id))
 
+    async def agg_trades(request: web.Request) -> web.Response:
+        # The venue has made trades 1 to 3: a reconnected feed catches up from its last.
+        start = int(request.query["fromId"])
+        return web.json_response([_agg(i) for i in range(start, 4)])
+
     async def scenario():
         app = web.Application()
         app.router.add_get("/stream", stream)
+        app.router.add_get("/api/v3/aggTrades", agg_trades)
         server = TestServer(app, host="127.0.0.1")
         await server.start_server()
         base = str(server.make_url("")).rstrip("/")

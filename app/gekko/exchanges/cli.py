@@ -1,4 +1,5 @@
 """`gekko exchange check <venue>`: can this host trade on the venue with these credentials?
+`gekko exchange seal-keys`: the platform's own keys sealed under the data keys, for a host.
 
 A signed account call against the mode's base URL (or GEKKO_<VENUE>_BASE_URL), printing its
 latency and the request budget left; a refusal is printed with the venue's own code and
@@ -37,7 +38,56 @@ def build_parser() -> argparse.ArgumentParser:
         help="read the GEKKO_* settings as one JSON object from standard input instead of "
         "the environment (keys kept off command lines and process environments)",
     )
+    sealing = actions.add_parser(
+        "seal-keys",
+        help="seal the platform's keys (JSON on standard input) under the keyring in "
+        "GEKKO_PLATFORM_VENUE_KEY_FILE; the sealed value on standard output",
+    )
+    sealing.add_argument(
+        "--unless-same",
+        metavar="FILE",
+        help="print FILE's own sealed value when it already holds the same keys",
+    )
+    sealing.add_argument(
+        "--all-stdin",
+        action="store_true",
+        help='standard input is {"data_keys": [...], "keys": {...}, "current": "gk1..."}; '
+        'standard output {"key": ..., "sealed": ...}: the key derived from the newest data key '
+        "and the keys sealed under it, `current` again when it holds the same keys under the "
+        "same key (how the deploy writes the files without changing them)",
+    )
     return parser
+
+
+def seal_keys(unless_same: str | None, all_stdin: bool, env: Mapping[str, str]) -> int:
+    from gekko.exchanges import platform_keys
+    from gekko.security.crypto import DataKeys
+    from gekko.security.keyfiles import KeyFileError
+
+    try:
+        given = json.loads(sys.stdin.read())
+        if all_stdin:
+            if not isinstance(given, dict) or not isinstance(given.get("data_keys"), list):
+                raise platform_keys.PlatformKeysError(
+                    'standard input must be {"data_keys": [...], "keys": {...}, "current": ...}'
+                )
+            key = platform_keys.derived_key(given["data_keys"])
+            sealed = platform_keys.seal_unless_current(
+                DataKeys(text=key), given.get("keys") or {}, str(given.get("current") or "")
+            )
+            print(json.dumps({"key": key, "sealed": sealed}))
+            return 0
+        else:
+            data_keys = DataKeys(path=env.get("GEKKO_PLATFORM_VENUE_KEY_FILE", ""))
+            if unless_same:
+                sealed = platform_keys.seal_unless_same(data_keys, given, unless_same)
+            else:
+                sealed = platform_keys.seal(data_keys, given)
+    except (KeyFileError, json.JSONDecodeError, platform_keys.PlatformKeysError) as exc:
+        print(f"gekko exchange seal-keys: {exc}", file=sys.stderr)
+        return 2
+    print(sealed)
+    return 0
 
 
 def settings_from(text: str) -> dict[str, str]:
@@ -75,6 +125,8 @@ async def _check(venue_name: str, mode: Mode, env: Mapping[str, str]) -> dict:
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     env = os.environ if env is None else env
+    if args.action == "seal-keys":
+        return seal_keys(args.unless_same, args.all_stdin, env)
     mode = Mode(args.mode)
     venue = VENUES[args.venue]
     where = f"{venue.title} ({mode.value})"

@@ -106,6 +106,8 @@ class FeedStats:
     delivered: int = 0
     duplicates: int = 0
     last_reason: str = ""
+    last_event_ms: int | None = None  # when the last event was delivered
+    lost: int = 0  # missed events too many to refill (a long outage)
 
 
 class Session(Protocol):
@@ -135,6 +137,7 @@ class Feed:
         await self.sink(event)
         self._seen.add(event.symbol, event.event_id)
         self.stats.delivered += 1
+        self.stats.last_event_ms = now_ms()
 
     def stop(self) -> None:
         self._stop.set()
@@ -202,6 +205,9 @@ class BinanceUSTrades:
     max_age_s: float = 24 * 3600 - 300
     stats: FeedStats | None = None
     last_id: dict[str, int] = field(default_factory=dict)
+    # A gap longer than this (an outage of hours) is counted lost, not refilled page by page
+    # (1000 trades a request, each weighing against the host's request budget).
+    max_backfill: int = 10_000
 
     async def __call__(self, deliver: Sink) -> None:
         streams = "/".join(f"{s.lower()}@aggTrade" for s in self.symbols)
@@ -212,6 +218,7 @@ class BinanceUSTrades:
                 f"{self.ws_url}/stream?streams={streams}", heartbeat=self.heartbeat_s
             ) as ws,
         ):
+            await self._catch_up(http, deliver)
             while True:
                 left = self.max_age_s - (time.monotonic() - opened)
                 if left <= 0:
@@ -226,9 +233,28 @@ class BinanceUSTrades:
                 if data.get("e") == "aggTrade":
                     await self._trade(http, data, deliver)
 
+    async def _catch_up(self, http: aiohttp.ClientSession, deliver: Sink) -> None:
+        """Once connected, the trades since the last one delivered (this feed's, or the previous
+        publisher's), without waiting for the next trade to show the gap: a quiet symbol is
+        complete too. What the stream sends meanwhile waits, and its replays are dropped."""
+        for symbol, last in list(self.last_id.items()):
+            missed = await self._aggregate_trades(
+                http, symbol, last + 1, last + 1 + self.max_backfill
+            )
+            for trade in missed:
+                await self._emit(trade, symbol, deliver)
+                if self.stats is not None:
+                    self.stats.backfilled += 1
+
     async def _trade(self, http: aiohttp.ClientSession, data: dict, deliver: Sink) -> None:
         symbol, trade_id = data["s"], int(data["a"])
         last = self.last_id.get(symbol)
+        if last is not None and trade_id - last - 1 > self.max_backfill:
+            log.warning("%s: %d trades missed, too many to refill", symbol, trade_id - last - 1)
+            if self.stats is not None:
+                self.stats.gaps += 1
+                self.stats.lost += trade_id - last - 1
+            self.last_id[symbol] = last = trade_id - 1
         if last is not None and trade_id > last + 1:
             # Missed trades (a gap, or a reconnect): fetch them before this one.
             if self.stats is not None:
@@ -272,11 +298,14 @@ class BinanceUSTrades:
                 if resp.status != 200:
                     raise StreamEnded(f"backfill of {symbol} answered {resp.status}")
                 page = await resp.json(loads=orjson.loads)
+            full = len(page) >= limit
             page = [t for t in page if from_id <= int(t["a"]) < before_id]
             if not page:
                 break
             found.extend(page)
             from_id = int(page[-1]["a"]) + 1
+            if not full:  # the venue has no more yet
+                break
         return found
 
 
@@ -409,17 +438,34 @@ def _oanda_price(data: dict) -> MarketEvent:
 # --- delivery ----------------------------------------------------------------------------------
 
 
+LAST_PREFIX = "gekko:market:last:"
+
+
 class RedisSink:
     """XADD each event to gekko:market:<venue> (trimmed, approximately, to STREAM_MAXLEN),
-    recording the exchange-to-publish latency."""
+    recording the exchange-to-publish latency. With `remember_last`, the event's id is kept as
+    its symbol's last in gekko:market:last:<venue> in the same transaction, for whoever
+    publishes next to go on from (a Binance.US feed refills from it)."""
 
-    def __init__(self, redis: Any, observe: Callable[[str, float], None] | None = None) -> None:
+    def __init__(
+        self,
+        redis: Any,
+        observe: Callable[[str, float], None] | None = None,
+        *,
+        remember_last: bool = False,
+    ) -> None:
         self.redis = redis
         self.observe = observe
+        self.remember_last = remember_last
 
     async def __call__(self, event: MarketEvent) -> None:
-        await self.redis.xadd(
-            STREAM_PREFIX + event.venue, event.fields(), maxlen=STREAM_MAXLEN, approximate=True
-        )
+        stream = STREAM_PREFIX + event.venue
+        if self.remember_last:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.xadd(stream, event.fields(), maxlen=STREAM_MAXLEN, approximate=True)
+                pipe.hset(LAST_PREFIX + event.venue, event.symbol, event.event_id)
+                await pipe.execute()
+        else:
+            await self.redis.xadd(stream, event.fields(), maxlen=STREAM_MAXLEN, approximate=True)
         if self.observe is not None and event.venue_time_ms is not None:
             self.observe(event.venue, max(0.0, (now_ms() - event.venue_time_ms) / 1000))

@@ -1,4 +1,5 @@
-"""market_data: quotes and OHLCV candles from the shared deterministic price feed.
+"""market_data: quotes and OHLCV candles from the shared deterministic price feed, and the
+venues' real-time market data streamed into Redis (gekko.services.venue_feeds).
 
 The feed is generated, not replayed: gekko.domain.prices is a pure function of (symbol,
 second), the same one trading fills at, so a quote and a fill in the same second agree.
@@ -16,15 +17,21 @@ from gekko.domain.candles import INTERVALS, MAX_CANDLES, UnknownIntervalError, c
 from gekko.domain.prices import SUPPORTED_SYMBOLS, UnknownSymbolError, quote
 from gekko.problems import ProblemError
 from gekko.security.rbac import PUBLIC, AccessTable
+from gekko.services import venue_feeds
 
 PREFIX = "/api/v1/market-data"
 router = APIRouter(prefix=PREFIX, tags=["market_data"])
+ROUTERS = (router, venue_feeds.router)
 # Who may call each route (gekko.security.rbac); a route missing here stops the service.
 ACCESS: AccessTable = {
     ("GET", PREFIX + "/symbols"): PUBLIC,
     ("GET", PREFIX + "/quotes/{symbol}"): PUBLIC,
     ("GET", PREFIX + "/candles/{symbol}"): PUBLIC,
+    **venue_feeds.ACCESS,
 }
+configure = venue_feeds.configure
+start = venue_feeds.start
+stop = venue_feeds.stop
 
 
 class QuoteOut(BaseModel):
