@@ -234,7 +234,7 @@ class EventConsumer:
         handled = 0
         for stream, entries in reply or []:
             for entry_id, fields in entries:
-                await self._handle(_text(stream), entry_id, fields)
+                await self._handle(as_text(stream), entry_id, fields)
                 handled += 1
         return handled
 
@@ -247,7 +247,7 @@ class EventConsumer:
                 reply = await self.redis.xautoclaim(
                     stream, self.group, self.name, self.claim_idle_ms, start_id=start, count=100
                 )
-                start, entries = _text(reply[0]), reply[1]
+                start, entries = as_text(reply[0]), reply[1]
                 for entry_id, fields in entries:
                     if fields is None:  # deleted by MAXLEN trimming while pending
                         await self.redis.xack(stream, self.group, entry_id)
@@ -259,7 +259,7 @@ class EventConsumer:
         return handled
 
     async def _handle(self, stream: str, entry_id: bytes | str, fields: Any) -> None:
-        key = _text(entry_id)
+        key = as_text(entry_id)
         try:
             event = decode(fields)
         except EnvelopeError as exc:
@@ -315,13 +315,14 @@ class EventConsumer:
         log.error(
             "consumer %s: dead-lettering %s from %s: %s", self.group, entry_id, stream, reason
         )
-        copy = {_text(k): v for k, v in dict(fields or {}).items()}
+        copy = {as_text(k): v for k, v in dict(fields or {}).items()}
         copy.update({"dead.stream": stream, "dead.group": self.group, "dead.reason": reason[:500]})
         await self.redis.xadd(DEAD_LETTER_STREAM, copy, maxlen=10_000, approximate=True)
         await self.redis.xack(stream, self.group, entry_id)
 
 
-def _text(value: bytes | str) -> str:
+def as_text(value: bytes | str) -> str:
+    """A Redis reply's bytes (or a str already) as text."""
     return value.decode() if isinstance(value, bytes) else value
 
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import asyncpg
 from fastapi import Depends, Header, Request
 
+from gekko.exchanges.base import Mode
 from gekko.problems import ProblemError
 from gekko.security.access import current_claims
 from gekko.security.tokens import TokenClaims
@@ -37,3 +38,17 @@ def idempotency_key_reused() -> ProblemError:
         title="Idempotency key reused",
         slug="idempotency-key-reused",
     )
+
+
+def venue_mode(request: Request, paper_means: str) -> Mode:
+    """The environment's trading mode where a venue is needed: 409 in paper mode, saying what
+    that means for this call (`paper_means`)."""
+    mode = Mode(request.app.state.settings.exchange_mode)
+    if mode is Mode.PAPER:
+        raise ProblemError(
+            409,
+            "this environment trades on the paper exchange (GEKKO_EXCHANGE_MODE=paper): "
+            + paper_means,
+            slug="paper-mode",
+        )
+    return mode

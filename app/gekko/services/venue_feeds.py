@@ -39,6 +39,7 @@ from prometheus_client.registry import Collector
 from pydantic import BaseModel
 
 from gekko.config import VENUE_NAMES, ConfigError, MarketFeeds
+from gekko.events import as_text
 from gekko.exchanges import binanceus, platform_keys
 from gekko.exchanges.base import Mode
 from gekko.exchanges.streams import (
@@ -250,7 +251,7 @@ class VenueFeed:
 
     async def _begin(self, redis: Any, sink: RedisSink) -> None:
         raw = await redis.hgetall(LAST_PREFIX + self.venue)
-        last = {_text(k): _text(v) for k, v in raw.items()}
+        last = {as_text(k): as_text(v) for k, v in raw.items()}
         self._feed = Feed(self.venue, self.make_session(self.stats, last), sink, stats=self.stats)
         self._task = asyncio.create_task(self._feed.run(), name=f"market-feed-{self.venue}")
         self.publishing, self.publishing_since = True, time.time()
@@ -356,7 +357,7 @@ async def feeds(request: Request) -> list[FeedOut]:
             FeedOut(
                 venue=venue,
                 symbols=list(symbols[venue]),
-                publisher=_text(holder) if holder is not None else None,
+                publisher=as_text(holder) if holder is not None else None,
                 publishing_here=runner.publishing,
                 delivered=stats.delivered,
                 reconnects=stats.reconnects,
@@ -388,12 +389,12 @@ async def events(
     entries = await request.app.state.redis.xrevrange(STREAM_PREFIX + venue, count=count)
     found = []
     for stream_id, fields in entries:
-        event = {_text(k): _text(v) for k, v in fields.items()}
+        event = {as_text(k): as_text(v) for k, v in fields.items()}
         if symbol is not None and event.get("symbol") != symbol:
             continue
         found.append(
             EventOut(
-                stream_id=_text(stream_id),
+                stream_id=as_text(stream_id),
                 venue=event["venue"],
                 symbol=event["symbol"],
                 kind=event["kind"],
@@ -407,7 +408,3 @@ async def events(
         if len(found) == limit:
             break
     return found
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

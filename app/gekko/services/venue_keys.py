@@ -21,12 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from gekko.config import VENUE_NAMES
 from gekko.exchanges import credentials
-from gekko.exchanges.base import ExchangeError, Mode
+from gekko.exchanges.base import ExchangeError
 from gekko.exchanges.venues import VENUES, Venue, VenueSettingsError
 from gekko.problems import ProblemError
 from gekko.security.events import SecurityEvents
 from gekko.security.rbac import TRADE, TRADE_STEP_UP, AccessTable
-from gekko.services.deps import Pool, UserId
+from gekko.services.deps import Pool, UserId, venue_mode
 from gekko.services.inputs import StoredText
 from gekko.services.venue_tokens import revoke_in_background
 
@@ -107,13 +107,7 @@ async def list_keys(user_id: UserId, pool: Pool) -> VenueKeysOut:
 async def link_key(body: VenueKeyIn, user_id: UserId, pool: Pool, request: Request) -> VenueKeyOut:
     settings = request.app.state.settings
     venue = VENUES[body.venue]
-    if settings.exchange_mode == Mode.PAPER:
-        raise ProblemError(
-            409,
-            "this environment trades on the paper exchange (GEKKO_EXCHANGE_MODE=paper): there is "
-            "no venue to check a key against, so none is kept",
-            slug="paper-mode",
-        )
+    mode = venue_mode(request, "there is no venue to check a key against, so none is kept")
     try:
         fields = credentials.check_fields(
             venue, {name: value.get_secret_value() for name, value in body.credentials.items()}
@@ -121,7 +115,6 @@ async def link_key(body: VenueKeyIn, user_id: UserId, pool: Pool, request: Reque
     except credentials.CredentialError as exc:
         raise ProblemError(422, str(exc), slug="invalid-venue-key") from None
     await refuse_beyond_limit(pool, user_id, venue)
-    mode = Mode(settings.exchange_mode)
     try:
         await credentials.verify(venue, mode, fields, settings.venue_base_urls)
     except (ExchangeError, VenueSettingsError) as exc:

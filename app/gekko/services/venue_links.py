@@ -48,7 +48,7 @@ from gekko.problems import ProblemError
 from gekko.security.crypto import DataKeys
 from gekko.security.events import SecurityEvents
 from gekko.security.rbac import TRADE, TRADE_STEP_UP, AccessTable
-from gekko.services.deps import Pool, UserId
+from gekko.services.deps import Pool, UserId, venue_mode
 from gekko.services.inputs import StoredText
 from gekko.services.venue_keys import KEY_COLUMNS, VenueKeyOut, refuse_beyond_limit
 from gekko.services.venue_tokens import StoredTokens, link_fields, revoke, revoke_in_background
@@ -111,15 +111,7 @@ def _client(app: FastAPI, venue: Venue) -> OAuthClient:
 
 
 def _mode(request: Request) -> Mode:
-    mode = Mode(request.app.state.settings.exchange_mode)
-    if mode is Mode.PAPER:
-        raise ProblemError(
-            409,
-            "this environment trades on the paper exchange (GEKKO_EXCHANGE_MODE=paper): there is "
-            "no venue account to link",
-            slug="paper-mode",
-        )
-    return mode
+    return venue_mode(request, "there is no venue account to link")
 
 
 def _events(request: Request) -> SecurityEvents:

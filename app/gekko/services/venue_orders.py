@@ -51,7 +51,7 @@ from gekko.exchanges.venues import VENUES, Venue, VenueSettingsError
 from gekko.problems import FAULT_ELSEWHERE_HEADER, ProblemError
 from gekko.security.rbac import SIGNED_IN, TRADE, AccessTable
 from gekko.services import venue_links
-from gekko.services.deps import IdempotencyKey, Pool, UserId, idempotency_key_reused
+from gekko.services.deps import IdempotencyKey, Pool, UserId, idempotency_key_reused, venue_mode
 from gekko.services.venue_tokens import LinkBroken
 
 PREFIX = "/api/v1/trading/venue-orders"
@@ -155,15 +155,7 @@ def _json(row: asyncpg.Record, status: int, headers: dict[str, str] | None = Non
 
 
 def _mode(request: Request) -> Mode:
-    mode = Mode(request.app.state.settings.exchange_mode)
-    if mode is Mode.PAPER:
-        raise ProblemError(
-            409,
-            "this environment trades on the paper exchange (GEKKO_EXCHANGE_MODE=paper): place "
-            "orders with POST /api/v1/trading/execute",
-            slug="paper-mode",
-        )
-    return mode
+    return venue_mode(request, "place orders with POST /api/v1/trading/execute")
 
 
 def _desk(app: FastAPI) -> VenueDesk:
