@@ -38,6 +38,7 @@ ORDER_PLACED = "order.placed"  # trading: accepted, filled at once or resting
 ORDER_EXECUTED = "order.executed"  # trading: a fill
 ORDER_CANCELLED = "order.cancelled"  # trading
 ORDER_REJECTED = "order.rejected"  # trading: funds/position check failed
+VENUE_ORDER_FILLED = "venue_order.filled"  # trading: more of a venue order filled
 SOCIAL_POSTED = "social.posted"  # social
 SOCIAL_FOLLOWED = "social.followed"  # social
 SOCIAL_TRADE_SHARED = "social.trade_shared"  # social, from order.executed

@@ -5,6 +5,12 @@ over totalParams (query string + body, the `signature` parameter left out) by HM
 Ed25519, and the timestamp against recvWindow; it answers with the documented payloads and
 error codes (-1021, -1022, -2010, -2011, -2013, -2015) and the X-MBX-USED-WEIGHT-1M header.
 Faults for tests: answers dropped after the order is taken, and 429s with Retry-After.
+
+Fills: a market order fills at once at `last_price`; a limit order rests until a test fills it
+(`fill`), in parts if it likes. Each fill is a trade with its commission, charged as Binance.US
+charges it without BNB: in the asset received (the base asset on a buy, the quote on a sell).
+An order's answer lists its fills when asked for newOrderRespType FULL, and GET
+/api/v3/myTrades lists an order's trades.
 """
 
 from __future__ import annotations
@@ -83,7 +89,11 @@ class BinanceDouble:
     placed: list[dict] = field(default_factory=list)  # every order taken, duplicates included
     posted: int = 0  # POST /api/v3/order requests received
     weight: int = 0
+    last_price: Decimal = Decimal("30000.00")
+    commission_rate: Decimal = Decimal("0.001")  # 0.1 %, a taker's base rate
+    trades: list[dict] = field(default_factory=list)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1000))
+    _trade_ids: itertools.count = field(default_factory=lambda: itertools.count(28457))
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -92,7 +102,37 @@ class BinanceDouble:
         app.router.add_get("/api/v3/order", self.query_order)
         app.router.add_delete("/api/v3/order", self.cancel_order)
         app.router.add_get("/api/v3/account", self.account)
+        app.router.add_get("/api/v3/myTrades", self.my_trades)
         return app
+
+    def fill(self, client_order_id: str, quantity: Decimal, price: Decimal) -> dict:
+        """The venue matches (part of) a resting order: a trade, as myTrades lists it."""
+        order = self.orders[client_order_id]
+        executed = Decimal(order["executedQty"]) + quantity
+        assert executed <= Decimal(order["origQty"]), "more than the order's quantity"
+        base, quote_asset = _assets(order["symbol"])
+        value = quantity * price
+        buy = order["side"] == "BUY"
+        trade = {
+            "symbol": order["symbol"],
+            "id": next(self._trade_ids),
+            "orderId": order["orderId"],
+            "orderListId": -1,
+            "price": format(price, "f"),
+            "qty": format(quantity, "f"),
+            "quoteQty": format(value, "f"),
+            "commission": format((quantity if buy else value) * self.commission_rate, "f"),
+            "commissionAsset": base if buy else quote_asset,
+            "time": time.time_ns() // 1_000_000,
+            "isBuyer": buy,
+            "isMaker": order["type"] == "LIMIT",
+            "isBestMatch": True,
+        }
+        self.trades.append(trade)
+        order["executedQty"] = format(executed, "f")
+        order["cummulativeQuoteQty"] = format(Decimal(order["cummulativeQuoteQty"]) + value, "f")
+        order["status"] = "FILLED" if executed == Decimal(order["origQty"]) else "PARTIALLY_FILLED"
+        return trade
 
     # --- checks, as the docs describe them -------------------------------------------------
 
@@ -183,19 +223,28 @@ class BinanceDouble:
             "transactTime": time.time_ns() // 1_000_000,
             "price": params.get("price", "0.00000000"),
             "origQty": params["quantity"],
-            "executedQty": params["quantity"] if market else "0.00000000",
+            "executedQty": "0.00000000",
             "cummulativeQuoteQty": "0.00000000",
-            "status": "FILLED" if market else "NEW",
+            "status": "NEW",
             "timeInForce": params.get("timeInForce", "GTC"),
             "type": params["type"],
             "side": params["side"],
         }
         self.orders[client_id] = order
         self.placed.append(order)
+        fills = []
+        if market:
+            trade = self.fill(client_id, Decimal(params["quantity"]), self.last_price)
+            fills.append(
+                {k: trade[k] for k in ("price", "qty", "commission", "commissionAsset")}
+                | {"tradeId": trade["id"]}
+            )
         if self.drop_answers > 0:
             # Taken, but the answer never leaves: the client cannot know.
             self.drop_answers -= 1
             return self._hang_up(request)
+        if params.get("newOrderRespType") == "FULL":
+            return self._answer({**order, "fills": fills})
         return self._answer(order)
 
     def _hang_up(self, request: web.Request) -> web.Response:
@@ -228,19 +277,42 @@ class BinanceDouble:
             {**order, "origClientOrderId": order["clientOrderId"], "clientOrderId": "cancel-1"}
         )
 
+    async def my_trades(self, request: web.Request) -> web.Response:
+        params = await self._signed_params(request)
+        if isinstance(params, web.Response):
+            return params
+        self.weight += 9  # 10 in all, as the docs weigh it
+        found = [t for t in self.trades if t["symbol"] == params["symbol"]]
+        if "orderId" in params:
+            found = [t for t in found if str(t["orderId"]) == params["orderId"]]
+        if "fromId" in params:
+            found = [t for t in found if t["id"] >= int(params["fromId"])]
+        return self._answer(found[: int(params.get("limit", 500))])
+
     async def account(self, request: web.Request) -> web.Response:
         params = await self._signed_params(request)
         if isinstance(params, web.Response):
             return params
-        btc = sum(
-            Decimal(o["executedQty"]) * (1 if o["side"] == "BUY" else -1) for o in self.placed
-        )
+        # 100000 USD to start with; each trade moves both assets, its commission taken from the
+        # asset received.
+        held = {"BTC": Decimal(0), "USD": Decimal(100000)}
+        for trade in self.trades:
+            base, quote_asset = _assets(trade["symbol"])
+            sign = 1 if trade["isBuyer"] else -1
+            held[base] += sign * Decimal(trade["qty"])
+            held[quote_asset] -= sign * Decimal(trade["quoteQty"])
+            held[trade["commissionAsset"]] -= Decimal(trade["commission"])
         return self._answer(
             {
                 "canTrade": True,
                 "balances": [
-                    {"asset": "BTC", "free": format(btc, "f"), "locked": "0.00000000"},
-                    {"asset": "USD", "free": "1000.00000000", "locked": "0.00000000"},
+                    {"asset": asset, "free": format(amount, "f"), "locked": "0.00000000"}
+                    for asset, amount in held.items()
                 ],
             }
         )
+
+
+def _assets(symbol: str) -> tuple[str, str]:
+    described = next(s for s in EXCHANGE_INFO["symbols"] if s["symbol"] == symbol)
+    return described["baseAsset"], described["quoteAsset"]

@@ -4,7 +4,10 @@ Each request's JWT is checked the documented way: ES256 under the key's public k
 `sub` = the key name, `iss` "cdp", at most two minutes between `nbf` and `exp`, now inside
 them, a `nonce` header never seen before, and `uri` = "METHOD host/path" of this very request.
 Every order posted is created (the worst case for a client that sends one twice). Faults for
-tests: answers dropped after the order is taken.
+tests: answers dropped after the order is taken. A market order fills at once at `last_price`, a
+limit order rests until a test fills it (`fill`, in parts if it likes); an order states its fills
+as the Order object does (filled_size, average_filled_price, filled_value, total_fees in the
+quote currency, at `fee_rate`).
 
 It is also Coinbase's OAuth2 login host (login.coinbase.com), as the Coinbase App OAuth2 docs
 describe it: `/oauth2/auth` consents at once for the user (a 302 to the registered redirect URI
@@ -26,6 +29,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
+from decimal import Decimal
 from urllib.parse import urlencode
 
 import jwt
@@ -86,6 +90,24 @@ class CoinbaseDouble:
     _refresh: dict[str, set[str] | None] = field(default_factory=dict)  # None once used
     _nonces: set[str] = field(default_factory=set)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    last_price: Decimal = Decimal("30000.00")
+    fee_rate: Decimal = Decimal("0.006")  # 0.6 %, the lowest tier's taker fee
+
+    def fill(self, order_id: str, quantity: Decimal, price: Decimal) -> dict:
+        """The venue matches (part of) an order; its totals as the Order object states them."""
+        order = self.orders[order_id]
+        configuration = next(iter(order["order_configuration"].values()))
+        filled = Decimal(order["filled_size"]) + quantity
+        assert filled <= Decimal(configuration["base_size"]), "more than the order's size"
+        value = Decimal(order["filled_value"]) + quantity * price
+        order["filled_size"] = format(filled, "f")
+        order["filled_value"] = format(value, "f")
+        order["average_filled_price"] = format(value / filled, "f")
+        fee = quantity * price * self.fee_rate
+        order["total_fees"] = format(Decimal(order["total_fees"]) + fee, "f")
+        order["number_of_fills"] = str(int(order["number_of_fills"]) + 1)
+        order["status"] = "FILLED" if filled == Decimal(configuration["base_size"]) else "OPEN"
+        return order
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -269,12 +291,18 @@ class CoinbaseDouble:
             "product_id": wanted["product_id"],
             "side": wanted["side"],
             "client_order_id": wanted["client_order_id"],
-            "status": "FILLED" if kind.startswith("market") else "OPEN",
-            "filled_size": configuration["base_size"] if kind.startswith("market") else "0",
+            "status": "OPEN",
+            "filled_size": "0",
+            "filled_value": "0",
+            "average_filled_price": "0",
+            "total_fees": "0",
+            "number_of_fills": "0",
             "order_configuration": {kind: configuration},
             "created_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         self.orders[order["order_id"]] = order
+        if kind.startswith("market"):
+            self.fill(order["order_id"], Decimal(configuration["base_size"]), self.last_price)
         answer = {
             "success": True,
             "success_response": {

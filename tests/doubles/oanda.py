@@ -1,9 +1,12 @@
 """An OANDA v20 double on loopback, as https://developer.oanda.com/rest-live-v20/ documents it.
 
 Checks the bearer token and the account id in the path; orders are named by id or by "@" and
-their clientExtensions id; a market order fills at once (orderFillTransaction), a limit order
-stays PENDING; a client id already used is rejected (CLIENT_ORDER_ID_ALREADY_EXISTS). Faults
-for tests: answers dropped after the order is taken, a slow venue, and look-ups answered 503.
+their clientExtensions id; a market order fills at once (orderFillTransaction, at `last_price`),
+a limit order stays PENDING until a test fills it (`fill`); a filled order names its fill
+(fillingTransactionID), which GET .../transactions/{id} returns, with its price (fullVWAP) and
+the `commission` charged in the account's home currency; a client id already used is rejected
+(CLIENT_ORDER_ID_ALREADY_EXISTS). Faults for tests: answers dropped after the order is taken, a
+slow venue, and look-ups answered 503.
 """
 
 from __future__ import annotations
@@ -30,7 +33,31 @@ class OandaDouble:
     slow_s: float = 0.0  # how long an order waits before the venue takes it
     orders: dict[str, dict] = field(default_factory=dict)  # by OANDA order id
     posted: int = 0
+    last_price: str = "1.10000"
+    commission: str = "0.0000"  # what each fill charges, in the home currency (USD)
+    transactions: dict[str, dict] = field(default_factory=dict)  # by transaction id
     _ids: itertools.count = field(default_factory=lambda: itertools.count(6356))
+
+    def fill(self, order_id: str, price: str) -> dict:
+        """The order fills at `price`: its ORDER_FILL transaction (OANDA fills the units whole)."""
+        order = self.orders[order_id]
+        transaction = {
+            "id": str(next(self._ids)),
+            "type": "ORDER_FILL",
+            "orderID": order_id,
+            "clientOrderID": order["clientExtensions"]["id"],
+            "instrument": order["instrument"],
+            "units": order["units"],
+            "price": price,
+            "fullVWAP": price,
+            "commission": self.commission,
+            "financing": "0.0000",
+            "reason": "MARKET_ORDER" if order["type"] == "MARKET" else "LIMIT_ORDER",
+        }
+        self.transactions[transaction["id"]] = transaction
+        order["state"] = "FILLED"
+        order["fillingTransactionID"] = transaction["id"]
+        return transaction
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -40,7 +67,18 @@ class OandaDouble:
         app.router.add_put(base + "/orders/{spec}/cancel", self.cancel)
         app.router.add_get(base + "/summary", self.summary)
         app.router.add_get(base + "/instruments", self.instruments)
+        app.router.add_get(base + "/transactions/{transaction}", self.transaction)
         return app
+
+    async def transaction(self, request: web.Request) -> web.Response:
+        if (refused := self._refusal(request)) is not None:
+            return refused
+        found = self.transactions.get(request.match_info["transaction"])
+        if found is None:
+            return web.json_response(
+                {"errorMessage": "The transaction ID specified does not exist"}, status=404
+            )
+        return web.json_response({"transaction": found, "lastTransactionID": found["id"]})
 
     def _refusal(self, request: web.Request) -> web.Response | None:
         if request.headers.get("Authorization") != f"Bearer {self.token}":
@@ -87,7 +125,7 @@ class OandaDouble:
             "instrument": wanted["instrument"],
             "units": wanted["units"],
             "timeInForce": wanted["timeInForce"],
-            "state": "FILLED" if market else "PENDING",
+            "state": "PENDING",
             "clientExtensions": wanted["clientExtensions"],
             **({"price": wanted["price"]} if "price" in wanted else {}),
         }
@@ -103,13 +141,7 @@ class OandaDouble:
         }
         answer = {"orderCreateTransaction": created, "lastTransactionID": order_id}
         if market:
-            answer["orderFillTransaction"] = {
-                "id": str(next(self._ids)),
-                "type": "ORDER_FILL",
-                "orderID": order_id,
-                "units": wanted["units"],
-                "price": "1.10000",
-            }
+            answer["orderFillTransaction"] = self.fill(order_id, self.last_price)
         if self.drop_answers > 0:
             self.drop_answers -= 1
             assert request.transport is not None

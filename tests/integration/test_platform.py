@@ -48,14 +48,14 @@ def test_migrate_applies_then_reports_up_to_date(migrate_runs):
     first, second = migrate_runs
     assert first.returncode == 0, first.stderr
     assert first.stdout.strip().splitlines() == [
-        "gekko-migrate: applied 11 revision(s), now at 0011_venue_links",
+        "gekko-migrate: applied 12 revision(s), now at 0012_venue_fills",
         "gekko-migrate: database role 'gekko_app' created",
         "gekko-migrate: database role 'gekko_app' granted the tables of alerts, archive, audit, "
         "gamification, portfolio, social, trading, users",
     ]
     assert second.returncode == 0, second.stderr
     # Nothing changed, so nothing is said beyond the revision (the deploy reports no change).
-    assert second.stdout.strip().splitlines() == ["gekko-migrate: up to date at 0011_venue_links"]
+    assert second.stdout.strip().splitlines() == ["gekko-migrate: up to date at 0012_venue_fills"]
 
 
 def test_migrate_fails_clearly_when_database_unreachable(stack):

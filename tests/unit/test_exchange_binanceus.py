@@ -3,15 +3,14 @@ loopback that checks keys, signatures and timestamps as https://docs.binance.us 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from decimal import Decimal
 
 import pytest
-from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from doubles.binanceus import BinanceDouble
+from doubles.serve import run_against
 from gekko.exchanges.base import ExchangeError, OrderRequest, OrderStatus
 from gekko.exchanges.binanceus import (
     BinanceUS,
@@ -136,21 +135,10 @@ def test_bad_orders_are_refused_before_any_request(fields):
 
 
 def _run(double: BinanceDouble, scenario, credentials: Credentials | None = None, **client_args):
-    async def run():
-        server = TestServer(double.app(), host="127.0.0.1")
-        await server.start_server()
-        client = BinanceUS(
-            credentials or Credentials(double.api_key, secret=double.secret),
-            str(server.make_url("")).rstrip("/"),
-            **client_args,
-        )
-        try:
-            return await scenario(client)
-        finally:
-            await client.close()
-            await server.close()
-
-    return asyncio.run(run())
+    credentials = credentials or Credentials(double.api_key, secret=double.secret)
+    return run_against(
+        double.app(), lambda url: BinanceUS(credentials, url, **client_args), scenario
+    )
 
 
 def _double(**faults) -> BinanceDouble:
@@ -197,7 +185,9 @@ def test_balances_and_trading_rules():
         return await client.balances(), await client.symbols(), client.used_weight_1m
 
     balances, rules, weight = _run(double, scenario)
-    assert {b.asset: b.free for b in balances}["BTC"] == Decimal("0.25")
+    # 0.25 BTC bought at 30000: the 0.1 % commission came off the BTC received.
+    held = {b.asset: b.free for b in balances}
+    assert held == {"BTC": Decimal("0.24975"), "USD": Decimal("92500")}
     btc = rules["BTCUSD"]
     assert btc.trading and (btc.base_asset, btc.quote_asset) == ("BTC", "USD")
     assert (btc.tick_size, btc.step_size, btc.min_notional) == (

@@ -3,16 +3,15 @@ calls against a double on loopback that verifies each JWT the documented way."""
 
 from __future__ import annotations
 
-import asyncio
 from decimal import Decimal
 
 import jwt
 import pytest
-from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from doubles.coinbase import CoinbaseDouble
+from doubles.serve import run_against
 from gekko.exchanges.base import ExchangeError, OrderRequest, OrderStatus
 from gekko.exchanges.coinbase import Coinbase, Credentials, build_jwt, order_body, request_uri
 
@@ -73,17 +72,9 @@ def test_order_bodies_follow_the_docs():
 
 
 def _run(double: CoinbaseDouble, credentials: Credentials, scenario, **client_args):
-    async def run():
-        server = TestServer(double.app(), host="127.0.0.1")
-        await server.start_server()
-        client = Coinbase(credentials, str(server.make_url("")).rstrip("/"), **client_args)
-        try:
-            return await scenario(client)
-        finally:
-            await client.close()
-            await server.close()
-
-    return asyncio.run(run())
+    return run_against(
+        double.app(), lambda url: Coinbase(credentials, url, **client_args), scenario
+    )
 
 
 LIMIT = OrderRequest("gekko-c1", "BTC-USD", "buy", "limit", Decimal("0.01"), Decimal("30000"))

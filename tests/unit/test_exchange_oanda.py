@@ -3,13 +3,12 @@ account, names orders by their clientExtensions id, and answers with the documen
 
 from __future__ import annotations
 
-import asyncio
 from decimal import Decimal
 
 import pytest
-from aiohttp.test_utils import TestServer
 
 from doubles.oanda import OandaDouble
+from doubles.serve import run_against
 from gekko.exchanges.base import ExchangeError, OrderRequest, OrderStatus
 from gekko.exchanges.oanda import LIVE_URL, PRACTICE_URL, Credentials, Oanda, order_body
 
@@ -38,20 +37,8 @@ def test_hosts_and_order_bodies_follow_the_docs():
 
 
 def _run(double: OandaDouble, scenario, credentials: Credentials | None = None):
-    async def run():
-        server = TestServer(double.app(), host="127.0.0.1")
-        await server.start_server()
-        client = Oanda(
-            credentials or Credentials(double.token, double.account_id),
-            str(server.make_url("")).rstrip("/"),
-        )
-        try:
-            return await scenario(client)
-        finally:
-            await client.close()
-            await server.close()
-
-    return asyncio.run(run())
+    credentials = credentials or Credentials(double.token, double.account_id)
+    return run_against(double.app(), lambda url: Oanda(credentials, url), scenario)
 
 
 def test_orders_by_client_id_balances_and_instruments():

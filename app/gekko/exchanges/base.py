@@ -68,7 +68,8 @@ class OrderRequest:
 
 @dataclass(frozen=True)
 class ExchangeOrder:
-    """An order as the venue reports it."""
+    """An order as the venue reports it: its fills so far as their totals, read from one
+    answer of the venue (so quantity, value and fees agree with each other)."""
 
     venue: str
     symbol: str
@@ -78,7 +79,24 @@ class ExchangeOrder:
     side: Side
     quantity: Decimal
     filled_quantity: Decimal
-    price: Decimal | None = None
+    price: Decimal | None = None  # the limit price
+    # What the fills were worth in the symbol's quote asset (the sum of quantity x price).
+    filled_value: Decimal = Decimal(0)
+    # The fees the venue charged for the fills, by the asset it charged them in.
+    fees: Mapping[str, Decimal] = field(default_factory=dict)
+
+    @property
+    def average_price(self) -> Decimal | None:
+        """The fills' volume-weighted price; None before the first fill."""
+        if self.filled_quantity <= 0 or self.filled_value <= 0:
+            return None
+        return self.filled_value / self.filled_quantity
+
+
+def add_fee(fees: dict[str, Decimal], asset: str, amount: Decimal) -> None:
+    """Count a fee in its asset; a zero fee leaves no entry."""
+    if amount:
+        fees[asset] = fees.get(asset, Decimal(0)) + amount
 
 
 @dataclass(frozen=True)

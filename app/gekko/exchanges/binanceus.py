@@ -17,7 +17,7 @@ import base64
 import hashlib
 import hmac
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -33,6 +33,7 @@ from gekko.exchanges.base import (
     OrderStatus,
     SymbolRules,
     VenueHttp,
+    add_fee,
     error_payload,
     retry_after_s,
 )
@@ -64,6 +65,10 @@ _STATUSES = {
     "EXPIRED_IN_MATCH": OrderStatus.EXPIRED,
 }
 ORDER_NOT_FOUND = -2013
+# GET /api/v3/myTrades answers at most this many trades a page (its `limit`); an order with more
+# fills is read in pages by `fromId`, this many pages at most.
+TRADES_PAGE = 1000
+TRADES_PAGES = 20
 
 
 def total_params(query: str, body: str) -> str:
@@ -106,8 +111,32 @@ def _decimal(value: Any) -> Decimal | None:
     return None if number == 0 else number
 
 
-def order_from(answer: Mapping[str, Any]) -> ExchangeOrder:
+def order_from(
+    answer: Mapping[str, Any], trades: Sequence[Mapping[str, Any]] | None = None
+) -> ExchangeOrder:
+    """An order answer (POST, GET or DELETE /api/v3/order), with its fills when known: the
+    `fills` of a FULL answer, or `trades` (GET /api/v3/myTrades), which carry the commissions.
+    Without them, the totals are the answer's executedQty and cummulativeQuoteQty."""
     price = Decimal(answer.get("price") or "0")
+    fills = answer.get("fills") if trades is None else trades
+    filled = Decimal(answer.get("executedQty") or "0")
+    value = Decimal(answer.get("cummulativeQuoteQty") or "0")
+    fees: dict[str, Decimal] = {}
+    if fills is not None:
+        filled, value = Decimal(0), Decimal(0)
+        for fill in fills:
+            quantity = Decimal(fill["qty"])
+            filled += quantity
+            # myTrades states quoteQty; a FULL answer's fills only the price.
+            value += (
+                Decimal(fill["quoteQty"])
+                if "quoteQty" in fill
+                else quantity * Decimal(fill["price"])
+            )
+            add_fee(fees, fill["commissionAsset"], Decimal(fill["commission"]))
+    status = _STATUSES.get(answer.get("status", ""), OrderStatus.NEW)
+    if status is OrderStatus.NEW and filled > 0:  # trades read after the order was
+        status = OrderStatus.PARTIALLY_FILLED
     return ExchangeOrder(
         venue=VENUE,
         symbol=answer["symbol"],
@@ -115,11 +144,13 @@ def order_from(answer: Mapping[str, Any]) -> ExchangeOrder:
         # A cancel's answer names the order's own id origClientOrderId (its clientOrderId is
         # the cancel's).
         client_order_id=answer.get("origClientOrderId") or answer.get("clientOrderId", ""),
-        status=_STATUSES.get(answer.get("status", ""), OrderStatus.NEW),
+        status=status,
         side="buy" if answer.get("side", "BUY") == "BUY" else "sell",
         quantity=Decimal(answer.get("origQty") or "0"),
-        filled_quantity=Decimal(answer.get("executedQty") or "0"),
+        filled_quantity=filled,
         price=price if price > 0 else None,
+        filled_value=value,
+        fees=fees,
     )
 
 
@@ -177,7 +208,8 @@ class BinanceUS:
             "type": order.type.upper(),
             "quantity": format(order.quantity, "f"),
             "newClientOrderId": order.client_order_id,
-            "newOrderRespType": "RESULT",
+            # FULL: the answer lists the fills, with their commissions.
+            "newOrderRespType": "FULL",
         }
         if order.type == "limit":
             params |= {"timeInForce": "GTC", "price": format(order.price, "f")}
@@ -233,13 +265,44 @@ class BinanceUS:
             if exc.code == ORDER_NOT_FOUND:
                 return None
             raise
-        return order_from(answer)
+        return await self._with_fills(answer)
 
     async def cancel_order(self, symbol: str, client_order_id: str) -> ExchangeOrder:
         answer = await self._signed(
             "DELETE", "/api/v3/order", {"symbol": symbol, "origClientOrderId": client_order_id}
         )
-        return order_from(answer)
+        return await self._with_fills(answer)
+
+    async def _with_fills(self, answer: Mapping[str, Any]) -> ExchangeOrder:
+        """An order answer without fills, completed by the order's trades once it has any."""
+        executed = Decimal(answer.get("executedQty") or "0")
+        if executed <= 0:
+            return order_from(answer)
+        order = order_from(answer, await self.trades(answer["symbol"], answer["orderId"]))
+        if order.filled_quantity < executed:
+            # The trades list lags the order: a fill recorded without its price and fees would
+            # stay so once the order is done. Asked again later.
+            raise ExchangeError(
+                VENUE,
+                f"order {order.client_order_id}: {executed} filled, but only "
+                f"{order.filled_quantity} in its trades yet",
+                unsure=True,
+            )
+        return order
+
+    async def trades(self, symbol: str, order_id: int | str) -> list[dict[str, Any]]:
+        """The order's trades (GET /api/v3/myTrades with orderId), oldest first."""
+        found: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"symbol": symbol, "orderId": order_id, "limit": TRADES_PAGE}
+        for _page in range(TRADES_PAGES):
+            page = await self._signed("GET", "/api/v3/myTrades", params)
+            found.extend(page)
+            if len(page) < TRADES_PAGE:
+                return found
+            params["fromId"] = int(page[-1]["id"]) + 1
+        raise ExchangeError(
+            VENUE, f"order {order_id} has more than {TRADES_PAGE * TRADES_PAGES} trades"
+        )
 
     async def balances(self) -> list[Balance]:
         answer = await self._signed("GET", "/api/v3/account", {})

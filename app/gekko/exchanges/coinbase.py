@@ -40,6 +40,7 @@ from gekko.exchanges.base import (
     OrderStatus,
     SymbolRules,
     VenueHttp,
+    add_fee,
     error_payload,
     retry_after_s,
 )
@@ -160,6 +161,14 @@ def order_from(order: Mapping[str, Any]) -> ExchangeOrder:
     status = _STATUSES.get(order.get("status", ""), OrderStatus.NEW)
     if status is OrderStatus.NEW and filled > 0:
         status = OrderStatus.PARTIALLY_FILLED
+    # The order's fill totals, as the Order object states them: filled_value in the quote
+    # currency, total_fees too (Coinbase charges its fees in the product's quote currency).
+    value = Decimal(order.get("filled_value") or "0")
+    if not value and filled:
+        value = filled * Decimal(order.get("average_filled_price") or "0")
+    quote_currency = order["product_id"].rpartition("-")[2]
+    fees: dict[str, Decimal] = {}
+    add_fee(fees, quote_currency, Decimal(order.get("total_fees") or "0"))
     return ExchangeOrder(
         venue=VENUE,
         symbol=order["product_id"],
@@ -170,6 +179,8 @@ def order_from(order: Mapping[str, Any]) -> ExchangeOrder:
         quantity=Decimal(configuration.get("base_size") or "0"),
         filled_quantity=filled,
         price=Decimal(price) if price else None,
+        filled_value=value,
+        fees=fees,
     )
 
 

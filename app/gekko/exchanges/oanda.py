@@ -25,6 +25,7 @@ from gekko.exchanges.base import (
     OrderStatus,
     SymbolRules,
     VenueHttp,
+    add_fee,
     error_payload,
     retry_after_s,
 )
@@ -48,6 +49,8 @@ _STATES = {
     "FILLED": OrderStatus.FILLED,
     "CANCELLED": OrderStatus.CANCELED,
 }
+# A fee's asset when the account's home currency could not be asked.
+HOME_CURRENCY = "home currency"
 
 
 @dataclass(frozen=True, repr=False)
@@ -76,10 +79,29 @@ def order_body(order: OrderRequest) -> dict[str, Any]:
     return {"order": body}
 
 
-def order_from(order: Mapping[str, Any]) -> ExchangeOrder:
+def charged(fill: Mapping[str, Any]) -> Decimal:
+    """What an ORDER_FILL transaction charged, in the account's home currency."""
+    return Decimal(fill.get("commission") or "0") + Decimal(
+        fill.get("guaranteedExecutionFee") or "0"
+    )
+
+
+def order_from(
+    order: Mapping[str, Any],
+    fill: Mapping[str, Any] | None = None,
+    home_currency: str | None = None,
+) -> ExchangeOrder:
+    """An order (or its create transaction), with the ORDER_FILL transaction that filled it:
+    its units, its price (fullVWAP, the price all its units filled at) and its commission,
+    which OANDA charges in the account's home currency."""
     units = Decimal(order.get("units", "0"))
-    filled = units.copy_abs() if order.get("state") in ("FILLED", "TRIGGERED") else Decimal(0)
     price = order.get("price")
+    filled, value = Decimal(0), Decimal(0)
+    fees: dict[str, Decimal] = {}
+    if fill is not None:
+        filled = Decimal(fill.get("units", "0")).copy_abs()
+        value = filled * Decimal(fill.get("fullVWAP") or fill.get("price") or "0")
+        add_fee(fees, home_currency or HOME_CURRENCY, charged(fill))
     return ExchangeOrder(
         venue=VENUE,
         symbol=order.get("instrument", ""),
@@ -90,6 +112,8 @@ def order_from(order: Mapping[str, Any]) -> ExchangeOrder:
         quantity=units.copy_abs(),
         filled_quantity=filled,
         price=Decimal(price) if price else None,
+        filled_value=value,
+        fees=fees,
     )
 
 
@@ -104,6 +128,7 @@ class Oanda:
         self.credentials = credentials
         self.base_url = base_url.rstrip("/")
         self.http = VenueHttp(VENUE, timeout_s)
+        self._home_currency: str | None = None
 
     @property
     def last_latency_ms(self) -> float | None:
@@ -142,8 +167,9 @@ class Oanda:
             raise ExchangeError(VENUE, f"order {order.client_order_id} not filled: {reason}")
         # The create transaction describes the order; a fill transaction beside it filled it.
         created = answer["orderCreateTransaction"]
-        filled = "orderFillTransaction" in answer
-        return order_from({**created, "state": "FILLED" if filled else "PENDING"})
+        fill = answer.get("orderFillTransaction")
+        state = {**created, "state": "FILLED" if fill else "PENDING"}
+        return order_from(state, fill, await self._currency_of(fill))
 
     async def get_order(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:
         try:
@@ -154,7 +180,31 @@ class Oanda:
             if exc.http_status == 404:
                 return None
             raise
-        return order_from(answer["order"])
+        return await self._with_fill(answer["order"])
+
+    async def _with_fill(self, order: Mapping[str, Any]) -> ExchangeOrder:
+        """A filled order with the transaction that filled it (its price and commission)."""
+        if order.get("state") not in ("FILLED", "TRIGGERED") or not order.get(
+            "fillingTransactionID"
+        ):
+            return order_from(order)
+        tx_id = quote(str(order["fillingTransactionID"]), safe="")
+        fill = (await self._call("GET", f"{self._account}/transactions/{tx_id}", None))[
+            "transaction"
+        ]
+        return order_from(order, fill, await self._currency_of(fill))
+
+    async def _currency_of(self, fill: Mapping[str, Any] | None) -> str | None:
+        """The account's home currency, asked once, when a fill charged something in it. Never
+        fails: a placed order must not look refused because this could not be asked (its fee
+        is then counted in HOME_CURRENCY, by that name)."""
+        if self._home_currency is None and fill is not None and charged(fill):
+            try:
+                summary = await self._call("GET", f"{self._account}/summary", None)
+            except ExchangeError:
+                return None
+            self._home_currency = summary["account"].get("currency")
+        return self._home_currency
 
     async def cancel_order(self, symbol: str, client_order_id: str) -> ExchangeOrder:
         await self._call(

@@ -439,13 +439,17 @@ def _oanda_price(data: dict) -> MarketEvent:
 
 
 LAST_PREFIX = "gekko:market:last:"
+# symbol -> the last published event's price, per venue: what the portfolio values venue
+# positions at.
+PRICE_PREFIX = "gekko:market:price:"
 
 
 class RedisSink:
     """XADD each event to gekko:market:<venue> (trimmed, approximately, to STREAM_MAXLEN),
     recording the exchange-to-publish latency. With `remember_last`, the event's id is kept as
     its symbol's last in gekko:market:last:<venue> in the same transaction, for whoever
-    publishes next to go on from (a Binance.US feed refills from it)."""
+    publishes next to go on from (a Binance.US feed refills from it), and its price as the
+    symbol's last in gekko:market:price:<venue>."""
 
     def __init__(
         self,
@@ -464,6 +468,7 @@ class RedisSink:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.xadd(stream, event.fields(), maxlen=STREAM_MAXLEN, approximate=True)
                 pipe.hset(LAST_PREFIX + event.venue, event.symbol, event.event_id)
+                pipe.hset(PRICE_PREFIX + event.venue, event.symbol, format(event.price, "f"))
                 await pipe.execute()
         else:
             await self.redis.xadd(stream, event.fields(), maxlen=STREAM_MAXLEN, approximate=True)

@@ -1,8 +1,11 @@
-"""portfolio: cash, positions and P&L, projected from trading's order.executed events.
+"""portfolio: cash, positions and P&L, projected from trading's order.executed events, and the
+positions that orders sent to venues made, from its venue_order.filled events.
 
 This service never reads trading's tables: its consumer group applies each fill to its own
-portfolio.accounts / portfolio.positions in the same transaction that records the event id, so
-a redelivered event changes nothing. Reads value positions at the market-data price.
+portfolio.accounts / portfolio.positions (venue fills: portfolio.venue_positions) in the same
+transaction that records the event id, so a redelivered event changes nothing. Reads value paper
+positions at the market-data price, venue positions at the venue's last traded price from its
+market feed (gekko.services.venue_feeds), or at the last fill's price where no feed runs.
 """
 
 from __future__ import annotations
@@ -11,13 +14,17 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
-from fastapi import APIRouter, FastAPI
-from pydantic import BaseModel
+import orjson
+from fastapi import APIRouter, FastAPI, Request
+from pydantic import BaseModel, Field
 
 from gekko import events as ev
 from gekko.domain.exchange import INITIAL_CASH, Fill, to_decimal
 from gekko.domain.pnl import Holding, apply_fill, value
 from gekko.domain.prices import quote
+from gekko.domain.venue_fills import book
+from gekko.events import as_text
+from gekko.exchanges.streams import PRICE_PREFIX
 from gekko.security.rbac import SIGNED_IN, AccessTable
 from gekko.services.deps import Pool, UserId
 from gekko.services.wiring import start_consumer, stop_all
@@ -27,6 +34,7 @@ router = APIRouter(prefix=PREFIX, tags=["portfolio"])
 # Who may call each route (gekko.security.rbac); a route missing here stops the service.
 ACCESS: AccessTable = {
     ("GET", PREFIX): SIGNED_IN,
+    ("GET", PREFIX + "/venues"): SIGNED_IN,
 }
 
 CONSUMER = "portfolio"
@@ -77,13 +85,68 @@ async def apply_execution(conn: asyncpg.Connection, event: ev.Event) -> None:
     )
 
 
+async def apply_venue_fill(conn: asyncpg.Connection, event: ev.Event) -> None:
+    p = event.payload
+    booked = book(
+        p["side"],
+        Decimal(p["quantity"]),
+        Decimal(p["value"]),
+        {asset: Decimal(amount) for asset, amount in p["fees"].items()},
+        p["base_asset"],
+        p["quote_asset"],
+    )
+    key = (int(p["user_id"]), p["venue"], p["mode"], p["symbol"])
+    row = await conn.fetchrow(
+        "SELECT quantity, cost_basis, realized_pnl, other_fees FROM portfolio.venue_positions "
+        "WHERE user_id = $1 AND venue = $2 AND mode = $3 AND symbol = $4 FOR UPDATE",
+        *key,
+    )
+    before = Holding(*list(row.values())[:3]) if row is not None else Holding()
+    after, _realized = apply_fill(before, booked.fill)
+    other = _decimals(row["other_fees"]) if row is not None else {}
+    for asset, amount in booked.other_fees.items():
+        other[asset] = other.get(asset, Decimal(0)) + amount
+    await conn.execute(
+        "INSERT INTO portfolio.venue_positions (user_id, venue, mode, symbol, base_asset, "
+        "quote_asset, quantity, cost_basis, realized_pnl, fees_paid, other_fees, fills, "
+        "last_price) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, 1, $12) "
+        "ON CONFLICT (user_id, venue, mode, symbol) DO UPDATE SET "
+        "quantity = EXCLUDED.quantity, cost_basis = EXCLUDED.cost_basis, "
+        "realized_pnl = EXCLUDED.realized_pnl, "
+        "fees_paid = venue_positions.fees_paid + EXCLUDED.fees_paid, "
+        "other_fees = EXCLUDED.other_fees, fills = venue_positions.fills + 1, "
+        "last_price = EXCLUDED.last_price, updated_at = now()",
+        *key,
+        p["base_asset"],
+        p["quote_asset"],
+        after.quantity,
+        after.cost_basis,
+        after.realized_pnl,
+        booked.fee_value,
+        orjson.dumps({a: format(v, "f") for a, v in other.items()}).decode(),
+        booked.fill.price,
+    )
+
+
+def _decimals(stored: str) -> dict[str, Decimal]:
+    return {asset: Decimal(amount) for asset, amount in orjson.loads(stored).items()}
+
+
 async def start(app: FastAPI) -> None:
     pool = app.state.pool
 
     async def on_executed(event: ev.Event) -> None:
         await ev.handle_once(pool, "portfolio", CONSUMER, event, apply_execution)
 
-    start_consumer(app, CONSUMER, ["trading"], {ev.ORDER_EXECUTED: on_executed})
+    async def on_venue_fill(event: ev.Event) -> None:
+        await ev.handle_once(pool, "portfolio", CONSUMER, event, apply_venue_fill)
+
+    start_consumer(
+        app,
+        CONSUMER,
+        ["trading"],
+        {ev.ORDER_EXECUTED: on_executed, ev.VENUE_ORDER_FILLED: on_venue_fill},
+    )
 
 
 async def stop(app: FastAPI) -> None:
@@ -162,3 +225,74 @@ async def get_portfolio(user_id: UserId, pool: Pool) -> PortfolioOut:
         total_equity=float(cash + positions_value),
         **extra,
     )
+
+
+class VenuePosition(BaseModel):
+    venue: str
+    mode: str
+    symbol: str = Field(description="the venue's name for it (BTCUSD, BTC-USD, EUR_USD)")
+    base_asset: str | None
+    quote_asset: str | None
+    quantity: float
+    average_cost: float | None = Field(description="in the quote asset, fees included")
+    cost_basis: float
+    market_price: float
+    priced_by: str = Field(
+        description="feed: the venue's last trade (its market feed); last_fill: no feed runs "
+        "for it, the price of your last fill"
+    )
+    market_value: float
+    unrealized_pnl: float
+    realized_pnl: float
+    fees_paid: float = Field(description="in the quote asset")
+    other_fees: dict[str, float] = Field(description="fees charged in another asset, by asset")
+    fills: int
+
+
+class VenuePortfolioOut(BaseModel):
+    user_id: int
+    positions: list[VenuePosition]
+
+
+@router.get("/venues", response_model=VenuePortfolioOut)
+async def get_venue_portfolio(user_id: UserId, pool: Pool, request: Request) -> VenuePortfolioOut:
+    """What your orders sent to venues hold, per venue account and symbol, with P&L and fees
+    in the symbol's quote asset. Your balances at a venue: GET /api/v1/trading/venue-balances."""
+    rows = await pool.fetch(
+        "SELECT venue, mode, symbol, base_asset, quote_asset, quantity, cost_basis, "
+        "realized_pnl, fees_paid, other_fees, fills, last_price FROM portfolio.venue_positions "
+        "WHERE user_id = $1 ORDER BY venue, mode, symbol",
+        user_id,
+    )
+    redis = request.app.state.redis
+    positions = []
+    for row in rows:
+        holding = Holding(row["quantity"], row["cost_basis"], row["realized_pnl"])
+        fed = await redis.hget(PRICE_PREFIX + row["venue"], row["symbol"])
+        if fed:
+            price, priced_by = Decimal(as_text(fed)), "feed"
+        else:
+            price, priced_by = row["last_price"], "last_fill"
+        valuation = value(holding, price)
+        average = holding.average_cost
+        positions.append(
+            VenuePosition(
+                venue=row["venue"],
+                mode=row["mode"],
+                symbol=row["symbol"],
+                base_asset=row["base_asset"],
+                quote_asset=row["quote_asset"],
+                quantity=float(holding.quantity),
+                average_cost=None if average is None else float(average),
+                cost_basis=float(holding.cost_basis),
+                market_price=float(price),
+                priced_by=priced_by,
+                market_value=float(valuation.market_value),
+                unrealized_pnl=float(valuation.unrealized_pnl),
+                realized_pnl=float(holding.realized_pnl),
+                fees_paid=float(row["fees_paid"]),
+                other_fees={a: float(v) for a, v in _decimals(row["other_fees"]).items()},
+                fills=row["fills"],
+            )
+        )
+    return VenuePortfolioOut(user_id=user_id, positions=positions)

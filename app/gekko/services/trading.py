@@ -44,15 +44,22 @@ from gekko.outbox import add_event
 from gekko.problems import ProblemError
 from gekko.security.crypto import DataKeys
 from gekko.security.rbac import SIGNED_IN, TRADE, AccessTable
-from gekko.services import venue_keys, venue_links, venue_orders
+from gekko.services import venue_balances, venue_keys, venue_links, venue_orders
 from gekko.services.deps import IdempotencyKey, Pool, UserId, idempotency_key_reused
 from gekko.services.wiring import start_relay, stop_all, wake_relay
 
 PREFIX = "/api/v1/trading"
 router = APIRouter(prefix=PREFIX, tags=["trading"])
-# The routers make up the service: paper orders here, the linked venue keys in venue_keys, the
-# orders sent to venues with them in venue_orders.
-ROUTERS = (router, venue_keys.router, venue_links.router, venue_orders.router)
+# The routers make up the service: paper orders here, the linked venue keys in venue_keys (and
+# the accounts linked by signing in, venue_links), the orders sent to venues with them in
+# venue_orders, and what the user holds at a venue in venue_balances.
+ROUTERS = (
+    router,
+    venue_keys.router,
+    venue_links.router,
+    venue_orders.router,
+    venue_balances.router,
+)
 # Who may call each route (gekko.security.rbac); a route missing here stops the service.
 ACCESS: AccessTable = {
     ("POST", PREFIX + "/execute"): TRADE,
@@ -63,6 +70,7 @@ ACCESS: AccessTable = {
     **venue_keys.ACCESS,
     **venue_links.ACCESS,
     **venue_orders.ACCESS,
+    **venue_balances.ACCESS,
 }
 log = logging.getLogger("gekko.trading")
 

@@ -37,10 +37,12 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import asyncpg
+import orjson
 from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gekko import events as ev
 from gekko.config import VENUE_NAMES
 from gekko.exchanges.base import ExchangeError, ExchangeOrder, Mode, OrderRequest, OrderStatus
 from gekko.exchanges.credentials import unseal
@@ -48,6 +50,7 @@ from gekko.exchanges.desk import SymbolError, VenueDesk, check_order_rules
 from gekko.exchanges.health import VenueHealth
 from gekko.exchanges.throttle import ThrottledExchange
 from gekko.exchanges.venues import VENUES, Venue, VenueSettingsError
+from gekko.outbox import add_event
 from gekko.problems import FAULT_ELSEWHERE_HEADER, ProblemError
 from gekko.security.rbac import SIGNED_IN, TRADE, AccessTable
 from gekko.services import venue_links
@@ -87,7 +90,8 @@ _AFTER = {
 _COLUMNS = (
     "id, user_id, venue, mode, key_id, client_order_id, symbol, venue_symbol, side, type, "
     "quantity, limit_price, status, filled_quantity, price, venue_order_id, reason, "
-    "unsure_since, idempotency_key, created_at, updated_at"
+    "unsure_since, idempotency_key, created_at, updated_at, filled_value, fees, base_asset, "
+    "quote_asset"
 )
 # The venue's word for an order, in the platform's.
 _STATUS = {
@@ -138,7 +142,12 @@ class VenueOrderOut(BaseModel):
     limit_price: float | None
     status: str = Field(description="pending, unknown, open, filled, cancelled or rejected")
     filled_quantity: float
-    price: float | None = Field(description="as the venue reports it")
+    price: float | None = Field(description="the limit price, as the venue reports it")
+    average_price: float | None = Field(
+        description="the fills' volume-weighted price, as the venue reports them"
+    )
+    filled_value: float = Field(description="what the fills were worth, in the quote asset")
+    fees: dict[str, float] = Field(description="the venue's fees on the fills, by asset")
     client_order_id: str
     venue_order_id: str | None
     reason: str | None = Field(description="why the order was rejected, or is unknown")
@@ -147,7 +156,23 @@ class VenueOrderOut(BaseModel):
 
 
 def _out(row: asyncpg.Record) -> VenueOrderOut:
-    return VenueOrderOut(**{name: row[name] for name in VenueOrderOut.model_fields})
+    filled, value = row["filled_quantity"], row["filled_value"]
+    fields = {
+        name: row[name]
+        for name in VenueOrderOut.model_fields
+        if name not in ("average_price", "fees")
+    }
+    return VenueOrderOut(
+        **fields,
+        average_price=value / filled if filled > 0 and value > 0 else None,
+        fees=_fees(row["fees"]),
+    )
+
+
+def _fees(stored: str | dict[str, str]) -> dict[str, Decimal]:
+    """The fees column (jsonb: asset -> decimal string) as decimals."""
+    found = orjson.loads(stored) if isinstance(stored, str) else stored
+    return {asset: Decimal(amount) for asset, amount in found.items()}
 
 
 def _json(row: asyncpg.Record, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -158,7 +183,7 @@ def _mode(request: Request) -> Mode:
     return venue_mode(request, "place orders with POST /api/v1/trading/execute")
 
 
-def _desk(app: FastAPI) -> VenueDesk:
+def desk_of(app: FastAPI) -> VenueDesk:
     return app.state.venue_desk
 
 
@@ -172,7 +197,7 @@ def _same_request(row: asyncpg.Record, body: VenueOrderIn) -> bool:
     ) and row["symbol"] == body.symbol.upper()
 
 
-def _venue_problem(exc: ExchangeError | VenueSettingsError, what: str) -> ProblemError:
+def venue_problem(exc: ExchangeError | VenueSettingsError, what: str) -> ProblemError:
     """How a venue's refusal or silence is told to the trader."""
     if isinstance(exc, VenueSettingsError):
         return ProblemError(422, f"{what}: {exc}", slug="venue-unusable")
@@ -200,7 +225,7 @@ def _venue_problem(exc: ExchangeError | VenueSettingsError, what: str) -> Proble
     return ProblemError(422, f"{what}: the venue refused it: {exc}", slug="venue-refused")
 
 
-def _too_slow(venue: Venue, what: str, outcome: str) -> ProblemError:
+def too_slow(venue: Venue, what: str, outcome: str) -> ProblemError:
     return ProblemError(
         503,
         f"{what}: {venue.title} did not answer within {ANSWER_WITHIN_S} s; {outcome}",
@@ -209,7 +234,39 @@ def _too_slow(venue: Venue, what: str, outcome: str) -> ProblemError:
     )
 
 
-async def _exchange(app: FastAPI, key_id: object) -> ThrottledExchange:
+async def usable_key(app: FastAPI, user_id: int, venue: Venue, mode: Mode, refused: str) -> Any:
+    """The id of the user's newest key for the venue in this mode; a ProblemError when there is
+    none (409) or the venue is degraded (503, `refused` saying what that costs the caller)."""
+    key_id = await app.state.pool.fetchval(
+        "SELECT id FROM trading.venue_keys WHERE user_id = $1 AND venue = $2 AND mode = $3 "
+        "AND removed_at IS NULL ORDER BY created_at DESC LIMIT 1",
+        user_id,
+        venue.name,
+        mode.value,
+    )
+    if key_id is None:
+        raise ProblemError(
+            409,
+            f"you have no {venue.title} key for {mode.value} trading: link one first "
+            "(POST /api/v1/trading/venue-keys)",
+            slug="no-venue-key",
+        )
+    wait = desk_of(app).health.retry_after_s(venue.name)
+    if wait is not None:
+        raise ProblemError(
+            503,
+            f"{venue.title} is degraded (its last calls failed): {refused}; "
+            f"retry in {round(wait)} s",
+            slug="venue-degraded",
+            headers={
+                "Retry-After": str(round(wait)),
+                FAULT_ELSEWHERE_HEADER: f"venue:{venue.name}",
+            },
+        )
+    return key_id
+
+
+async def exchange_of_key(app: FastAPI, key_id: object) -> ThrottledExchange:
     """The adapter of a stored key; ProblemError 409 once the key is removed or its link broke."""
     key = await app.state.pool.fetchrow(
         "SELECT id, venue, kind, broken_reason, credentials_encrypted FROM trading.venue_keys"
@@ -226,7 +283,7 @@ async def _exchange(app: FastAPI, key_id: object) -> ThrottledExchange:
     if key["broken_reason"] is not None:
         raise _link_broken(venue, key["id"], key["broken_reason"])
     fields = unseal(app.state.data_keys, key["id"], key["credentials_encrypted"])
-    desk = _desk(app)
+    desk = desk_of(app)
     if key["kind"] == "oauth":
         opener = venue_links.opener(app, venue, key["id"], fields)
     else:
@@ -255,25 +312,84 @@ async def _select(pool: asyncpg.Pool, where: str, *args: Any) -> asyncpg.Record 
 _BY_KEY = "user_id = $1 AND idempotency_key = $2"
 
 
-async def _record(pool: asyncpg.Pool, row_id: int, status: str, **changes: Any) -> asyncpg.Record:
-    """Move the order to `status` if it may follow the current one; the row as it stands."""
+async def _record(
+    pool: asyncpg.Pool, row_id: int, status: str, fills: ExchangeOrder | None = None, **changes: Any
+) -> asyncpg.Record:
+    """Move the order to `status` if it may follow the current one, and take the venue's `fills`
+    if more has filled than was recorded; the row as it stands."""
     changes["status"] = status
     if status == "unknown":
         changes["unsure_since"] = datetime.now(UTC)
     names = list(changes)
-    sets = ", ".join(
-        # A stale look-up never lowers what the venue already reported filled.
-        f"{name} = GREATEST({name}, ${i})" if name == "filled_quantity" else f"{name} = ${i}"
-        for i, name in enumerate(names, start=3)
-    )
-    row = await pool.fetchrow(
-        f"UPDATE trading.venue_orders SET {sets}, updated_at = now() "  # noqa: S608 - our names
-        f"WHERE id = $1 AND status = ANY($2::text[]) RETURNING {_COLUMNS}",
-        row_id,
-        list(_AFTER[status]),
-        *(changes[name] for name in names),
-    )
+    sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(names, start=3))
+    async with pool.acquire() as conn, conn.transaction():
+        if fills is not None:
+            await _take_fills(conn, row_id, fills)
+        row = await conn.fetchrow(
+            f"UPDATE trading.venue_orders SET {sets}, updated_at = now() "  # noqa: S608 - ours
+            f"WHERE id = $1 AND status = ANY($2::text[]) RETURNING {_COLUMNS}",
+            row_id,
+            list(_AFTER[status]),
+            *(changes[name] for name in names),
+        )
     return row if row is not None else await _select(pool, "id = $1", row_id)
+
+
+def added_fill(
+    filled: Decimal, value: Decimal, fees: dict[str, Decimal], reported: ExchangeOrder
+) -> tuple[Decimal, Decimal, dict[str, Decimal]] | None:
+    """What the venue's totals add to the recorded ones (quantity, value, fees by asset), or
+    None when they add nothing: a stale answer, or a quantity without its value."""
+    quantity = reported.filled_quantity - filled
+    added_value = reported.filled_value - value
+    if quantity <= 0:
+        return None
+    if added_value <= 0:  # every adapter reports the value with the quantity
+        log.warning("venue order: %s more filled at no stated price; not taken", quantity)
+        return None
+    added_fees = {a: v - fees.get(a, Decimal(0)) for a, v in reported.fees.items()}
+    return quantity, added_value, {a: v for a, v in added_fees.items() if v}
+
+
+async def _take_fills(conn: asyncpg.Connection, row_id: int, reported: ExchangeOrder) -> None:
+    """Record the venue's fill totals if they show more filled than recorded, and what was added
+    as a venue_order.filled event, in the same transaction (the portfolio books each once). A
+    stale answer, or one with less filled, changes nothing."""
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM trading.venue_orders WHERE id = $1 FOR UPDATE",  # noqa: S608
+        row_id,
+    )
+    added = added_fill(row["filled_quantity"], row["filled_value"], _fees(row["fees"]), reported)
+    if added is None:
+        return
+    quantity, value, fees = added
+    await conn.execute(
+        "UPDATE trading.venue_orders SET filled_quantity = $2, filled_value = $3, "
+        "fees = $4::jsonb WHERE id = $1",
+        row_id,
+        reported.filled_quantity,
+        reported.filled_value,
+        orjson.dumps({a: format(v, "f") for a, v in reported.fees.items()}).decode(),
+    )
+    await add_event(
+        conn,
+        "trading",
+        ev.VENUE_ORDER_FILLED,
+        {
+            "order_id": row_id,
+            "user_id": row["user_id"],
+            "venue": row["venue"],
+            "mode": row["mode"],
+            "symbol": row["venue_symbol"],
+            "base_asset": row["base_asset"],
+            "quote_asset": row["quote_asset"],
+            "side": row["side"],
+            "quantity": format(quantity, "f"),
+            "value": format(value, "f"),
+            "fees": {a: format(v, "f") for a, v in fees.items()},
+            "filled_quantity": format(reported.filled_quantity, "f"),
+        },
+    )
 
 
 async def _touch(pool: asyncpg.Pool, row_id: int) -> None:
@@ -285,9 +401,9 @@ def _as_reported(order: ExchangeOrder) -> dict[str, Any]:
     return {
         "status": _STATUS[order.status],
         "venue_order_id": order.venue_order_id,
-        "filled_quantity": order.filled_quantity,
         "price": order.price,
         "reason": None,
+        "fills": order,
     }
 
 
@@ -301,7 +417,7 @@ async def _place_and_record(
     pool = app.state.pool
     try:
         async with asyncio.timeout(PLACE_WITHIN_S):
-            placed = await _desk(app).call(exchange, lambda: exchange.place_order(order))
+            placed = await desk_of(app).call(exchange, lambda: exchange.place_order(order))
     except ExchangeError as exc:
         if exc.unsure:
             log.warning("venue order %s: answer lost, to be looked up: %s", row_id, exc)
@@ -341,46 +457,21 @@ async def place(
         first = await _select(pool, _BY_KEY, user_id, idempotency_key)
         if first is not None:
             return _replayed(first, body)
-    desk = _desk(app)
+    desk = desk_of(app)
     venue = VENUES[body.venue]
-    key = await pool.fetchrow(
-        "SELECT id FROM trading.venue_keys WHERE user_id = $1 AND venue = $2 AND mode = $3 "
-        "AND removed_at IS NULL ORDER BY created_at DESC LIMIT 1",
-        user_id,
-        venue.name,
-        mode.value,
-    )
-    if key is None:
-        raise ProblemError(
-            409,
-            f"you have no {venue.title} key for {mode.value} trading: link one first "
-            "(POST /api/v1/trading/venue-keys)",
-            slug="no-venue-key",
-        )
-    wait = desk.health.retry_after_s(venue.name)
-    if wait is not None:
-        raise ProblemError(
-            503,
-            f"{venue.title} is degraded (its last calls failed): orders to it are refused; "
-            f"retry in {round(wait)} s",
-            slug="venue-degraded",
-            headers={
-                "Retry-After": str(round(wait)),
-                FAULT_ELSEWHERE_HEADER: f"venue:{venue.name}",
-            },
-        )
+    key_id = await usable_key(app, user_id, venue, mode, "orders to it are refused")
     what = f"the {venue.title} order"
     try:
-        exchange = await _exchange(app, key["id"])
+        exchange = await exchange_of_key(app, key_id)
         async with asyncio.timeout(ANSWER_WITHIN_S):
-            rules = await desk.symbol(exchange, key["id"], body.symbol)
+            rules = await desk.symbol(exchange, key_id, body.symbol)
         check_order_rules(rules, body.quantity, body.limit_price)
     except SymbolError as exc:
         raise ProblemError(422, str(exc), slug="venue-symbol") from None
     except TimeoutError:
-        raise _too_slow(venue, what, "nothing was sent") from None
+        raise too_slow(venue, what, "nothing was sent") from None
     except (ExchangeError, VenueSettingsError) as exc:
-        raise _venue_problem(exc, what) from None
+        raise venue_problem(exc, what) from None
     order = OrderRequest(
         client_order_id="gk" + uuid.uuid4().hex,
         symbol=rules.symbol,
@@ -394,20 +485,21 @@ async def place(
         # open orders) is either done, and refuses this order, or waits for it.
         if not await conn.fetchval(
             "SELECT true FROM trading.venue_keys WHERE id = $1 AND removed_at IS NULL FOR SHARE",
-            key["id"],
+            key_id,
         ):
             raise ProblemError(409, "your venue key was removed meanwhile", slug="no-venue-key")
         row = await conn.fetchrow(
             f"""
             INSERT INTO trading.venue_orders (user_id, venue, mode, key_id, client_order_id,
-                symbol, venue_symbol, side, type, quantity, limit_price, status, idempotency_key)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12)
+                symbol, venue_symbol, side, type, quantity, limit_price, status, idempotency_key,
+                base_asset, quote_asset)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12, $13, $14)
             ON CONFLICT (user_id, idempotency_key) DO NOTHING
             RETURNING {_COLUMNS}
             """,  # noqa: S608 - constant columns
-            user_id, venue.name, mode.value, key["id"], order.client_order_id,
+            user_id, venue.name, mode.value, key_id, order.client_order_id,
             body.symbol.upper(), rules.symbol, body.side, body.type, body.quantity,
-            body.limit_price, idempotency_key,
+            body.limit_price, idempotency_key, rules.base_asset, rules.quote_asset,
         )  # fmt: skip
     if row is None:  # the same key's first request got here first
         return _replayed(await _select(pool, _BY_KEY, user_id, idempotency_key), body)
@@ -426,7 +518,7 @@ async def place(
         return _json(row, 201, location)
     if error.unsure:
         return _json(row, 202, location)
-    problem = _venue_problem(error, what)
+    problem = venue_problem(error, what)
     problem.extra["order_id"] = row["id"]
     raise problem
 
@@ -461,8 +553,8 @@ def _never_reached(row: asyncpg.Record) -> bool:
 async def settle(app: FastAPI, row: asyncpg.Record) -> asyncpg.Record:
     """Ask the venue for an order by its client order id and record what it says."""
     pool = app.state.pool
-    exchange = await _exchange(app, row["key_id"])
-    found = await _desk(app).call(
+    exchange = await exchange_of_key(app, row["key_id"])
+    found = await desk_of(app).call(
         exchange, lambda: exchange.get_order(row["venue_symbol"], row["client_order_id"])
     )
     if found is not None:
@@ -510,9 +602,9 @@ async def cancel_order(
                 row = await _cancel(app, row)
         except TimeoutError:
             outcome = "the cancel may have reached it: read the order, or cancel it again"
-            raise _too_slow(VENUES[row["venue"]], what, outcome) from None
+            raise too_slow(VENUES[row["venue"]], what, outcome) from None
         except ExchangeError as exc:
-            raise _venue_problem(exc, what) from None
+            raise venue_problem(exc, what) from None
     if row["status"] == "cancelled":
         return _json(row, 200)
     raise ProblemError(
@@ -524,9 +616,9 @@ async def cancel_order(
 
 
 async def _cancel(app: FastAPI, row: asyncpg.Record) -> asyncpg.Record:
-    exchange = await _exchange(app, row["key_id"])
+    exchange = await exchange_of_key(app, row["key_id"])
     try:
-        cancelled = await _desk(app).call(
+        cancelled = await desk_of(app).call(
             exchange, lambda: exchange.cancel_order(row["venue_symbol"], row["client_order_id"])
         )
     except ExchangeError as exc:
@@ -562,7 +654,7 @@ async def list_orders(
 async def reconcile_once(app: FastAPI, interval_s: float) -> int:
     """Look up the orders left pending or unknown, and refresh the open ones, least recently
     looked at first, skipping degraded venues (probed instead); returns how many settled."""
-    desk = _desk(app)
+    desk = desk_of(app)
     await desk.probe_degraded()
     rows = await app.state.pool.fetch(
         f"SELECT {_COLUMNS} FROM trading.venue_orders "  # noqa: S608 - constant columns
@@ -611,7 +703,7 @@ def configure(app: FastAPI) -> None:
 
 async def start(app: FastAPI) -> None:
     app.state.venue_reconciler = None
-    if _desk(app).mode is not Mode.PAPER:
+    if desk_of(app).mode is not Mode.PAPER:
         app.state.venue_reconciler = asyncio.create_task(_reconciler(app), name="venue-reconciler")
 
 
@@ -629,4 +721,4 @@ async def stop(app: FastAPI) -> None:
         for placing in left:
             placing.cancel()
         await asyncio.gather(*left, return_exceptions=True)
-    await _desk(app).close()
+    await desk_of(app).close()

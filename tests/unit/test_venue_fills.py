@@ -1,0 +1,282 @@
+"""Venue fills: each adapter reports an order's fills (quantity, value in the quote asset, fees by
+asset) from the venue's documented payloads, and the portfolio books them with the fee in the
+asset the venue charged it in."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from doubles.binanceus import BinanceDouble
+from doubles.coinbase import CoinbaseDouble
+from doubles.oanda import OandaDouble
+from doubles.serve import run_against
+from gekko.domain.pnl import Holding, apply_fill
+from gekko.domain.venue_fills import book
+from gekko.exchanges import binanceus, coinbase, oanda
+from gekko.exchanges.base import ExchangeError, ExchangeOrder, OrderRequest, OrderStatus
+from gekko.services.venue_orders import added_fill
+
+# --- Binance.US ------------------------------------------------------------------------------
+
+# The docs' "Response FULL" of POST /api/v3/order, verbatim.
+BINANCE_FULL = {
+    "symbol": "BTCUSDT",
+    "orderId": 28,
+    "orderListId": -1,
+    "clientOrderId": "6gCrw2kRUAF9CvJDGP16IP",
+    "transactTime": 1507725176595,
+    "price": "0.00000000",
+    "origQty": "10.00000000",
+    "executedQty": "10.00000000",
+    "cummulativeQuoteQty": "10.00000000",
+    "status": "FILLED",
+    "timeInForce": "GTC",
+    "type": "MARKET",
+    "side": "SELL",
+    "fills": [
+        {"price": "4000.00000000", "qty": "1.00000000", "commission": "4.00000000",
+         "commissionAsset": "USDT", "tradeId": 56},
+        {"price": "3999.00000000", "qty": "5.00000000", "commission": "19.99500000",
+         "commissionAsset": "USDT", "tradeId": 57},
+        {"price": "3998.00000000", "qty": "2.00000000", "commission": "7.99600000",
+         "commissionAsset": "USDT", "tradeId": 58},
+        {"price": "3997.00000000", "qty": "1.00000000", "commission": "3.99700000",
+         "commissionAsset": "USDT", "tradeId": 59},
+        {"price": "3995.00000000", "qty": "1.00000000", "commission": "3.99500000",
+         "commissionAsset": "USDT", "tradeId": 60},
+    ],
+}  # fmt: skip
+# The docs' answer of GET /api/v3/myTrades, verbatim.
+BINANCE_MY_TRADES = [
+    {"symbol": "BNBBTC", "id": 28457, "orderId": 100234, "orderListId": -1,
+     "price": "4.00000100", "qty": "12.00000000", "quoteQty": "48.000012",
+     "commission": "10.10000000", "commissionAsset": "BNB", "time": 1499865549590,
+     "isBuyer": True, "isMaker": False, "isBestMatch": True},
+]  # fmt: skip
+
+
+def test_binance_fills_come_from_a_full_answers_fills_with_their_commissions():
+    order = binanceus.order_from(BINANCE_FULL)
+    assert order.filled_quantity == Decimal(10)
+    # The fills' own prices, not the answer's cummulativeQuoteQty (10 in the docs' example).
+    assert order.filled_value == Decimal("39983")
+    assert order.average_price == Decimal("3998.3")
+    assert order.fees == {"USDT": Decimal("39.98300000")}
+    trades = binanceus.order_from(
+        {**BINANCE_FULL, "symbol": "BNBBTC", "executedQty": "12"}, BINANCE_MY_TRADES
+    )
+    assert (trades.filled_quantity, trades.filled_value) == (Decimal(12), Decimal("48.000012"))
+    assert trades.fees == {"BNB": Decimal("10.1")}
+    # A RESULT answer has no fills: its totals, no fees.
+    result = {k: v for k, v in BINANCE_FULL.items() if k != "fills"}
+    assert binanceus.order_from(result).filled_value == Decimal(10)
+    assert binanceus.order_from(result).fees == {}
+
+
+def _binance(double: BinanceDouble, scenario):
+    credentials = binanceus.Credentials(double.api_key, secret=double.secret)
+    return run_against(double.app(), lambda url: binanceus.BinanceUS(credentials, url), scenario)
+
+
+def test_binance_a_resting_order_filled_in_parts_is_read_with_its_trades():
+    double = BinanceDouble(api_key="k", secret="s" * 40)
+    limit = OrderRequest("gk-limit-1", "BTCUSD", "buy", "limit", Decimal("0.5"), Decimal("29000"))
+
+    async def scenario(client: binanceus.BinanceUS):
+        placed = await client.place_order(limit)
+        double.fill("gk-limit-1", Decimal("0.2"), Decimal("29000"))
+        double.fill("gk-limit-1", Decimal("0.1"), Decimal("28990"))
+        part = await client.get_order("BTCUSD", "gk-limit-1")
+        cancelled = await client.cancel_order("BTCUSD", "gk-limit-1")
+        return placed, part, cancelled
+
+    placed, part, cancelled = _binance(double, scenario)
+    assert placed.filled_quantity == 0 and placed.fees == {}
+    assert part.status is OrderStatus.PARTIALLY_FILLED
+    assert part.filled_quantity == Decimal("0.3")
+    assert part.filled_value == Decimal("8699.0")  # 0.2 x 29000 + 0.1 x 28990
+    assert part.fees == {"BTC": Decimal("0.0003")}  # 0.1 % of the BTC received
+    assert cancelled.status is OrderStatus.CANCELED
+    assert (cancelled.filled_quantity, cancelled.fees) == (part.filled_quantity, part.fees)
+
+
+def test_binance_a_market_order_reports_its_fills_at_once():
+    double = BinanceDouble(api_key="k", secret="s" * 40, last_price=Decimal("30000"))
+    sell = OrderRequest("gk-sell-1", "BTCUSD", "sell", "market", Decimal("0.1"))
+    order = _binance(double, lambda client: client.place_order(sell))
+    assert order.status is OrderStatus.FILLED
+    assert (order.filled_quantity, order.average_price) == (Decimal("0.1"), Decimal(30000))
+    assert order.fees == {"USD": Decimal("3.0")}  # a sell pays in the USD received
+
+
+def test_binance_trades_lagging_the_order_are_asked_again_not_taken():
+    double = BinanceDouble(api_key="k", secret="s" * 40)
+    limit = OrderRequest("gk-limit-2", "BTCUSD", "buy", "limit", Decimal("0.5"), Decimal("29000"))
+
+    async def scenario(client: binanceus.BinanceUS):
+        await client.place_order(limit)
+        double.fill("gk-limit-2", Decimal("0.5"), Decimal("29000"))
+        double.trades.clear()  # the order says filled, its trades are not listed yet
+        with pytest.raises(ExchangeError) as lagging:
+            await client.get_order("BTCUSD", "gk-limit-2")
+        return lagging.value
+
+    lagging = _binance(double, scenario)
+    assert lagging.unsure and "only 0 in its trades yet" in lagging.message
+
+
+# --- Coinbase --------------------------------------------------------------------------------
+
+# The fill fields of the docs' Order object (GET /orders/historical/{order_id}).
+COINBASE_ORDER = {
+    "order_id": "0000-000000-000000",
+    "product_id": "BTC-USD",
+    "side": "BUY",
+    "client_order_id": "11111-000000-000000",
+    "order_configuration": {
+        "limit_limit_gtc": {"base_size": "0.001", "limit_price": "10000.00", "post_only": False}
+    },
+    "status": "FILLED",
+    "filled_size": "0.001",
+    "average_filled_price": "50",
+    "number_of_fills": "2",
+    "filled_value": "10000",
+    "total_fees": "5.00",
+}
+
+
+def test_coinbase_fills_are_the_order_objects_totals_with_fees_in_the_quote_currency():
+    order = coinbase.order_from(COINBASE_ORDER)
+    assert (order.filled_quantity, order.filled_value) == (Decimal("0.001"), Decimal(10000))
+    assert order.fees == {"USD": Decimal("5.00")}
+    # Without filled_value, the average price times the size.
+    no_value = coinbase.order_from({**COINBASE_ORDER, "filled_value": None})
+    assert no_value.filled_value == Decimal("0.050")
+
+
+def test_coinbase_a_resting_order_filled_in_part_is_read_with_its_fees():
+    key = ec.generate_private_key(ec.SECP256R1())
+    double = CoinbaseDouble("organizations/o/apiKeys/k", key.public_key())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()
+    credentials = coinbase.Credentials(double.key_name, pem)
+    limit = OrderRequest("gk-cb-1", "BTC-USD", "buy", "limit", Decimal("0.02"), Decimal("30000"))
+
+    async def scenario(client: coinbase.Coinbase):
+        placed = await client.place_order(limit)
+        double.fill(placed.venue_order_id, Decimal("0.01"), Decimal("29950"))
+        return await client.get_order("BTC-USD", "gk-cb-1")
+
+    part = run_against(double.app(), lambda url: coinbase.Coinbase(credentials, url), scenario)
+    assert part.status is OrderStatus.PARTIALLY_FILLED
+    assert (part.filled_quantity, part.average_price) == (Decimal("0.01"), Decimal(29950))
+    assert part.fees == {"USD": Decimal("1.797")}  # 0.6 % of 299.50
+
+
+# --- OANDA -----------------------------------------------------------------------------------
+
+
+def _oanda(double: OandaDouble, scenario):
+    credentials = oanda.Credentials(double.token, double.account_id)
+    return run_against(double.app(), lambda url: oanda.Oanda(credentials, url), scenario)
+
+
+def test_oanda_a_fill_is_its_transactions_units_at_its_vwap_and_commission_at_home():
+    double = OandaDouble("t", "101-1", last_price="1.08500", commission="0.2500")
+    buy = OrderRequest("gk-o-1", "EUR_USD", "buy", "market", Decimal(1000))
+    limit = OrderRequest("gk-o-2", "EUR_USD", "sell", "limit", Decimal(400), Decimal("1.1"))
+
+    async def scenario(client: oanda.Oanda):
+        placed = await client.place_order(buy)
+        resting = await client.place_order(limit)
+        double.fill(resting.venue_order_id, "1.10010")
+        return placed, await client.get_order("EUR_USD", "gk-o-2")
+
+    placed, later = _oanda(double, scenario)
+    assert (placed.filled_quantity, placed.average_price) == (Decimal(1000), Decimal("1.085"))
+    # The account's home currency, asked of the account summary once.
+    assert placed.fees == {"USD": Decimal("0.25")}
+    assert later.status is OrderStatus.FILLED
+    assert (later.filled_quantity, later.filled_value) == (Decimal(400), Decimal("440.04"))
+    assert later.fees == {"USD": Decimal("0.25")}
+
+
+def test_oanda_an_order_without_commission_has_no_fee_and_no_extra_call():
+    double = OandaDouble("t", "101-1")
+    buy = OrderRequest("gk-o-3", "EUR_USD", "buy", "market", Decimal(10))
+    order = _oanda(double, lambda client: client.place_order(buy))
+    assert order.fees == {} and order.filled_value == Decimal("11.0")
+
+
+# --- the portfolio's booking -----------------------------------------------------------------
+
+
+def test_a_buy_charged_in_the_base_asset_holds_less_at_the_full_cost():
+    booked = book("buy", Decimal("0.5"), Decimal(15000), {"BTC": Decimal("0.0005")}, "BTC", "USD")
+    assert booked.fill.quantity == Decimal("0.4995")
+    assert (booked.fill.notional, booked.fill.fee) == (Decimal(15000), 0)
+    assert booked.fee_value == Decimal("15.0")  # 0.0005 BTC at the fill's 30000
+    held, _ = apply_fill(Holding(), booked.fill)
+    assert (held.quantity, held.cost_basis) == (Decimal("0.4995"), Decimal(15000))
+
+
+def test_a_sell_charged_in_the_quote_asset_books_its_proceeds_less_the_fee():
+    start = Holding(Decimal(1), Decimal(30000))
+    booked = book("sell", Decimal("0.5"), Decimal(16000), {"USD": Decimal(16)}, "BTC", "USD")
+    held, realized = apply_fill(start, booked.fill)
+    assert held.quantity == Decimal("0.5") and realized == Decimal(16000 - 16 - 15000)
+    assert booked.fee_value == Decimal(16) and booked.other_fees == {}
+
+
+def test_a_fee_in_another_asset_is_kept_as_charged():
+    booked = book("buy", Decimal(1), Decimal(100), {"BNB": Decimal("0.01")}, "LTC", "USD")
+    assert booked.fill.quantity == Decimal(1) and booked.fee_value == 0
+    assert booked.other_fees == {"BNB": Decimal("0.01")}
+    with pytest.raises(ValueError, match="positive"):
+        book("buy", Decimal(0), Decimal(0), {}, "LTC", "USD")
+
+
+# --- what trading records of each answer -----------------------------------------------------
+
+
+def _reported(filled: str, value: str, **fees: str) -> ExchangeOrder:
+    return ExchangeOrder(
+        venue="binanceus",
+        symbol="BTCUSD",
+        venue_order_id="1",
+        client_order_id="gk1",
+        status=OrderStatus.PARTIALLY_FILLED,
+        side="buy",
+        quantity=Decimal(1),
+        filled_quantity=Decimal(filled),
+        filled_value=Decimal(value),
+        fees={asset: Decimal(amount) for asset, amount in fees.items()},
+    )
+
+
+def test_each_answer_adds_only_what_filled_since_the_last_one():
+    first = added_fill(Decimal(0), Decimal(0), {}, _reported("0.2", "6000", BTC="0.0002"))
+    assert first == (Decimal("0.2"), Decimal(6000), {"BTC": Decimal("0.0002")})
+    # The next answer's totals, against what the first recorded.
+    second = added_fill(
+        Decimal("0.2"),
+        Decimal(6000),
+        {"BTC": Decimal("0.0002")},
+        _reported("0.5", "15060", BTC="0.0005", BNB="0.01"),
+    )
+    assert second == (
+        Decimal("0.3"),
+        Decimal(9060),
+        {"BTC": Decimal("0.0003"), "BNB": Decimal("0.01")},
+    )
+    # A stale answer (less filled, or as much) adds nothing, nor one without a value.
+    assert added_fill(Decimal("0.5"), Decimal(15060), {}, _reported("0.2", "6000")) is None
+    assert added_fill(Decimal("0.5"), Decimal(15060), {}, _reported("0.5", "15060")) is None
+    assert added_fill(Decimal(0), Decimal(0), {}, _reported("0.2", "0")) is None
