@@ -375,14 +375,22 @@ def parse_exchange_mode(env: Mapping[str, str]) -> str:
     return mode
 
 
+# Venues whose base URL may list alternate hosts after the preferred one (comma-separated):
+# Binance's API hosts, used in turn when one does not answer (gekko.exchanges.binanceus).
+VENUES_WITH_ALTERNATE_HOSTS = ("binanceus",)
+
+
 def parse_venue_base_urls(env: Mapping[str, str]) -> dict[str, str]:
     urls = {}
     for venue in VENUE_NAMES:
-        url = env.get(f"GEKKO_{venue.upper()}_BASE_URL", "").strip()
-        if url and not url.startswith(("https://", "http://")):
-            raise ConfigError(f"GEKKO_{venue.upper()}_BASE_URL must be an http(s) URL")
-        if url:
-            urls[venue] = url.rstrip("/")
+        name = f"GEKKO_{venue.upper()}_BASE_URL"
+        hosts = [url.strip() for url in env.get(name, "").split(",") if url.strip()]
+        if any(not url.startswith(("https://", "http://")) for url in hosts):
+            raise ConfigError(f"{name} must be an http(s) URL")
+        if len(hosts) > 1 and venue not in VENUES_WITH_ALTERNATE_HOSTS:
+            raise ConfigError(f"{name}: one URL (only Binance.US takes alternate hosts)")
+        if hosts:
+            urls[venue] = ",".join(url.rstrip("/") for url in hosts)
     return urls
 
 

@@ -92,6 +92,7 @@ class CoinbaseDouble:
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     last_price: Decimal = Decimal("30000.00")
     fee_rate: Decimal = Decimal("0.006")  # 0.6 %, the lowest tier's taker fee
+    extra_wallets: int = 0  # wallets beyond USD, for paging
 
     def fill(self, order_id: str, quantity: Decimal, price: Decimal) -> dict:
         """The venue matches (part of) an order; its totals as the Order object states them."""
@@ -372,7 +373,25 @@ class CoinbaseDouble:
             "available_balance": {"value": "1000.00", "currency": "USD"},
             "hold": {"value": "25.00", "currency": "USD"},
         }
-        return web.json_response({"accounts": [usd], "has_next": False, "cursor": "", "size": 1})
+        wallets = [usd] + [
+            {
+                "uuid": str(uuid.UUID(int=100 + i)),
+                "name": f"C{i} Wallet",
+                "currency": f"C{i}",
+                "available_balance": {"value": "1", "currency": f"C{i}"},
+                "hold": {"value": "0", "currency": f"C{i}"},
+            }
+            for i in range(self.extra_wallets)
+        ]
+        # Paged as the API pages them: `limit` a page, `cursor` for the next.
+        start = int(request.query.get("cursor") or 0)
+        end = start + int(request.query.get("limit", 49))
+        page = wallets[start:end]
+        more = end < len(wallets)
+        return web.json_response(
+            {"accounts": page, "has_next": more, "cursor": str(end) if more else "",
+             "size": len(page)}
+        )  # fmt: skip
 
     async def products(self, request: web.Request) -> web.Response:
         if (refused := self._refusal(request)) is not None:

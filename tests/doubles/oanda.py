@@ -36,6 +36,8 @@ class OandaDouble:
     last_price: str = "1.10000"
     commission: str = "0.0000"  # what each fill charges, in the home currency (USD)
     transactions: dict[str, dict] = field(default_factory=dict)  # by transaction id
+    summaries: int = 0  # account summaries asked for
+    failing_summaries: int = 0  # the next ones answered 503
     _ids: itertools.count = field(default_factory=lambda: itertools.count(6356))
 
     def fill(self, order_id: str, price: str) -> dict:
@@ -181,6 +183,10 @@ class OandaDouble:
     async def summary(self, request: web.Request) -> web.Response:
         if (refused := self._refusal(request)) is not None:
             return refused
+        self.summaries += 1
+        if self.failing_summaries > 0:
+            self.failing_summaries -= 1
+            return web.json_response({"errorMessage": "Service unavailable"}, status=503)
         account = {
             "id": self.account_id,
             "currency": "USD",

@@ -10,7 +10,10 @@ import json
 
 import pytest
 
-from .conftest import OANDA_ACCOUNT, OANDA_TOKEN
+from doubles.binanceus import BinanceDouble
+from doubles.serve import serve_in_thread
+
+from .conftest import CLOSED_PORT_URL, OANDA_ACCOUNT, OANDA_TOKEN
 from .test_security_policy import REPO, recap, validate
 
 LOCAL = REPO / "inventories/local"
@@ -50,6 +53,22 @@ def test_a_venue_that_answers_the_platforms_keys_lets_the_deploy_go_on(tmp_path,
     assert "request budget: 120 requests/s (documented; no header)" in output
     assert recap(output) == {"localhost": (0, 0)}
     assert OANDA_TOKEN not in output
+
+
+def test_binance_us_hosts_are_asked_in_turn_when_the_preferred_one_cannot_be_reached(tmp_path):
+    binance = BinanceDouble(api_key="platform-key", secret="platform-secret-" + "x" * 32)
+    url, stop = serve_in_thread(binance.app())
+    try:
+        hosts = {"binanceus": [CLOSED_PORT_URL, url]}  # nothing listens on the first
+        keys = {"binanceus": {"api_key": binance.api_key, "api_secret": binance.secret}}
+        settings = {"gekko_exchange_base_urls": hosts}
+        run, output = venues_check(tmp_path, "", keys, "-e", json.dumps(settings))
+    finally:
+        stop()
+    assert run.returncode == 0, output
+    assert "binanceus (sandbox): signed account call in" in output
+    assert f"answered by {url}" in output
+    assert binance.secret not in output
 
 
 def test_a_venue_refusing_the_keys_stops_the_run_with_its_error_and_the_fix(tmp_path, oanda_double):

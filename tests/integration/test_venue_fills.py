@@ -1,13 +1,24 @@
 """Venue fills in the running stack, against the OANDA practice double: an order's fills carry
-the venue's price and fees, each new fill reaches the portfolio once as a position per venue
-account (cost, realized P&L, fees), valued at the venue feed's last price or, without a feed, at
-the last fill's; and a trader reads their balances at the venue."""
+the venue's price and fees, each new fill reaches the portfolio once as a position per venue and
+mode (cost, realized P&L, fees), valued at the venue feed's last price or, without a feed, at
+the last fill's; a fill the venue has not told in full is asked for again, even once the order is
+done; two portfolio instances booking a symbol's first fills at once lose neither; and a trader
+reads their balances at the venue."""
 
 from __future__ import annotations
 
+import asyncio
+import secrets
+import time
+import uuid
+
+import asyncpg
 import httpx
 import pytest
 import redis
+
+from gekko import events as ev
+from gekko.services.portfolio import CONSUMER, apply_venue_fill
 
 from .conftest import eventually
 from .test_venue_orders import KEYS, MARKET_BUY, ORDERS, trader_with_oanda_key
@@ -61,6 +72,7 @@ def test_fills_reach_the_portfolio_once_with_the_venues_price_and_fees(stack, oa
         assert (read["status"], read["average_price"], read["fees"]) == (
             "filled", 1.2, {"USD": 0.25}
         )  # fmt: skip
+        assert not read["fills_pending"]
     finally:
         oanda.commission = "0.0000"
 
@@ -83,10 +95,14 @@ def test_fills_reach_the_portfolio_once_with_the_venues_price_and_fees(stack, oa
     assert row["n"] == 2
 
     # With the venue's market feed running, its last price values the position.
-    prices.hset(PRICE_HASH, "EUR_USD", "1.15000")
+    now_ms = int(time.time() * 1000)
+    prices.hset(PRICE_HASH, "EUR_USD", f"1.15000 {now_ms}")
     try:
         fed = position(stack, headers, fills=2)
         assert (fed["priced_by"], fed["market_value"]) == ("feed", pytest.approx(690))
+        # A feed that stopped long ago values nothing.
+        prices.hset(PRICE_HASH, "EUR_USD", f"1.15000 {now_ms - 3_600_000}")
+        assert position(stack, headers, fills=2)["priced_by"] == "last_fill"
     finally:
         prices.hdel(PRICE_HASH, "EUR_USD")
         prices.close()
@@ -104,3 +120,60 @@ def test_a_trader_reads_their_balances_at_the_venue(stack, oanda):
     assert "POST " + KEYS in none.json()["detail"]
     unknown = httpx.get(f"{stack.gateway}{BALANCES}/kraken", headers=headers, timeout=10)
     assert unknown.status_code == 422
+
+
+def test_a_fill_not_told_in_full_is_asked_for_until_it_is(stack, oanda):
+    headers = trader_with_oanda_key(stack)
+    limit = {**MARKET_BUY, "quantity": "300", "type": "limit", "limit_price": "1.05"}
+    resting = httpx.post(f"{stack.gateway}{ORDERS}", json=limit, headers=headers, timeout=15)
+    assert resting.status_code == 201, resting.text
+    venue_order = oanda.orders[resting.json()["venue_order_id"]]
+    oanda.fill(venue_order["id"], "1.05000")
+    filling = venue_order.pop("fillingTransactionID")  # the venue does not name its fill yet
+    location = f"{stack.gateway}{ORDERS}/{resting.json()['id']}"
+    read = httpx.get(location, headers=headers, timeout=10).json()
+    assert (read["status"], read["filled_quantity"], read["fills_pending"]) == ("filled", 0, True)
+    venue_order["fillingTransactionID"] = filling
+    # The background pass asks for it again (a done order included) and books it once.
+    held = position(stack, headers, fills=1)
+    assert (held["quantity"], held["cost_basis"]) == (300, pytest.approx(315))
+    done = httpx.get(location, headers=headers, timeout=10).json()
+    assert (done["filled_quantity"], done["average_price"], done["fills_pending"]) == (
+        300, 1.05, False
+    )  # fmt: skip
+
+
+def _fill_event(user_id: int, side: str, quantity: str, value: str) -> ev.Event:
+    payload = {
+        "order_id": 1, "user_id": user_id, "venue": "oanda", "mode": "sandbox",
+        "symbol": "EUR_USD", "base_asset": "EUR", "quote_asset": "USD", "side": side,
+        "quantity": quantity, "value": value, "fees": {}, "fees_in_kind": False,
+        "filled_quantity": quantity,
+    }  # fmt: skip
+    return ev.Event(str(uuid.uuid4()), ev.VENUE_ORDER_FILLED, "2026-12-06T00:00:00+00:00", payload)
+
+
+def test_two_instances_booking_a_symbols_first_fills_at_once_lose_neither(stack):
+    user_id = 900_000_000 + secrets.randbelow(1_000_000)
+    events = [_fill_event(user_id, "buy", "100", "110"), _fill_event(user_id, "buy", "50", "60")]
+
+    async def book_both() -> None:
+        # Two connections, as two portfolio instances have: each event in its own transaction.
+        pool = await asyncpg.create_pool(stack.postgres.url, min_size=2, max_size=2)
+        try:
+            await asyncio.gather(
+                *(ev.handle_once(pool, "portfolio", CONSUMER, e, apply_venue_fill) for e in events)
+            )
+        finally:
+            await pool.close()
+
+    for _attempt in range(5):  # each round a fresh symbol's first fills, at once
+        asyncio.run(book_both())
+        (row,) = stack.postgres.fetch(
+            "SELECT quantity, cost_basis, fills FROM portfolio.venue_positions WHERE user_id = $1",
+            user_id,
+        )
+        assert (row["quantity"], row["cost_basis"], row["fills"]) == (150, 170, 2)
+        stack.postgres.fetch("DELETE FROM portfolio.venue_positions WHERE user_id = $1", user_id)
+        events = [_fill_event(user_id, e.payload["side"], e.payload["quantity"],
+                              e.payload["value"]) for e in events]  # fmt: skip

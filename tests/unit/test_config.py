@@ -5,6 +5,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa as rsa_key
 
 from gekko.config import ConfigError, load_settings, parse_static_services
+from gekko.exchanges.base import Mode
+from gekko.exchanges.venues import VENUES, VenueSettingsError
 from gekko.security.tokens import generate_key_files
 
 from .keys import TOKEN_ENV
@@ -61,6 +63,29 @@ def test_the_exchange_mode_is_paper_unless_set_and_venue_hosts_are_urls():
         load_settings("trading", {**ENV, "GEKKO_EXCHANGE_MODE": "real"})
     with pytest.raises(ConfigError, match="GEKKO_COINBASE_BASE_URL must be an http"):
         load_settings("trading", {**ENV, "GEKKO_COINBASE_BASE_URL": "ftp://x"})
+
+
+def test_binance_us_alone_takes_alternate_hosts_after_its_preferred_one():
+    hosts = "https://api.binance.us/, https://proxy.example:8443"
+    settings = load_settings("trading", {**ENV, "GEKKO_BINANCEUS_BASE_URL": hosts})
+    assert settings.venue_base_urls == {
+        "binanceus": "https://api.binance.us,https://proxy.example:8443"
+    }
+    adapter = VENUES["binanceus"].open(
+        Mode.LIVE,
+        {
+            "GEKKO_BINANCEUS_BASE_URL": settings.venue_base_urls["binanceus"],
+            "GEKKO_BINANCEUS_API_KEY": "k",
+            "GEKKO_BINANCEUS_API_SECRET": "s",
+        },
+    )
+    assert adapter.hosts.in_turn() == ["https://api.binance.us", "https://proxy.example:8443"]
+    with pytest.raises(ConfigError, match="one URL .only Binance.US takes alternate hosts"):
+        load_settings("trading", {**ENV, "GEKKO_OANDA_BASE_URL": "https://a,https://b"})
+    with pytest.raises(ConfigError, match="must be an http"):
+        load_settings("trading", {**ENV, "GEKKO_BINANCEUS_BASE_URL": "https://a,b"})
+    with pytest.raises(VenueSettingsError, match="only Binance.US takes alternate hosts"):
+        VENUES["oanda"].base_url(Mode.LIVE, {"GEKKO_OANDA_BASE_URL": "https://a,https://b"})
 
 
 def test_the_kpi_scrape_hash_is_the_gateways_alone_and_must_be_a_sha256():

@@ -3,10 +3,12 @@ loopback that checks keys, signatures and timestamps as https://docs.binance.us 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from decimal import Decimal
 
 import pytest
+from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from doubles.binanceus import BinanceDouble
@@ -343,3 +345,112 @@ def test_ed25519_keys_sign_requests_the_double_accepts():
         return error.value
 
     assert _run(double, refused, Credentials("ed-key", ed25519_key=other)).code == -1022
+
+
+# --- alternate hosts -------------------------------------------------------------------------
+
+
+def _with_hosts(double: BinanceDouble, scenario, *, down_first: bool = True, **client_args):
+    """A client whose preferred host is down (nothing listens), or a second door to the same
+    venue, and whose alternate is `double`."""
+
+    async def run():
+        alternate = TestServer(double.app(), host="127.0.0.1")
+        await alternate.start_server()
+        first = TestServer(double.app(), host="127.0.0.1")
+        await first.start_server()
+        preferred = str(first.make_url("")).rstrip("/")
+        if down_first:
+            await first.close()  # its port now refuses connections
+        client = BinanceUS(
+            Credentials(double.api_key, secret=double.secret),
+            preferred,
+            alternate_urls=[str(alternate.make_url("")).rstrip("/")],
+            **client_args,
+        )
+        try:
+            return await scenario(client, preferred)
+        finally:
+            await client.close()
+            await alternate.close()
+            await first.close()
+
+    return asyncio.run(run())
+
+
+def test_a_host_that_cannot_be_reached_is_passed_over_for_the_next_and_set_aside():
+    double = _double()
+
+    async def scenario(client: BinanceUS, preferred: str):
+        placed = await client.place_order(LIMIT)
+        after_order = client.hosts.in_turn()
+        found = await client.get_order("BTCUSD", LIMIT.client_order_id)
+        return placed, after_order, found, client.answered_by
+
+    placed, in_turn, found, answered_by = _with_hosts(double, scenario)
+    # The order never left for the first host: sent to the alternate, once.
+    assert double.posted == 1 and placed.status is OrderStatus.NEW
+    assert found is not None and found.venue_order_id == placed.venue_order_id
+    # The unreachable host is asked last until its cool-off is over.
+    assert answered_by == in_turn[0] != in_turn[1]
+
+
+def test_a_read_answered_5xx_is_asked_of_the_next_host():
+    double = _double()
+
+    async def scenario(client: BinanceUS, preferred: str):
+        await client.place_order(LIMIT)
+        original = client.http.send
+        asked = []
+
+        async def first_host_fails(method, url, what, *, data, headers):
+            asked.append(url.split("/api")[0])
+            answer = await original(method, url, what, data=data, headers=headers)
+            if url.startswith(preferred):
+                return type(answer)(503, "", {})
+            return answer
+
+        client.http.send = first_host_fails
+        found = await client.get_order("BTCUSD", LIMIT.client_order_id)
+        return found, asked, preferred
+
+    found, asked, preferred = _with_hosts(double, scenario, down_first=False)
+    assert found is not None
+    assert asked[0] == preferred and asked[1] != preferred
+
+
+def test_an_order_that_may_have_reached_a_host_is_never_sent_to_another():
+    # The first host takes the order and its answer is lost: the order is looked up (at the
+    # alternate, the first being set aside), never sent again.
+    double = _double(drop_answers=1)
+
+    async def scenario(client: BinanceUS, preferred: str):
+        return await client.place_order(LIMIT)
+
+    placed = _with_hosts(double, scenario, down_first=False)
+    assert double.posted == 1 and len(double.placed) == 1
+    assert placed.client_order_id == LIMIT.client_order_id
+
+
+def test_with_every_host_down_the_call_fails_as_not_answered():
+    double = _double()
+
+    async def run():
+        hosts = []
+        for _ in range(2):
+            server = TestServer(double.app(), host="127.0.0.1")
+            await server.start_server()
+            hosts.append(str(server.make_url("")).rstrip("/"))
+            await server.close()
+        client = BinanceUS(
+            Credentials(double.api_key, secret=double.secret), hosts[0], alternate_urls=hosts[1:]
+        )
+        try:
+            with pytest.raises(ExchangeError) as failed:
+                await client.balances()
+            return failed.value
+        finally:
+            await client.close()
+
+    failed = asyncio.run(run())
+    assert failed.not_sent and failed.unsure and "no answer" in failed.message

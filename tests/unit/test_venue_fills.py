@@ -14,10 +14,9 @@ from doubles.binanceus import BinanceDouble
 from doubles.coinbase import CoinbaseDouble
 from doubles.oanda import OandaDouble
 from doubles.serve import run_against
-from gekko.domain.pnl import Holding, apply_fill
-from gekko.domain.venue_fills import book
+from gekko.domain.venue_fills import Position, apply, book, late_fees
 from gekko.exchanges import binanceus, coinbase, oanda
-from gekko.exchanges.base import ExchangeError, ExchangeOrder, OrderRequest, OrderStatus
+from gekko.exchanges.base import ExchangeOrder, OrderRequest, OrderStatus
 from gekko.services.venue_orders import added_fill
 
 # --- Binance.US ------------------------------------------------------------------------------
@@ -113,20 +112,40 @@ def test_binance_a_market_order_reports_its_fills_at_once():
     assert order.fees == {"USD": Decimal("3.0")}  # a sell pays in the USD received
 
 
-def test_binance_trades_lagging_the_order_are_asked_again_not_taken():
+def test_binance_trades_lagging_the_order_are_taken_as_listed_and_asked_again():
     double = BinanceDouble(api_key="k", secret="s" * 40)
     limit = OrderRequest("gk-limit-2", "BTCUSD", "buy", "limit", Decimal("0.5"), Decimal("29000"))
 
     async def scenario(client: binanceus.BinanceUS):
         await client.place_order(limit)
-        double.fill("gk-limit-2", Decimal("0.5"), Decimal("29000"))
-        double.trades.clear()  # the order says filled, its trades are not listed yet
-        with pytest.raises(ExchangeError) as lagging:
-            await client.get_order("BTCUSD", "gk-limit-2")
-        return lagging.value
+        double.fill("gk-limit-2", Decimal("0.2"), Decimal("29000"))
+        double.fill("gk-limit-2", Decimal("0.3"), Decimal("29000"))
+        double.trades.pop()  # the order says filled, its last trade is not listed yet
+        return await client.get_order("BTCUSD", "gk-limit-2")
 
     lagging = _binance(double, scenario)
-    assert lagging.unsure and "only 0 in its trades yet" in lagging.message
+    # The listed fill is taken; the order says it is not all there (asked again, no error).
+    assert lagging.status is OrderStatus.FILLED and not lagging.fills_complete
+    assert (lagging.filled_quantity, lagging.filled_value) == (Decimal("0.2"), Decimal(5800))
+
+
+def test_binance_an_order_with_a_full_page_of_trades_is_read_from_the_first_one():
+    double = BinanceDouble(api_key="k", secret="s" * 40)
+    limit = OrderRequest("gk-many", "BTCUSD", "buy", "limit", Decimal("0.0025"), Decimal("29000"))
+
+    async def scenario(client: binanceus.BinanceUS):
+        await client.place_order(limit)
+        for _ in range(25):
+            double.fill("gk-many", Decimal("0.0001"), Decimal("29000"))
+        binanceus.TRADES_PAGE, saved = 10, binanceus.TRADES_PAGE
+        try:
+            return await client.get_order("BTCUSD", "gk-many")
+        finally:
+            binanceus.TRADES_PAGE = saved
+
+    order = _binance(double, scenario)
+    assert order.fills_complete and order.filled_quantity == Decimal("0.0025")
+    assert order.fees == {"BTC": Decimal("0.0000025")}
 
 
 # --- Coinbase --------------------------------------------------------------------------------
@@ -212,35 +231,103 @@ def test_oanda_an_order_without_commission_has_no_fee_and_no_extra_call():
     double = OandaDouble("t", "101-1")
     buy = OrderRequest("gk-o-3", "EUR_USD", "buy", "market", Decimal(10))
     order = _oanda(double, lambda client: client.place_order(buy))
-    assert order.fees == {} and order.filled_value == Decimal("11.0")
+    assert order.fees == {} and order.filled_value == Decimal("11.0") and order.fills_complete
+    assert double.summaries == 0
+
+
+def test_oanda_a_fill_not_told_in_full_is_asked_again():
+    double = OandaDouble("t", "101-1", commission="0.2500")
+    buy = OrderRequest("gk-o-4", "EUR_USD", "buy", "market", Decimal(10))
+    limit = OrderRequest("gk-o-5", "EUR_USD", "buy", "limit", Decimal(10), Decimal("1.05"))
+
+    async def scenario(client: oanda.Oanda):
+        double.failing_summaries = 1  # the commission's currency cannot be asked
+        placed = await client.place_order(buy)
+        resting = await client.place_order(limit)
+        double.fill(resting.venue_order_id, "1.05000")
+        del double.orders[resting.venue_order_id]["fillingTransactionID"]
+        return placed, await client.get_order("EUR_USD", "gk-o-5")
+
+    placed, unnamed = _oanda(double, scenario)
+    # Placed and filled all the same; its fee is left out, to be asked for again.
+    assert placed.status is OrderStatus.FILLED and placed.filled_quantity == 10
+    assert placed.fees == {} and not placed.fills_complete
+    # A filled order that does not name its fill: done, its fill to be asked for.
+    assert unnamed.status is OrderStatus.FILLED and unnamed.filled_quantity == 0
+    assert not unnamed.fills_complete
+
+
+def test_coinbase_balances_follow_the_cursor_past_the_first_page():
+    key = ec.generate_private_key(ec.SECP256R1())
+    double = CoinbaseDouble("organizations/o/apiKeys/k", key.public_key(), extra_wallets=300)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()
+    credentials = coinbase.Credentials(double.key_name, pem)
+    found = run_against(
+        double.app(), lambda url: coinbase.Coinbase(credentials, url), lambda c: c.balances()
+    )
+    assert len(found) == 301 and found[-1].asset == "C299"
 
 
 # --- the portfolio's booking -----------------------------------------------------------------
 
 
-def test_a_buy_charged_in_the_base_asset_holds_less_at_the_full_cost():
-    booked = book("buy", Decimal("0.5"), Decimal(15000), {"BTC": Decimal("0.0005")}, "BTC", "USD")
-    assert booked.fill.quantity == Decimal("0.4995")
-    assert (booked.fill.notional, booked.fill.fee) == (Decimal(15000), 0)
+def test_a_buy_charged_in_kind_holds_less_at_the_full_cost():
+    fees = {"BTC": Decimal("0.0005")}
+    booked = book("buy", Decimal("0.5"), Decimal(15000), fees, "BTC", "USD", fees_in_kind=True)
+    assert (booked.quantity, booked.cash) == (Decimal("0.4995"), Decimal(-15000))
     assert booked.fee_value == Decimal("15.0")  # 0.0005 BTC at the fill's 30000
-    held, _ = apply_fill(Holding(), booked.fill)
+    held, _ = apply(Position(), booked)
     assert (held.quantity, held.cost_basis) == (Decimal("0.4995"), Decimal(15000))
 
 
+def test_a_fee_in_the_base_currency_paid_from_the_balance_is_a_cost_not_units():
+    # An OANDA account kept in EUR trading EUR_USD: its commission is EUR, from the balance.
+    booked = book("buy", Decimal(10000), Decimal(11000), {"EUR": Decimal(1)}, "EUR", "USD")
+    assert booked.quantity == Decimal(10000) and booked.cash == Decimal("-11001.1")
+    assert booked.fee_value == Decimal("1.1")
+
+
 def test_a_sell_charged_in_the_quote_asset_books_its_proceeds_less_the_fee():
-    start = Holding(Decimal(1), Decimal(30000))
+    start = Position(Decimal(1), Decimal(30000))
     booked = book("sell", Decimal("0.5"), Decimal(16000), {"USD": Decimal(16)}, "BTC", "USD")
-    held, realized = apply_fill(start, booked.fill)
+    held, realized = apply(start, booked)
     assert held.quantity == Decimal("0.5") and realized == Decimal(16000 - 16 - 15000)
+    assert held.cost_basis == Decimal(15000)
     assert booked.fee_value == Decimal(16) and booked.other_fees == {}
 
 
-def test_a_fee_in_another_asset_is_kept_as_charged():
+def test_a_short_is_opened_and_covered_with_its_pnl():
+    fee = {"USD": Decimal(1)}
+    short, realized = apply(
+        Position(), book("sell", Decimal(10000), Decimal(11000), fee, "EUR", "USD")
+    )
+    assert (short.quantity, short.cost_basis, realized) == (Decimal(-10000), Decimal(-10999), 0)
+    assert short.average_price == Decimal("1.0999")
+    covered, realized = apply(short, book("buy", Decimal(10000), Decimal(10900), fee, "EUR", "USD"))
+    # Sold at 1.10, bought back at 1.09, a dollar of fees each way.
+    assert (covered.quantity, covered.cost_basis, realized) == (0, 0, Decimal(98))
+
+
+def test_a_fill_larger_than_the_position_closes_it_and_opens_the_other_side():
+    long = Position(Decimal(1000), Decimal(1100))
+    flipped, realized = apply(long, book("sell", Decimal(1500), Decimal(1800), {}, "EUR", "USD"))
+    assert realized == Decimal(100)  # 1000 sold at 1.20 that cost 1.10
+    assert (flipped.quantity, flipped.cost_basis) == (Decimal(-500), Decimal(-600))
+    assert flipped.realized_pnl == Decimal(100)
+
+
+def test_a_fee_in_another_asset_is_kept_as_charged_and_late_fees_are_valued():
     booked = book("buy", Decimal(1), Decimal(100), {"BNB": Decimal("0.01")}, "LTC", "USD")
-    assert booked.fill.quantity == Decimal(1) and booked.fee_value == 0
+    assert booked.quantity == Decimal(1) and booked.fee_value == 0
     assert booked.other_fees == {"BNB": Decimal("0.01")}
     with pytest.raises(ValueError, match="positive"):
         book("buy", Decimal(0), Decimal(0), {}, "LTC", "USD")
+    late = {"USD": Decimal(2), "LTC": Decimal("0.01"), "BNB": Decimal("0.5")}
+    assert late_fees(late, "LTC", "USD", Decimal(100)) == (Decimal(3), {"BNB": Decimal("0.5")})
 
 
 # --- what trading records of each answer -----------------------------------------------------
@@ -280,3 +367,11 @@ def test_each_answer_adds_only_what_filled_since_the_last_one():
     assert added_fill(Decimal("0.5"), Decimal(15060), {}, _reported("0.2", "6000")) is None
     assert added_fill(Decimal("0.5"), Decimal(15060), {}, _reported("0.5", "15060")) is None
     assert added_fill(Decimal(0), Decimal(0), {}, _reported("0.2", "0")) is None
+    # A fee the venue settled later comes alone; a fill recorded before values were (worth 0)
+    # is added whole.
+    late = added_fill(
+        Decimal("0.5"), Decimal(15060), {"USD": Decimal(1)}, _reported("0.5", "15060", USD="3")
+    )
+    assert late == (Decimal(0), Decimal(0), {"USD": Decimal(2)})
+    legacy = added_fill(Decimal("0.5"), Decimal(0), {}, _reported("0.5", "15060", USD="3"))
+    assert legacy == (Decimal("0.5"), Decimal(15060), {"USD": Decimal(3)})

@@ -84,6 +84,12 @@ class ExchangeOrder:
     filled_value: Decimal = Decimal(0)
     # The fees the venue charged for the fills, by the asset it charged them in.
     fees: Mapping[str, Decimal] = field(default_factory=dict)
+    # Whether fees come out of what the fill moved (Binance.US: the asset received) rather than
+    # from the account's balance.
+    fees_in_kind: bool = False
+    # False when the venue's answer left part of the fills' detail out (trades not all listed
+    # yet, a fee's currency not known): the order is to be asked again for it.
+    fills_complete: bool = True
 
     @property
     def average_price(self) -> Decimal | None:
@@ -128,7 +134,8 @@ class ExchangeError(Exception):
     `unsure` when the request may have reached the venue (no answer): the order must be
     looked up by its client order id before anything is sent again. `credential` when nothing
     was asked of the venue because the credential could not be had (a linked account's token):
-    it says nothing of the venue's health."""
+    it says nothing of the venue's health. `not_sent` when no connection to the host could be
+    opened: the request never left (another host of the venue may be asked)."""
 
     venue: str
     message: str
@@ -138,6 +145,7 @@ class ExchangeError(Exception):
     unsure: bool = False
     explanation: str = field(default="")
     credential: bool = False
+    not_sent: bool = False
 
     def __str__(self) -> str:
         where = f"{self.venue}: " + (f"HTTP {self.http_status} " if self.http_status else "")
@@ -193,7 +201,11 @@ class VenueHttp:
                 answer = Answer(resp.status, await resp.text(), dict(resp.headers))
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ExchangeError(
-                self.venue, f"{what}: no answer ({type(exc).__name__})", unsure=True
+                self.venue,
+                f"{what}: no answer ({type(exc).__name__})",
+                unsure=True,
+                # Raised before anything is written: the host could not be reached.
+                not_sent=isinstance(exc, aiohttp.ClientConnectorError),
             ) from None
         self.last_latency_ms = (time.perf_counter() - started) * 1000
         return answer

@@ -16,9 +16,10 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
@@ -26,6 +27,7 @@ from urllib.parse import urlencode
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gekko.exchanges.base import (
+    Answer,
     Balance,
     ExchangeError,
     ExchangeOrder,
@@ -39,6 +41,9 @@ from gekko.exchanges.base import (
 )
 
 VENUE = "binanceus"
+log = logging.getLogger("gekko.exchanges.binanceus")
+# exchangeInfo is public: no parameters, no signature.
+_UNSIGNED: Callable[[], tuple[str, str]] = lambda: ("", "")  # noqa: E731
 LIVE_URL = "https://api.binance.us"
 DEFAULT_RECV_WINDOW_MS = 5000
 MAX_RECV_WINDOW_MS = 60000
@@ -151,6 +156,7 @@ def order_from(
         price=price if price > 0 else None,
         filled_value=value,
         fees=fees,
+        fees_in_kind=True,
     )
 
 
@@ -170,8 +176,38 @@ def rules_from(symbol: Mapping[str, Any]) -> SymbolRules:
     )
 
 
+class Hosts:
+    """A venue's API hosts, the preferred first. Calls go to the first host not set aside; a host
+    that did not answer is set aside for COOL_OFF_S and asked again after the others (and at
+    once when it is the last one left)."""
+
+    COOL_OFF_S = 30.0
+
+    def __init__(self, urls: Sequence[str], clock: Callable[[], float] = time.monotonic) -> None:
+        if not urls:
+            raise ValueError("a venue needs at least one host")
+        self.urls = [url.rstrip("/") for url in urls]
+        self.clock = clock
+        self._aside: dict[str, float] = {}  # host -> until when
+
+    def in_turn(self) -> list[str]:
+        now = self.clock()
+        ready = [u for u in self.urls if self._aside.get(u, 0.0) <= now]
+        aside = sorted((u for u in self.urls if u not in ready), key=self._aside.__getitem__)
+        return ready + aside
+
+    def failed(self, url: str) -> None:
+        self._aside[url] = self.clock() + self.COOL_OFF_S
+
+    def answered(self, url: str) -> None:
+        self._aside.pop(url, None)
+
+
 class BinanceUS:
-    """One Binance.US account through one credential."""
+    """One Binance.US account through one credential. With alternate hosts, a host that cannot
+    be reached is passed over for the next (any request: it never left), and so is one that
+    does not answer a read; a write that may have reached a host is never sent to another (its
+    order is looked up instead)."""
 
     venue = VENUE
 
@@ -180,6 +216,7 @@ class BinanceUS:
         credentials: Credentials,
         base_url: str = LIVE_URL,
         *,
+        alternate_urls: Sequence[str] = (),
         recv_window_ms: int = DEFAULT_RECV_WINDOW_MS,
         timeout_s: float = 10.0,
         attempts: int = 3,
@@ -188,7 +225,9 @@ class BinanceUS:
         if not 0 < recv_window_ms <= MAX_RECV_WINDOW_MS:
             raise ValueError(f"recvWindow must be 1..{MAX_RECV_WINDOW_MS} ms")
         self.credentials = credentials
-        self.base_url = base_url.rstrip("/")
+        self.hosts = Hosts([base_url, *alternate_urls])
+        # The host that answered last (`gekko exchange check` names it).
+        self.answered_by: str | None = None
         self.recv_window_ms = recv_window_ms
         self.http = VenueHttp(VENUE, timeout_s)
         self.attempts = attempts
@@ -278,31 +317,31 @@ class BinanceUS:
         executed = Decimal(answer.get("executedQty") or "0")
         if executed <= 0:
             return order_from(answer)
-        order = order_from(answer, await self.trades(answer["symbol"], answer["orderId"]))
-        if order.filled_quantity < executed:
-            # The trades list lags the order: a fill recorded without its price and fees would
-            # stay so once the order is done. Asked again later.
-            raise ExchangeError(
-                VENUE,
-                f"order {order.client_order_id}: {executed} filled, but only "
-                f"{order.filled_quantity} in its trades yet",
-                unsure=True,
-            )
+        trades, listed = await self.trades(answer["symbol"], answer["orderId"])
+        order = order_from(answer, trades)
+        if not listed or order.filled_quantity < executed:
+            # The trades list lags the order (or is longer than is read at once): the fills
+            # listed are taken, and the order is asked again for the rest.
+            return replace(order, fills_complete=False)
         return order
 
-    async def trades(self, symbol: str, order_id: int | str) -> list[dict[str, Any]]:
-        """The order's trades (GET /api/v3/myTrades with orderId), oldest first."""
-        found: list[dict[str, Any]] = []
+    async def trades(self, symbol: str, order_id: int | str) -> tuple[list[dict[str, Any]], bool]:
+        """The order's trades (GET /api/v3/myTrades with orderId), and whether they are all
+        there. Without fromId the venue answers the most recent ones: an order with a full page
+        of them is read again from fromId 0, page by page."""
         params: dict[str, Any] = {"symbol": symbol, "orderId": order_id, "limit": TRADES_PAGE}
+        page = await self._signed("GET", "/api/v3/myTrades", params)
+        if len(page) < TRADES_PAGE:
+            return page, True
+        found: dict[int, dict[str, Any]] = {}
+        params["fromId"] = 0
         for _page in range(TRADES_PAGES):
             page = await self._signed("GET", "/api/v3/myTrades", params)
-            found.extend(page)
+            found.update((int(t["id"]), t) for t in page)
             if len(page) < TRADES_PAGE:
-                return found
+                return [found[i] for i in sorted(found)], True
             params["fromId"] = int(page[-1]["id"]) + 1
-        raise ExchangeError(
-            VENUE, f"order {order_id} has more than {TRADES_PAGE * TRADES_PAGES} trades"
-        )
+        return [found[i] for i in sorted(found)], False
 
     async def balances(self) -> list[Balance]:
         answer = await self._signed("GET", "/api/v3/account", {})
@@ -312,12 +351,12 @@ class BinanceUS:
         ]
 
     async def symbols(self) -> dict[str, SymbolRules]:
-        answer = await self._request("GET", "/api/v3/exchangeInfo", query="", body="")
+        answer = await self._request("GET", "/api/v3/exchangeInfo", _UNSIGNED)
         return {s["symbol"]: rules_from(s) for s in answer.get("symbols", [])}
 
     async def weight_limit_1m(self) -> int | None:
         """The REQUEST_WEIGHT budget per minute, as exchangeInfo's rateLimits state it."""
-        answer = await self._request("GET", "/api/v3/exchangeInfo", query="", body="")
+        answer = await self._request("GET", "/api/v3/exchangeInfo", _UNSIGNED)
         for limit in answer.get("rateLimits", []):
             if (
                 limit.get("rateLimitType") == "REQUEST_WEIGHT"
@@ -346,23 +385,56 @@ class BinanceUS:
     async def _signed(
         self, method: str, path: str, params: Mapping[str, Any], timestamp_ms: int | None = None
     ) -> Any:
-        stamp = self.clock_ms() if timestamp_ms is None else timestamp_ms
-        query, body = self.signed_request(method, params, stamp)
+        def signed() -> tuple[str, str]:
+            # A read asked of another host is signed anew (its timestamp is fresh); a write
+            # keeps the timestamp its caller knows it by.
+            stamp = self.clock_ms() if timestamp_ms is None else timestamp_ms
+            return self.signed_request(method, params, stamp)
+
         return await self._request(
-            method, path, query, body, headers={"X-MBX-APIKEY": self.credentials.api_key}
+            method, path, signed, headers={"X-MBX-APIKEY": self.credentials.api_key}
         )
 
     async def _request(
-        self, method: str, path: str, query: str, body: str, headers: Mapping[str, str] = {}
+        self,
+        method: str,
+        path: str,
+        make: Callable[[], tuple[str, str]],
+        headers: Mapping[str, str] = {},
     ) -> Any:
-        url = f"{self.base_url}{path}" + (f"?{query}" if query else "")
-        sent_headers = dict(headers)
-        if body:
-            sent_headers["Content-Type"] = "application/x-www-form-urlencoded"
+        """Ask the hosts in turn: the next one after a host that cannot be reached, and for a
+        read, after one that does not answer or answers 5xx."""
+        hosts = self.hosts.in_turn()
         what = f"{method} {path}"
-        answer = await self.http.send(
-            method, url, what, data=body.encode() if body else None, headers=sent_headers
-        )
+        for turn, host in enumerate(hosts, start=1):
+            query, body = make()
+            url = f"{host}{path}" + (f"?{query}" if query else "")
+            sent_headers = dict(headers)
+            if body:
+                sent_headers["Content-Type"] = "application/x-www-form-urlencoded"
+            last = turn == len(hosts)
+            try:
+                answer = await self.http.send(
+                    method, url, what, data=body.encode() if body else None, headers=sent_headers
+                )
+            except ExchangeError as exc:
+                if not last:
+                    self.hosts.failed(host)
+                if last or not (exc.not_sent or method == "GET"):
+                    raise
+                log.warning("%s at %s: %s; asking %s", what, host, exc.message, hosts[turn])
+                continue
+            if answer.status >= 500 and method == "GET" and not last:
+                self.hosts.failed(host)
+                log.warning("%s at %s: HTTP %s; asking %s", what, host, answer.status, hosts[turn])
+                continue
+            self.hosts.answered(host)
+            self.answered_by = host
+            return self._read(method, path, answer)
+        raise AssertionError("unreachable: the last host answers or raises")  # pragma: no cover
+
+    def _read(self, method: str, path: str, answer: Answer) -> Any:
+        what = f"{method} {path}"
         if "X-MBX-USED-WEIGHT-1M" in answer.headers:
             self.used_weight_1m = int(answer.headers["X-MBX-USED-WEIGHT-1M"])
         if answer.status < 300:

@@ -119,6 +119,7 @@ async def _check(venue_name: str, mode: Mode, env: Mapping[str, str]) -> dict:
         "ok": True,
         "latency_ms": round(result.latency_ms, 1),
         "headroom": result.headroom,
+        "answered_by": result.answered_by,
     }
 
 
@@ -152,6 +153,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         print(f"{where} at {report['base_url']}: ok")
         print(f"  signed account call  {report['latency_ms']:.1f} ms")
         print(f"  rate-limit headroom  {report['headroom']}")
+        if report["answered_by"] and "," in report["base_url"]:
+            print(f"  answered by          {report['answered_by']}")
     return 0
 
 

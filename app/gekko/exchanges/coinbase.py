@@ -47,6 +47,8 @@ from gekko.exchanges.base import (
 from gekko.exchanges.oauth import AccessTokens
 
 VENUE = "coinbase"
+# GET /accounts pages read at most (250 accounts each).
+ACCOUNT_PAGES = 20
 LIVE_URL = "https://api.coinbase.com"
 # The Advanced Trade static sandbox: the same paths, canned answers, no real orders.
 SANDBOX_URL = "https://api-sandbox.coinbase.com"
@@ -293,15 +295,24 @@ class Coinbase:
         return order_from(order["order"])
 
     async def balances(self) -> list[Balance]:
-        answer = await self._call("GET", "/accounts", query={"limit": 250})
-        return [
-            Balance(
-                asset=a["currency"],
-                free=Decimal(a["available_balance"]["value"]),
-                locked=Decimal((a.get("hold") or {}).get("value", "0")),
+        """Every account (wallet) of the portfolio, 250 a page, following the cursor."""
+        found: list[Balance] = []
+        cursor = ""
+        for _page in range(ACCOUNT_PAGES):
+            query: dict[str, Any] = {"limit": 250} | ({"cursor": cursor} if cursor else {})
+            answer = await self._call("GET", "/accounts", query=query)
+            found.extend(
+                Balance(
+                    asset=a["currency"],
+                    free=Decimal(a["available_balance"]["value"]),
+                    locked=Decimal((a.get("hold") or {}).get("value", "0")),
+                )
+                for a in answer.get("accounts", [])
             )
-            for a in answer.get("accounts", [])
-        ]
+            cursor = answer.get("cursor") or ""
+            if not answer.get("has_next") or not cursor:
+                return found
+        raise ExchangeError(VENUE, f"more than {250 * ACCOUNT_PAGES} accounts: not all read")
 
     async def portfolios(self) -> Any:
         return await self._call("GET", "/portfolios")

@@ -49,8 +49,6 @@ _STATES = {
     "FILLED": OrderStatus.FILLED,
     "CANCELLED": OrderStatus.CANCELED,
 }
-# A fee's asset when the account's home currency could not be asked.
-HOME_CURRENCY = "home currency"
 
 
 @dataclass(frozen=True, repr=False)
@@ -93,15 +91,19 @@ def order_from(
 ) -> ExchangeOrder:
     """An order (or its create transaction), with the ORDER_FILL transaction that filled it:
     its units, its price (fullVWAP, the price all its units filled at) and its commission,
-    which OANDA charges in the account's home currency."""
+    which OANDA charges in the account's home currency, from the balance. A filled order
+    without its fill, or a commission whose currency is not known, is incomplete: asked again."""
     units = Decimal(order.get("units", "0"))
     price = order.get("price")
     filled, value = Decimal(0), Decimal(0)
     fees: dict[str, Decimal] = {}
+    complete = order.get("state") not in ("FILLED", "TRIGGERED")
     if fill is not None:
         filled = Decimal(fill.get("units", "0")).copy_abs()
         value = filled * Decimal(fill.get("fullVWAP") or fill.get("price") or "0")
-        add_fee(fees, home_currency or HOME_CURRENCY, charged(fill))
+        complete = home_currency is not None or not charged(fill)
+        if home_currency is not None:
+            add_fee(fees, home_currency, charged(fill))
     return ExchangeOrder(
         venue=VENUE,
         symbol=order.get("instrument", ""),
@@ -114,6 +116,7 @@ def order_from(
         price=Decimal(price) if price else None,
         filled_value=value,
         fees=fees,
+        fills_complete=complete,
     )
 
 
@@ -197,7 +200,7 @@ class Oanda:
     async def _currency_of(self, fill: Mapping[str, Any] | None) -> str | None:
         """The account's home currency, asked once, when a fill charged something in it. Never
         fails: a placed order must not look refused because this could not be asked (its fee
-        is then counted in HOME_CURRENCY, by that name)."""
+        is then left out, and the order asked again for it)."""
         if self._home_currency is None and fill is not None and charged(fill):
             try:
                 summary = await self._call("GET", f"{self._account}/summary", None)

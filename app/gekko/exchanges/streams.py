@@ -439,8 +439,8 @@ def _oanda_price(data: dict) -> MarketEvent:
 
 
 LAST_PREFIX = "gekko:market:last:"
-# symbol -> the last published event's price, per venue: what the portfolio values venue
-# positions at.
+# symbol -> "<price> <received_ms>" of the last published event, per venue: what the portfolio
+# values venue positions at while it is fresh.
 PRICE_PREFIX = "gekko:market:price:"
 
 
@@ -468,7 +468,8 @@ class RedisSink:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.xadd(stream, event.fields(), maxlen=STREAM_MAXLEN, approximate=True)
                 pipe.hset(LAST_PREFIX + event.venue, event.symbol, event.event_id)
-                pipe.hset(PRICE_PREFIX + event.venue, event.symbol, format(event.price, "f"))
+                last = f"{format(event.price, 'f')} {event.received_ms}"
+                pipe.hset(PRICE_PREFIX + event.venue, event.symbol, last)
                 await pipe.execute()
         else:
             await self.redis.xadd(stream, event.fields(), maxlen=STREAM_MAXLEN, approximate=True)

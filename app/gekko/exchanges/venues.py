@@ -2,7 +2,9 @@
 adapter is opened from the environment's settings and credentials.
 
 Settings, per venue (BINANCEUS, COINBASE, OANDA):
-  GEKKO_<VENUE>_BASE_URL   overrides the host of the mode (a proxy, a double on loopback)
+  GEKKO_<VENUE>_BASE_URL   overrides the host of the mode (a proxy, a double on loopback);
+                           Binance.US's may list alternate hosts after it, comma-separated,
+                           asked in turn when one does not answer
   credentials              GEKKO_BINANCEUS_API_KEY and GEKKO_BINANCEUS_API_SECRET (an HMAC
                            secret, or an Ed25519 private key in PEM);
                            GEKKO_COINBASE_API_KEY (the CDP key name) and
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gekko.config import VENUES_WITH_ALTERNATE_HOSTS
 from gekko.exchanges import binanceus, coinbase, oanda
 from gekko.exchanges.base import Exchange, ExchangeError, Mode
 
@@ -44,7 +47,13 @@ class Venue:
     build_linked: Callable[[coinbase.LinkedAccount, str], Exchange] | None = None
 
     def base_url(self, mode: Mode, env: Mapping[str, str]) -> str:
+        """The mode's host, or the override: for Binance.US, hosts in turn (comma-separated)."""
         override = env.get(f"GEKKO_{self.name.upper()}_BASE_URL", "").strip()
+        if "," in override and self.name not in VENUES_WITH_ALTERNATE_HOSTS:
+            raise VenueSettingsError(
+                f"GEKKO_{self.name.upper()}_BASE_URL: one URL (only Binance.US takes alternate "
+                "hosts)"
+            )
         if override:
             return override
         url = self.urls.get(mode)
@@ -90,7 +99,8 @@ def _binanceus(env: Mapping[str, str], url: str) -> Exchange:
         credentials = binanceus.Credentials(env["GEKKO_BINANCEUS_API_KEY"].strip(), ed25519_key=key)
     else:
         credentials = binanceus.Credentials(env["GEKKO_BINANCEUS_API_KEY"].strip(), secret=secret)
-    return binanceus.BinanceUS(credentials, url)
+    preferred, *alternates = (host.strip() for host in url.split(",") if host.strip())
+    return binanceus.BinanceUS(credentials, preferred, alternate_urls=alternates)
 
 
 def _coinbase(env: Mapping[str, str], url: str) -> Exchange:
@@ -145,6 +155,7 @@ VENUES: dict[str, Venue] = {
 class CheckResult:
     latency_ms: float
     headroom: str
+    answered_by: str | None = None  # the host that answered, where the venue has several
 
 
 async def check(exchange: Exchange) -> CheckResult:
@@ -154,10 +165,12 @@ async def check(exchange: Exchange) -> CheckResult:
     latency_ms = (time.perf_counter() - started) * 1000
     if isinstance(exchange, binanceus.BinanceUS):
         used = exchange.used_weight_1m
+        host = exchange.answered_by
         limit = await exchange.weight_limit_1m()
         if used is None or limit is None:
-            return CheckResult(latency_ms, "not reported by the venue")
-        return CheckResult(latency_ms, f"{limit - used} of {limit} request weight left this minute")
+            return CheckResult(latency_ms, "not reported by the venue", host)
+        headroom = f"{limit - used} of {limit} request weight left this minute"
+        return CheckResult(latency_ms, headroom, host)
     if isinstance(exchange, oanda.Oanda):
         return CheckResult(
             latency_ms, f"{oanda.REQUESTS_PER_SECOND} requests/s (documented; no header)"

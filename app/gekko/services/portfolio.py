@@ -10,6 +10,9 @@ market feed (gekko.services.venue_feeds), or at the last fill's price where no f
 
 from __future__ import annotations
 
+import logging
+import time
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -17,12 +20,14 @@ import asyncpg
 import orjson
 from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel, Field
+from redis.exceptions import RedisError
 
 from gekko import events as ev
 from gekko.domain.exchange import INITIAL_CASH, Fill, to_decimal
 from gekko.domain.pnl import Holding, apply_fill, value
 from gekko.domain.prices import quote
-from gekko.domain.venue_fills import book
+from gekko.domain.venue_fills import Position as VenuePositionState
+from gekko.domain.venue_fills import apply, book, late_fees
 from gekko.events import as_text
 from gekko.exchanges.streams import PRICE_PREFIX
 from gekko.security.rbac import SIGNED_IN, AccessTable
@@ -38,6 +43,9 @@ ACCESS: AccessTable = {
 }
 
 CONSUMER = "portfolio"
+# A venue feed's price older than this values no position (a stopped feed): the last fill does.
+FEED_PRICE_FRESH_S = 300
+log = logging.getLogger("gekko.portfolio")
 
 
 async def apply_execution(conn: asyncpg.Connection, event: ev.Event) -> None:
@@ -87,44 +95,53 @@ async def apply_execution(conn: asyncpg.Connection, event: ev.Event) -> None:
 
 async def apply_venue_fill(conn: asyncpg.Connection, event: ev.Event) -> None:
     p = event.payload
-    booked = book(
-        p["side"],
-        Decimal(p["quantity"]),
-        Decimal(p["value"]),
-        {asset: Decimal(amount) for asset, amount in p["fees"].items()},
+    key = (int(p["user_id"]), p["venue"], p["mode"], p["symbol"])
+    # The row first, then its lock: two instances booking a symbol's first fills at once wait
+    # for each other instead of both starting from nothing.
+    await conn.execute(
+        "INSERT INTO portfolio.venue_positions (user_id, venue, mode, symbol, base_asset, "
+        "quote_asset) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        *key,
         p["base_asset"],
         p["quote_asset"],
     )
-    key = (int(p["user_id"]), p["venue"], p["mode"], p["symbol"])
     row = await conn.fetchrow(
-        "SELECT quantity, cost_basis, realized_pnl, other_fees FROM portfolio.venue_positions "
+        "SELECT quantity, cost_basis, realized_pnl, fees_paid, other_fees, fills, last_price "
+        "FROM portfolio.venue_positions "
         "WHERE user_id = $1 AND venue = $2 AND mode = $3 AND symbol = $4 FOR UPDATE",
         *key,
     )
-    before = Holding(*list(row.values())[:3]) if row is not None else Holding()
-    after, _realized = apply_fill(before, booked.fill)
-    other = _decimals(row["other_fees"]) if row is not None else {}
-    for asset, amount in booked.other_fees.items():
+    fees = {asset: Decimal(amount) for asset, amount in p["fees"].items()}
+    position = VenuePositionState(row["quantity"], row["cost_basis"], row["realized_pnl"])
+    quantity, price, fills = Decimal(p["quantity"]), row["last_price"], row["fills"]
+    if quantity > 0:
+        booked = book(
+            p["side"], quantity, Decimal(p["value"]), fees, p["base_asset"], p["quote_asset"],
+            fees_in_kind=bool(p.get("fees_in_kind")),
+        )  # fmt: skip
+        position, _ = apply(position, booked)
+        fee_value, other_fees, price, fills = (
+            booked.fee_value, booked.other_fees, booked.price, fills + 1
+        )  # fmt: skip
+    else:  # fees the venue settled after their fill: a cost realized now
+        fee_value, other_fees = late_fees(fees, p["base_asset"], p["quote_asset"], price)
+        position = replace(position, realized_pnl=position.realized_pnl - fee_value)
+    other = _decimals(row["other_fees"])
+    for asset, amount in other_fees.items():
         other[asset] = other.get(asset, Decimal(0)) + amount
     await conn.execute(
-        "INSERT INTO portfolio.venue_positions (user_id, venue, mode, symbol, base_asset, "
-        "quote_asset, quantity, cost_basis, realized_pnl, fees_paid, other_fees, fills, "
-        "last_price) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, 1, $12) "
-        "ON CONFLICT (user_id, venue, mode, symbol) DO UPDATE SET "
-        "quantity = EXCLUDED.quantity, cost_basis = EXCLUDED.cost_basis, "
-        "realized_pnl = EXCLUDED.realized_pnl, "
-        "fees_paid = venue_positions.fees_paid + EXCLUDED.fees_paid, "
-        "other_fees = EXCLUDED.other_fees, fills = venue_positions.fills + 1, "
-        "last_price = EXCLUDED.last_price, updated_at = now()",
+        "UPDATE portfolio.venue_positions SET quantity = $5, cost_basis = $6, "
+        "realized_pnl = $7, fees_paid = fees_paid + $8, other_fees = $9::jsonb, fills = $10, "
+        "last_price = $11, updated_at = now() "
+        "WHERE user_id = $1 AND venue = $2 AND mode = $3 AND symbol = $4",
         *key,
-        p["base_asset"],
-        p["quote_asset"],
-        after.quantity,
-        after.cost_basis,
-        after.realized_pnl,
-        booked.fee_value,
+        position.quantity,
+        position.cost_basis,
+        position.realized_pnl,
+        fee_value,
         orjson.dumps({a: format(v, "f") for a, v in other.items()}).decode(),
-        booked.fill.price,
+        fills,
+        price,
     )
 
 
@@ -233,7 +250,7 @@ class VenuePosition(BaseModel):
     symbol: str = Field(description="the venue's name for it (BTCUSD, BTC-USD, EUR_USD)")
     base_asset: str | None
     quote_asset: str | None
-    quantity: float
+    quantity: float = Field(description="negative: short")
     average_cost: float | None = Field(description="in the quote asset, fees included")
     cost_basis: float
     market_price: float
@@ -256,25 +273,22 @@ class VenuePortfolioOut(BaseModel):
 
 @router.get("/venues", response_model=VenuePortfolioOut)
 async def get_venue_portfolio(user_id: UserId, pool: Pool, request: Request) -> VenuePortfolioOut:
-    """What your orders sent to venues hold, per venue account and symbol, with P&L and fees
-    in the symbol's quote asset. Your balances at a venue: GET /api/v1/trading/venue-balances."""
+    """What your orders sent to venues hold (negative: short), per venue, mode and symbol, with
+    P&L and fees in the symbol's quote asset. Your balances at a venue:
+    GET /api/v1/trading/venue-balances/{venue}."""
     rows = await pool.fetch(
         "SELECT venue, mode, symbol, base_asset, quote_asset, quantity, cost_basis, "
         "realized_pnl, fees_paid, other_fees, fills, last_price FROM portfolio.venue_positions "
-        "WHERE user_id = $1 ORDER BY venue, mode, symbol",
+        "WHERE user_id = $1 AND fills > 0 ORDER BY venue, mode, symbol",
         user_id,
     )
-    redis = request.app.state.redis
     positions = []
     for row in rows:
-        holding = Holding(row["quantity"], row["cost_basis"], row["realized_pnl"])
-        fed = await redis.hget(PRICE_PREFIX + row["venue"], row["symbol"])
-        if fed:
-            price, priced_by = Decimal(as_text(fed)), "feed"
-        else:
-            price, priced_by = row["last_price"], "last_fill"
-        valuation = value(holding, price)
-        average = holding.average_cost
+        held = VenuePositionState(row["quantity"], row["cost_basis"], row["realized_pnl"])
+        fed = await _feed_price(request.app.state.redis, row["venue"], row["symbol"])
+        price, priced_by = (fed, "feed") if fed is not None else (row["last_price"], "last_fill")
+        market_value = held.quantity * price
+        average = held.average_price
         positions.append(
             VenuePosition(
                 venue=row["venue"],
@@ -282,17 +296,33 @@ async def get_venue_portfolio(user_id: UserId, pool: Pool, request: Request) -> 
                 symbol=row["symbol"],
                 base_asset=row["base_asset"],
                 quote_asset=row["quote_asset"],
-                quantity=float(holding.quantity),
+                quantity=float(held.quantity),
                 average_cost=None if average is None else float(average),
-                cost_basis=float(holding.cost_basis),
+                cost_basis=float(held.cost_basis),
                 market_price=float(price),
                 priced_by=priced_by,
-                market_value=float(valuation.market_value),
-                unrealized_pnl=float(valuation.unrealized_pnl),
-                realized_pnl=float(holding.realized_pnl),
+                market_value=float(market_value),
+                unrealized_pnl=float(market_value - held.cost_basis),
+                realized_pnl=float(held.realized_pnl),
                 fees_paid=float(row["fees_paid"]),
                 other_fees={a: float(v) for a, v in _decimals(row["other_fees"]).items()},
                 fills=row["fills"],
             )
         )
     return VenuePortfolioOut(user_id=user_id, positions=positions)
+
+
+async def _feed_price(redis: Any, venue: str, symbol: str) -> Decimal | None:
+    """The venue feed's last price for the symbol, if its feed published one lately; None
+    without a feed, with a stale one, or with Redis away (the last fill values it then)."""
+    try:
+        fed = await redis.hget(PRICE_PREFIX + venue, symbol)
+    except RedisError as exc:
+        log.warning("venue prices unavailable, positions valued at their last fill: %r", exc)
+        return None
+    if not fed:
+        return None
+    price, _, at_ms = as_text(fed).partition(" ")
+    if not at_ms.isdigit() or time.time() * 1000 - int(at_ms) > FEED_PRICE_FRESH_S * 1000:
+        return None
+    return Decimal(price)

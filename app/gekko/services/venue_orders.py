@@ -91,7 +91,7 @@ _COLUMNS = (
     "id, user_id, venue, mode, key_id, client_order_id, symbol, venue_symbol, side, type, "
     "quantity, limit_price, status, filled_quantity, price, venue_order_id, reason, "
     "unsure_since, idempotency_key, created_at, updated_at, filled_value, fees, base_asset, "
-    "quote_asset"
+    "quote_asset, fills_pending"
 )
 # The venue's word for an order, in the platform's.
 _STATUS = {
@@ -148,6 +148,9 @@ class VenueOrderOut(BaseModel):
     )
     filled_value: float = Field(description="what the fills were worth, in the quote asset")
     fees: dict[str, float] = Field(description="the venue's fees on the fills, by asset")
+    fills_pending: bool = Field(
+        description="the venue has not told every fill's detail yet: it is asked again"
+    )
     client_order_id: str
     venue_order_id: str | None
     reason: str | None = Field(description="why the order was rejected, or is unknown")
@@ -335,41 +338,58 @@ async def _record(
     return row if row is not None else await _select(pool, "id = $1", row_id)
 
 
+Added = tuple[Decimal, Decimal, dict[str, Decimal]]
+
+
 def added_fill(
     filled: Decimal, value: Decimal, fees: dict[str, Decimal], reported: ExchangeOrder
-) -> tuple[Decimal, Decimal, dict[str, Decimal]] | None:
+) -> Added | None:
     """What the venue's totals add to the recorded ones (quantity, value, fees by asset), or
-    None when they add nothing: a stale answer, or a quantity without its value."""
+    None when they add nothing: a stale answer, or a quantity without its value. Fees that rose
+    alone (a fee the venue settled later) are added with no quantity. Totals recorded before
+    fills had values (filled, worth 0) count as nothing recorded: all of it is added."""
+    if filled > 0 and value <= 0:
+        filled, fees = Decimal(0), {}
     quantity = reported.filled_quantity - filled
     added_value = reported.filled_value - value
-    if quantity <= 0:
+    added_fees = {a: v - fees.get(a, Decimal(0)) for a, v in reported.fees.items()}
+    added_fees = {a: v for a, v in added_fees.items() if v > 0}
+    if quantity < 0 or (quantity == 0 and not added_fees):
         return None
-    if added_value <= 0:  # every adapter reports the value with the quantity
+    if quantity > 0 and added_value <= 0:  # every adapter reports the value with the quantity
         log.warning("venue order: %s more filled at no stated price; not taken", quantity)
         return None
-    added_fees = {a: v - fees.get(a, Decimal(0)) for a, v in reported.fees.items()}
-    return quantity, added_value, {a: v for a, v in added_fees.items() if v}
+    return quantity, max(added_value, Decimal(0)), added_fees
 
 
 async def _take_fills(conn: asyncpg.Connection, row_id: int, reported: ExchangeOrder) -> None:
-    """Record the venue's fill totals if they show more filled than recorded, and what was added
-    as a venue_order.filled event, in the same transaction (the portfolio books each once). A
-    stale answer, or one with less filled, changes nothing."""
+    """Record the venue's fill totals where they add to the recorded ones, and what they added
+    as a venue_order.filled event, in the same transaction (the portfolio books each once); a
+    stale answer changes nothing. An order whose fills the venue has not yet told in full (or
+    told without their value) is marked fills_pending: the reconciler asks for it again, even
+    once it is done."""
     row = await conn.fetchrow(
         f"SELECT {_COLUMNS} FROM trading.venue_orders WHERE id = $1 FOR UPDATE",  # noqa: S608
         row_id,
     )
     added = added_fill(row["filled_quantity"], row["filled_value"], _fees(row["fees"]), reported)
+    pending = not reported.fills_complete or (
+        added is None and reported.filled_quantity > row["filled_quantity"]
+    )
     if added is None:
+        await conn.execute(
+            "UPDATE trading.venue_orders SET fills_pending = $2 WHERE id = $1", row_id, pending
+        )
         return
     quantity, value, fees = added
     await conn.execute(
         "UPDATE trading.venue_orders SET filled_quantity = $2, filled_value = $3, "
-        "fees = $4::jsonb WHERE id = $1",
+        "fees = $4::jsonb, fills_pending = $5 WHERE id = $1",
         row_id,
         reported.filled_quantity,
         reported.filled_value,
         orjson.dumps({a: format(v, "f") for a, v in reported.fees.items()}).decode(),
+        pending,
     )
     await add_event(
         conn,
@@ -387,6 +407,7 @@ async def _take_fills(conn: asyncpg.Connection, row_id: int, reported: ExchangeO
             "quantity": format(quantity, "f"),
             "value": format(value, "f"),
             "fees": {a: format(v, "f") for a, v in fees.items()},
+            "fees_in_kind": reported.fees_in_kind,
             "filled_quantity": format(reported.filled_quantity, "f"),
         },
     )
@@ -579,7 +600,7 @@ async def get_order(
     """The order as the venue reports it now (open, unknown and pending orders are looked up);
     as last recorded if the venue cannot be asked in time."""
     row = await _own(pool, order_id, user_id)
-    if row["status"] in (*UNSETTLED, "open"):
+    if row["status"] in (*UNSETTLED, "open") or row["fills_pending"]:
         try:
             async with asyncio.timeout(ANSWER_WITHIN_S):
                 row = await settle(request.app, row)
@@ -659,7 +680,7 @@ async def reconcile_once(app: FastAPI, interval_s: float) -> int:
     rows = await app.state.pool.fetch(
         f"SELECT {_COLUMNS} FROM trading.venue_orders "  # noqa: S608 - constant columns
         "WHERE ((status IN ('pending', 'unknown') AND updated_at < now() - $1 * interval '1 s')"
-        "   OR (status = 'open' AND updated_at < now() - $2 * interval '1 s'))"
+        "   OR ((status = 'open' OR fills_pending) AND updated_at < now() - $2 * interval '1 s'))"
         "  AND venue <> ALL($3::text[]) "
         "ORDER BY updated_at LIMIT 100",
         interval_s,

@@ -20,14 +20,23 @@ def upgrade() -> None:
     # The fills' totals as the venue last reported them: what they were worth in the quote asset
     # and the fees by asset ({"BTC": "0.00001"}); the assets the symbol trades, from the venue's
     # rules when the order was placed. trading emits a venue_order.filled event for each rise.
+    # fills_pending: the venue has not told every fill's detail yet (the order is asked again,
+    # even once done). Orders filled before this revision have no value recorded: they are asked
+    # again, and their fills booked whole.
     op.execute(
         """
         ALTER TABLE trading.venue_orders
-            ADD COLUMN filled_value numeric NOT NULL DEFAULT 0 CHECK (filled_value >= 0),
-            ADD COLUMN fees         jsonb NOT NULL DEFAULT '{}'::jsonb,
-            ADD COLUMN base_asset   text,
-            ADD COLUMN quote_asset  text
+            ADD COLUMN filled_value  numeric NOT NULL DEFAULT 0 CHECK (filled_value >= 0),
+            ADD COLUMN fees          jsonb NOT NULL DEFAULT '{}'::jsonb,
+            ADD COLUMN base_asset    text,
+            ADD COLUMN quote_asset   text,
+            ADD COLUMN fills_pending boolean NOT NULL DEFAULT false
         """
+    )
+    op.execute("UPDATE trading.venue_orders SET fills_pending = true WHERE filled_quantity > 0")
+    op.execute(
+        "CREATE INDEX venue_orders_fills_pending_idx ON trading.venue_orders (updated_at) "
+        "WHERE fills_pending"
     )
     # What the venue fills make, per venue account and symbol (the venue's name for it): the
     # quantity held, its cost in the quote asset (fees included), realized P&L, the fees in the
@@ -60,5 +69,5 @@ def downgrade() -> None:
     op.execute("DROP TABLE portfolio.venue_positions")
     op.execute(
         "ALTER TABLE trading.venue_orders DROP COLUMN filled_value, DROP COLUMN fees, "
-        "DROP COLUMN base_asset, DROP COLUMN quote_asset"
+        "DROP COLUMN base_asset, DROP COLUMN quote_asset, DROP COLUMN fills_pending"
     )
