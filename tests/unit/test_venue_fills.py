@@ -177,15 +177,20 @@ def test_coinbase_fills_are_the_order_objects_totals_with_fees_in_the_quote_curr
     assert no_value.filled_value == Decimal("0.050")
 
 
-def test_coinbase_a_resting_order_filled_in_part_is_read_with_its_fees():
+def _coinbase(**settings) -> tuple[CoinbaseDouble, coinbase.Credentials]:
+    """A Coinbase double and a CDP key it accepts."""
     key = ec.generate_private_key(ec.SECP256R1())
-    double = CoinbaseDouble("organizations/o/apiKeys/k", key.public_key())
+    double = CoinbaseDouble("organizations/o/apiKeys/k", key.public_key(), **settings)
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.TraditionalOpenSSL,
         serialization.NoEncryption(),
     ).decode()
-    credentials = coinbase.Credentials(double.key_name, pem)
+    return double, coinbase.Credentials(double.key_name, pem)
+
+
+def test_coinbase_a_resting_order_filled_in_part_is_read_with_its_fees():
+    double, credentials = _coinbase()
     limit = OrderRequest("gk-cb-1", "BTC-USD", "buy", "limit", Decimal("0.02"), Decimal("30000"))
 
     async def scenario(client: coinbase.Coinbase):
@@ -258,14 +263,7 @@ def test_oanda_a_fill_not_told_in_full_is_asked_again():
 
 
 def test_coinbase_balances_follow_the_cursor_past_the_first_page():
-    key = ec.generate_private_key(ec.SECP256R1())
-    double = CoinbaseDouble("organizations/o/apiKeys/k", key.public_key(), extra_wallets=300)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    ).decode()
-    credentials = coinbase.Credentials(double.key_name, pem)
+    double, credentials = _coinbase(extra_wallets=300)
     found = run_against(
         double.app(), lambda url: coinbase.Coinbase(credentials, url), lambda c: c.balances()
     )
