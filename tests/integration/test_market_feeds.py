@@ -122,6 +122,14 @@ def test_one_instance_publishes_each_venue_and_every_event_once(publishers, mark
     assert latest.status_code == 200, latest.text
     assert [e["id"] for e in latest.json()] == made[::-1][:5]  # newest first
     assert latest.json()[0]["venue_time_ms"] == market_streams.binance_trades[-1]["T"]
+    # The last trade's price and when it came, as the portfolio values venue positions at it.
+    client = redis.Redis.from_url(stack.env["GEKKO_REDIS_URL"], decode_responses=True)
+    try:
+        last = client.hget("gekko:market:price:binanceus", "BTCUSD").split(" ")
+    finally:
+        client.close()
+    assert last[0] == latest.json()[0]["price"]
+    assert abs(int(last[1]) - time.time() * 1000) < 60_000
     oanda = httpx.get(f"{url(stack, SECOND)}{VENUES_URL}/oanda/events", params={"limit": 1})
     assert oanda.json()[0]["kind"] == "price" and oanda.json()[0]["symbol"] == "EUR_USD"
     unknown = httpx.get(f"{url(stack, FIRST)}{VENUES_URL}/kraken/events")

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from gekko import events as ev
-from gekko.services.portfolio import CONSUMER, apply_venue_fill
+from gekko.services.portfolio import apply_venue_fill
 
 from .conftest import eventually
 from .test_venue_orders import KEYS, MARKET_BUY, ORDERS, trader_with_oanda_key
@@ -155,25 +155,38 @@ def _fill_event(user_id: int, side: str, quantity: str, value: str) -> ev.Event:
 
 def test_two_instances_booking_a_symbols_first_fills_at_once_lose_neither(stack):
     user_id = 900_000_000 + secrets.randbelow(1_000_000)
-    events = [_fill_event(user_id, "buy", "100", "110"), _fill_event(user_id, "buy", "50", "60")]
+    first, second = (
+        _fill_event(user_id, "buy", "100", "110"),
+        _fill_event(user_id, "buy", "50", "60"),
+    )
 
-    async def book_both() -> None:
-        # Two connections, as two portfolio instances have: each event in its own transaction.
-        pool = await asyncpg.create_pool(stack.postgres.url, min_size=2, max_size=2)
+    async def race() -> bool:
+        # Two connections, as two portfolio instances have. The first books its fill and has
+        # not committed yet when the second starts on the same (new) position.
+        one = await asyncpg.connect(stack.postgres.url)
+        two = await asyncpg.connect(stack.postgres.url)
         try:
-            await asyncio.gather(
-                *(ev.handle_once(pool, "portfolio", CONSUMER, e, apply_venue_fill) for e in events)
-            )
-        finally:
-            await pool.close()
+            booking = one.transaction()
+            await booking.start()
+            await apply_venue_fill(one, first)
 
-    for _attempt in range(5):  # each round a fresh symbol's first fills, at once
-        asyncio.run(book_both())
-        (row,) = stack.postgres.fetch(
-            "SELECT quantity, cost_basis, fills FROM portfolio.venue_positions WHERE user_id = $1",
-            user_id,
-        )
-        assert (row["quantity"], row["cost_basis"], row["fills"]) == (150, 170, 2)
-        stack.postgres.fetch("DELETE FROM portfolio.venue_positions WHERE user_id = $1", user_id)
-        events = [_fill_event(user_id, e.payload["side"], e.payload["quantity"],
-                              e.payload["value"]) for e in events]  # fmt: skip
+            async def book_second() -> None:
+                async with two.transaction():
+                    await apply_venue_fill(two, second)
+
+            waiting = asyncio.create_task(book_second())
+            await asyncio.sleep(0.5)
+            waited = not waiting.done()
+            await booking.commit()
+            await waiting
+            return waited
+        finally:
+            await one.close()
+            await two.close()
+
+    assert asyncio.run(race()), "the second booking did not wait for the first"
+    (row,) = stack.postgres.fetch(
+        "SELECT quantity, cost_basis, fills FROM portfolio.venue_positions WHERE user_id = $1",
+        user_id,
+    )
+    assert (row["quantity"], row["cost_basis"], row["fills"]) == (150, 170, 2)

@@ -17,6 +17,7 @@ from gekko.exchanges.base import ExchangeError, OrderRequest, OrderStatus
 from gekko.exchanges.binanceus import (
     BinanceUS,
     Credentials,
+    Hosts,
     ed25519_signature,
     hmac_signature,
     total_params,
@@ -453,4 +454,32 @@ def test_with_every_host_down_the_call_fails_as_not_answered():
             await client.close()
 
     failed = asyncio.run(run())
-    assert failed.not_sent and failed.unsure and "no answer" in failed.message
+    # Nothing left the machine: not in doubt, so nothing to look up.
+    assert failed.not_sent and not failed.unsure and "could not connect" in failed.message
+
+
+def test_an_order_no_host_could_take_fails_at_once_as_not_sent():
+    double = _double()
+
+    async def scenario(client: BinanceUS, preferred: str):
+        await client.close()
+        client.hosts = Hosts([preferred])  # the dead one alone
+        with pytest.raises(ExchangeError) as failed:
+            await client.place_order(LIMIT)
+        return failed.value
+
+    failed = _with_hosts(double, scenario)
+    assert failed.not_sent and not failed.unsure and double.posted == 0
+
+
+def test_a_host_set_aside_is_asked_again_after_the_others_and_once_its_cool_off_ends():
+    now = [0.0]
+    hosts = Hosts(["https://a", "https://b", "https://c"], clock=lambda: now[0])
+    hosts.failed("https://a")
+    now[0] = 10.0
+    hosts.failed("https://b")
+    assert hosts.in_turn() == ["https://c", "https://a", "https://b"]
+    now[0] = Hosts.COOL_OFF_S + 1  # a's cool-off is over, b's is not
+    assert hosts.in_turn() == ["https://a", "https://c", "https://b"]
+    hosts.answered("https://b")
+    assert hosts.in_turn() == ["https://a", "https://b", "https://c"]

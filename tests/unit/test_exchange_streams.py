@@ -13,16 +13,20 @@ import orjson
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 
+from gekko.config import MarketFeeds
+from gekko.exchanges.base import Mode
 from gekko.exchanges.streams import (
     STREAM_MAXLEN,
     BinanceUSTrades,
     CoinbaseTrades,
     Feed,
+    FeedStats,
     MarketEvent,
     OandaPrices,
     RedisSink,
     rfc3339_ms,
 )
+from gekko.services.venue_feeds import build_session
 
 
 def _agg(trade_id: int) -> dict:
@@ -359,3 +363,16 @@ def test_a_cancelled_feed_closes_its_connection():
 
     asyncio.run(scenario())
     assert closed.is_set()
+
+
+def test_the_binance_feed_refills_from_the_preferred_host_when_alternates_are_listed():
+    session = build_session(
+        "binanceus",
+        ("BTCUSD",),
+        Mode.LIVE,
+        MarketFeeds(symbols={"binanceus": ("BTCUSD",)}),
+        {"binanceus": "https://a.example,https://b.example"},
+        {},
+        FeedStats(),
+    )
+    assert session.rest_url == "https://a.example"

@@ -310,6 +310,17 @@ def test_a_short_is_opened_and_covered_with_its_pnl():
     assert (covered.quantity, covered.cost_basis, realized) == (0, 0, Decimal(98))
 
 
+def test_a_closed_position_keeps_no_cost_and_a_fee_taking_the_whole_fill_is_refused():
+    # A fee valued at a price of many digits: closing leaves no residue in the cost.
+    bought, _ = apply(
+        Position(), book("buy", Decimal(3), Decimal(10), {"EUR": Decimal(1)}, "EUR", "USD")
+    )
+    closed, _ = apply(bought, book("sell", Decimal(3), Decimal(11), {}, "EUR", "USD"))
+    assert (closed.quantity, closed.cost_basis) == (0, 0)
+    with pytest.raises(ValueError, match="takes all of"):
+        book("buy", Decimal(1), Decimal(5), {"BTC": Decimal(1)}, "BTC", "USD", fees_in_kind=True)
+
+
 def test_a_fill_larger_than_the_position_closes_it_and_opens_the_other_side():
     long = Position(Decimal(1000), Decimal(1100))
     flipped, realized = apply(long, book("sell", Decimal(1500), Decimal(1800), {}, "EUR", "USD"))
@@ -365,11 +376,15 @@ def test_each_answer_adds_only_what_filled_since_the_last_one():
     assert added_fill(Decimal("0.5"), Decimal(15060), {}, _reported("0.2", "6000")) is None
     assert added_fill(Decimal("0.5"), Decimal(15060), {}, _reported("0.5", "15060")) is None
     assert added_fill(Decimal(0), Decimal(0), {}, _reported("0.2", "0")) is None
-    # A fee the venue settled later comes alone; a fill recorded before values were (worth 0)
-    # is added whole.
+    # A fee the venue settled later comes alone, even with the value left out of the answer; a
+    # fill recorded before values were (None) is added whole.
     late = added_fill(
         Decimal("0.5"), Decimal(15060), {"USD": Decimal(1)}, _reported("0.5", "15060", USD="3")
     )
     assert late == (Decimal(0), Decimal(0), {"USD": Decimal(2)})
-    legacy = added_fill(Decimal("0.5"), Decimal(0), {}, _reported("0.5", "15060", USD="3"))
+    no_value = added_fill(
+        Decimal("0.5"), Decimal(15060), {"USD": Decimal(1)}, _reported("0.5", "0", USD="3")
+    )
+    assert no_value == (Decimal(0), Decimal(0), {"USD": Decimal(2)})
+    legacy = added_fill(Decimal("0.5"), None, {}, _reported("0.5", "15060", USD="3"))
     assert legacy == (Decimal("0.5"), Decimal(15060), {"USD": Decimal(3)})

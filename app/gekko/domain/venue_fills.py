@@ -64,6 +64,8 @@ def book(
             moved = quantity
             quote_fee += base_fee * price  # paid from the balance: a cost like the quote's
             fee_value = quote_fee
+        if moved <= 0:
+            raise ValueError(f"a fee of {base_fee} {base_asset} takes all of a {quantity} fill")
         cash = -(value + quote_fee) if side == "buy" else value - quote_fee
         other = {a: v for a, v in fees.items() if a not in (base_asset, quote_asset) and v}
         return VenueFill(side, moved, price, cash, fee_value, other)
@@ -93,8 +95,13 @@ def apply(position: Position, fill: VenueFill) -> tuple[Position, Decimal]:
                 held + signed, position.cost_basis - fill.cash, position.realized_pnl
             ), ZERO
         closing = min(abs(signed), abs(held))
-        released = (position.cost_basis * closing / abs(held)).quantize(_PLACES)
-        closing_cash = (fill.cash * closing / abs(signed)).quantize(_PLACES)
+        # Whole amounts where the whole is taken: a closed position keeps no rounding residue.
+        released = position.cost_basis
+        if closing < abs(held):
+            released = (position.cost_basis * closing / abs(held)).quantize(_PLACES)
+        closing_cash = fill.cash
+        if closing < abs(signed):
+            closing_cash = (fill.cash * closing / abs(signed)).quantize(_PLACES)
         realized = closing_cash - released
         left = held + signed
         cost = position.cost_basis - released

@@ -200,12 +200,16 @@ class VenueHttp:
             async with self._session.request(method, url, data=data, headers=dict(headers)) as resp:
                 answer = Answer(resp.status, await resp.text(), dict(resp.headers))
         except (aiohttp.ClientError, TimeoutError) as exc:
+            # Raised before anything is written: the host could not be reached, so nothing is
+            # in doubt. Anything else may have reached the venue.
+            not_sent = isinstance(exc, aiohttp.ClientConnectorError)
             raise ExchangeError(
                 self.venue,
-                f"{what}: no answer ({type(exc).__name__})",
-                unsure=True,
-                # Raised before anything is written: the host could not be reached.
-                not_sent=isinstance(exc, aiohttp.ClientConnectorError),
+                f"{what}: "
+                + ("could not connect" if not_sent else "no answer")
+                + f" ({type(exc).__name__})",
+                unsure=not not_sent,
+                not_sent=not_sent,
             ) from None
         self.last_latency_ms = (time.perf_counter() - started) * 1000
         return answer

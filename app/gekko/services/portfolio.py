@@ -11,8 +11,8 @@ market feed (gekko.services.venue_feeds), or at the last fill's price where no f
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -43,8 +43,6 @@ ACCESS: AccessTable = {
 }
 
 CONSUMER = "portfolio"
-# A venue feed's price older than this values no position (a stopped feed): the last fill does.
-FEED_PRICE_FRESH_S = 300
 log = logging.getLogger("gekko.portfolio")
 
 
@@ -278,15 +276,18 @@ async def get_venue_portfolio(user_id: UserId, pool: Pool, request: Request) -> 
     GET /api/v1/trading/venue-balances/{venue}."""
     rows = await pool.fetch(
         "SELECT venue, mode, symbol, base_asset, quote_asset, quantity, cost_basis, "
-        "realized_pnl, fees_paid, other_fees, fills, last_price FROM portfolio.venue_positions "
-        "WHERE user_id = $1 AND fills > 0 ORDER BY venue, mode, symbol",
+        "realized_pnl, fees_paid, other_fees, fills, last_price, updated_at "
+        "FROM portfolio.venue_positions WHERE user_id = $1 AND fills > 0 "
+        "ORDER BY venue, mode, symbol",
         user_id,
     )
     positions = []
     for row in rows:
         held = VenuePositionState(row["quantity"], row["cost_basis"], row["realized_pnl"])
         fed = await _feed_price(request.app.state.redis, row["venue"], row["symbol"])
-        price, priced_by = (fed, "feed") if fed is not None else (row["last_price"], "last_fill")
+        price, priced_by = row["last_price"], "last_fill"
+        if fed is not None and fed[1] > row["updated_at"]:  # the newer of the two prices
+            price, priced_by = fed[0], "feed"
         market_value = held.quantity * price
         average = held.average_price
         positions.append(
@@ -312,17 +313,16 @@ async def get_venue_portfolio(user_id: UserId, pool: Pool, request: Request) -> 
     return VenuePortfolioOut(user_id=user_id, positions=positions)
 
 
-async def _feed_price(redis: Any, venue: str, symbol: str) -> Decimal | None:
-    """The venue feed's last price for the symbol, if its feed published one lately; None
-    without a feed, with a stale one, or with Redis away (the last fill values it then)."""
+async def _feed_price(redis: Any, venue: str, symbol: str) -> tuple[Decimal, datetime] | None:
+    """The venue feed's last price for the symbol and when it came; None without a feed, an
+    unreadable one, or Redis away (the last fill values the position then)."""
     try:
         fed = await redis.hget(PRICE_PREFIX + venue, symbol)
     except RedisError as exc:
         log.warning("venue prices unavailable, positions valued at their last fill: %r", exc)
         return None
-    if not fed:
+    price, _, at_ms = as_text(fed or "").partition(" ")
+    try:
+        return Decimal(price), datetime.fromtimestamp(int(at_ms) / 1000, UTC)
+    except (ArithmeticError, ValueError):
         return None
-    price, _, at_ms = as_text(fed).partition(" ")
-    if not at_ms.isdigit() or time.time() * 1000 - int(at_ms) > FEED_PRICE_FRESH_S * 1000:
-        return None
-    return Decimal(price)

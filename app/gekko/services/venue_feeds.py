@@ -136,7 +136,8 @@ def build_session(
         return BinanceUSTrades(
             list(symbols),
             ws_url=url or BINANCEUS_WS,
-            rest_url=base_urls.get("binanceus", binanceus.LIVE_URL),
+            # Its refills ask the preferred host (the first, where alternates are listed).
+            rest_url=base_urls.get("binanceus", binanceus.LIVE_URL).split(",")[0],
             stats=stats,
             last_id={s: int(i) for s, i in (last_ids or {}).items() if i.isdigit()},
         )

@@ -76,8 +76,11 @@ PLACE_WITHIN_S = 120.0
 PENDING_GIVE_UP_S = 600.0
 # Traders are answered within this, under the gateway's upstream timeout (5 s by default).
 ANSWER_WITHIN_S = 3.5
-# Open orders are refreshed from the venue this many reconcile intervals apart.
+# Open orders (and done ones whose fills the venue has not told in full) are refreshed from the
+# venue this many reconcile intervals apart; the latter for a day at most (a venue that never
+# tells, a key removed since): a read still asks.
 OPEN_REFRESH_INTERVALS = 6
+FILLS_PENDING_GIVE_UP_S = 86400.0
 UNSETTLED = ("pending", "unknown")
 # What a status may follow: a late answer never undoes a later one.
 _AFTER = {
@@ -159,15 +162,16 @@ class VenueOrderOut(BaseModel):
 
 
 def _out(row: asyncpg.Record) -> VenueOrderOut:
-    filled, value = row["filled_quantity"], row["filled_value"]
+    filled, value = row["filled_quantity"], row["filled_value"] or Decimal(0)
     fields = {
         name: row[name]
         for name in VenueOrderOut.model_fields
-        if name not in ("average_price", "fees")
+        if name not in ("average_price", "fees", "filled_value")
     }
     return VenueOrderOut(
         **fields,
         average_price=value / filled if filled > 0 and value > 0 else None,
+        filled_value=value,
         fees=_fees(row["fees"]),
     )
 
@@ -220,7 +224,7 @@ def venue_problem(exc: ExchangeError | VenueSettingsError, what: str) -> Problem
             slug="venue-rate-limited",
             headers={"Retry-After": str(wait), **elsewhere},
         )
-    if exc.unsure or (exc.http_status or 0) >= 500:
+    if exc.unsure or exc.not_sent or (exc.http_status or 0) >= 500:
         return ProblemError(
             502, f"{what}: the venue did not answer ({exc})", slug="venue-unavailable",
             headers=elsewhere,
@@ -342,14 +346,14 @@ Added = tuple[Decimal, Decimal, dict[str, Decimal]]
 
 
 def added_fill(
-    filled: Decimal, value: Decimal, fees: dict[str, Decimal], reported: ExchangeOrder
+    filled: Decimal, value: Decimal | None, fees: dict[str, Decimal], reported: ExchangeOrder
 ) -> Added | None:
     """What the venue's totals add to the recorded ones (quantity, value, fees by asset), or
     None when they add nothing: a stale answer, or a quantity without its value. Fees that rose
-    alone (a fee the venue settled later) are added with no quantity. Totals recorded before
-    fills had values (filled, worth 0) count as nothing recorded: all of it is added."""
-    if filled > 0 and value <= 0:
-        filled, fees = Decimal(0), {}
+    alone (a fee the venue settled later) are added with no quantity. An order recorded before
+    fills had values (`value` None) counts as nothing recorded: all of it is added."""
+    if value is None:
+        filled, value, fees = Decimal(0), Decimal(0), {}
     quantity = reported.filled_quantity - filled
     added_value = reported.filled_value - value
     added_fees = {a: v - fees.get(a, Decimal(0)) for a, v in reported.fees.items()}
@@ -365,31 +369,35 @@ def added_fill(
 async def _take_fills(conn: asyncpg.Connection, row_id: int, reported: ExchangeOrder) -> None:
     """Record the venue's fill totals where they add to the recorded ones, and what they added
     as a venue_order.filled event, in the same transaction (the portfolio books each once); a
-    stale answer changes nothing. An order whose fills the venue has not yet told in full (or
-    told without their value) is marked fills_pending: the reconciler asks for it again, even
-    once it is done."""
+    stale answer (less filled than recorded) changes nothing. An order whose fills the venue has
+    not yet told in full (or told without their value) is marked fills_pending: the reconciler
+    asks for it again, even once it is done."""
     row = await conn.fetchrow(
         f"SELECT {_COLUMNS} FROM trading.venue_orders WHERE id = $1 FOR UPDATE",  # noqa: S608
         row_id,
     )
+    recorded = row["filled_quantity"] if row["filled_value"] is not None else Decimal(0)
+    if reported.filled_quantity < recorded:
+        return
     added = added_fill(row["filled_quantity"], row["filled_value"], _fees(row["fees"]), reported)
-    pending = not reported.fills_complete or (
-        added is None and reported.filled_quantity > row["filled_quantity"]
+    pending = not reported.fills_complete or (added is None and reported.filled_quantity > recorded)
+    # Totals only rise: a later answer with less in one of them (a value left out) lowers none.
+    await conn.execute(
+        "UPDATE trading.venue_orders SET fills_pending = $2, fills_pending_since = CASE "
+        "WHEN NOT $2 THEN NULL ELSE coalesce(fills_pending_since, now()) END WHERE id = $1",
+        row_id,
+        pending,
     )
     if added is None:
-        await conn.execute(
-            "UPDATE trading.venue_orders SET fills_pending = $2 WHERE id = $1", row_id, pending
-        )
         return
     quantity, value, fees = added
     await conn.execute(
-        "UPDATE trading.venue_orders SET filled_quantity = $2, filled_value = $3, "
-        "fees = $4::jsonb, fills_pending = $5 WHERE id = $1",
+        "UPDATE trading.venue_orders SET filled_quantity = $2, "
+        "filled_value = greatest(coalesce(filled_value, 0), $3), fees = $4::jsonb WHERE id = $1",
         row_id,
         reported.filled_quantity,
         reported.filled_value,
         orjson.dumps({a: format(v, "f") for a, v in reported.fees.items()}).decode(),
-        pending,
     )
     await add_event(
         conn,
@@ -443,9 +451,10 @@ async def _place_and_record(
         if exc.unsure:
             log.warning("venue order %s: answer lost, to be looked up: %s", row_id, exc)
             return await _record(pool, row_id, "unknown", reason=str(exc)), exc
-        if exc.retry_after_s is not None:
-            # Not sent (no budget), or refused before it was taken (429): the trader is told
-            # to retry, so a retry with the same Idempotency-Key places it, not replays this.
+        if exc.retry_after_s is not None or exc.not_sent:
+            # Not sent (no budget, no host reached), or refused before it was taken (429): the
+            # trader is told to retry, so a retry with the same Idempotency-Key places it, not
+            # replays this.
             row = await _record(pool, row_id, "rejected", reason=str(exc), idempotency_key=None)
             return row, exc
         return await _record(pool, row_id, "rejected", reason=str(exc)), exc
@@ -643,7 +652,7 @@ async def _cancel(app: FastAPI, row: asyncpg.Record) -> asyncpg.Record:
             exchange, lambda: exchange.cancel_order(row["venue_symbol"], row["client_order_id"])
         )
     except ExchangeError as exc:
-        if exc.unsure or (exc.http_status or 0) >= 500:
+        if exc.unsure or exc.not_sent or (exc.http_status or 0) >= 500:
             raise
         # Refused: most often the order filled or ended meanwhile; see what it is now.
         with contextlib.suppress(ExchangeError):
@@ -680,12 +689,14 @@ async def reconcile_once(app: FastAPI, interval_s: float) -> int:
     rows = await app.state.pool.fetch(
         f"SELECT {_COLUMNS} FROM trading.venue_orders "  # noqa: S608 - constant columns
         "WHERE ((status IN ('pending', 'unknown') AND updated_at < now() - $1 * interval '1 s')"
-        "   OR ((status = 'open' OR fills_pending) AND updated_at < now() - $2 * interval '1 s'))"
+        "   OR ((status = 'open' OR (fills_pending AND fills_pending_since > now() - $4 "
+        "        * interval '1 s')) AND updated_at < now() - $2 * interval '1 s'))"
         "  AND venue <> ALL($3::text[]) "
         "ORDER BY updated_at LIMIT 100",
         interval_s,
         interval_s * OPEN_REFRESH_INTERVALS,
         desk.health.degraded(),
+        FILLS_PENDING_GIVE_UP_S,
     )
     settled = 0
     for row in rows:

@@ -20,20 +20,24 @@ def upgrade() -> None:
     # The fills' totals as the venue last reported them: what they were worth in the quote asset
     # and the fees by asset ({"BTC": "0.00001"}); the assets the symbol trades, from the venue's
     # rules when the order was placed. trading emits a venue_order.filled event for each rise.
-    # fills_pending: the venue has not told every fill's detail yet (the order is asked again,
-    # even once done). Orders filled before this revision have no value recorded: they are asked
-    # again, and their fills booked whole.
+    # fills_pending: the venue has not told every fill's detail yet (since fills_pending_since):
+    # the order is asked again, even once done, for a day at most. Orders filled before this
+    # revision have no value recorded (NULL): they are asked again, and their fills booked whole.
     op.execute(
         """
         ALTER TABLE trading.venue_orders
-            ADD COLUMN filled_value  numeric NOT NULL DEFAULT 0 CHECK (filled_value >= 0),
-            ADD COLUMN fees          jsonb NOT NULL DEFAULT '{}'::jsonb,
-            ADD COLUMN base_asset    text,
-            ADD COLUMN quote_asset   text,
-            ADD COLUMN fills_pending boolean NOT NULL DEFAULT false
+            ADD COLUMN filled_value        numeric DEFAULT 0 CHECK (filled_value >= 0),
+            ADD COLUMN fees                jsonb NOT NULL DEFAULT '{}'::jsonb,
+            ADD COLUMN base_asset          text,
+            ADD COLUMN quote_asset         text,
+            ADD COLUMN fills_pending       boolean NOT NULL DEFAULT false,
+            ADD COLUMN fills_pending_since timestamptz
         """
     )
-    op.execute("UPDATE trading.venue_orders SET fills_pending = true WHERE filled_quantity > 0")
+    op.execute(
+        "UPDATE trading.venue_orders SET filled_value = NULL, fills_pending = true, "
+        "fills_pending_since = now() WHERE filled_quantity > 0"
+    )
     op.execute(
         "CREATE INDEX venue_orders_fills_pending_idx ON trading.venue_orders (updated_at) "
         "WHERE fills_pending"
@@ -69,5 +73,6 @@ def downgrade() -> None:
     op.execute("DROP TABLE portfolio.venue_positions")
     op.execute(
         "ALTER TABLE trading.venue_orders DROP COLUMN filled_value, DROP COLUMN fees, "
-        "DROP COLUMN base_asset, DROP COLUMN quote_asset, DROP COLUMN fills_pending"
+        "DROP COLUMN base_asset, DROP COLUMN quote_asset, DROP COLUMN fills_pending, "
+        "DROP COLUMN fills_pending_since"
     )
