@@ -4,11 +4,14 @@ asset the venue charged it in."""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from doubles.binanceus import BinanceDouble
 from doubles.coinbase import CoinbaseDouble
@@ -17,6 +20,7 @@ from doubles.serve import run_against
 from gekko.domain.venue_fills import Position, apply, book, late_fees
 from gekko.exchanges import binanceus, coinbase, oanda
 from gekko.exchanges.base import ExchangeOrder, OrderRequest, OrderStatus
+from gekko.services.portfolio import _feed_price
 from gekko.services.venue_orders import added_fill
 
 # --- Binance.US ------------------------------------------------------------------------------
@@ -388,3 +392,27 @@ def test_each_answer_adds_only_what_filled_since_the_last_one():
     assert no_value == (Decimal(0), Decimal(0), {"USD": Decimal(2)})
     legacy = added_fill(Decimal("0.5"), None, {}, _reported("0.5", "15060", USD="3"))
     assert legacy == (Decimal("0.5"), Decimal(15060), {"USD": Decimal(3)})
+
+
+def test_a_venue_feed_price_that_cannot_be_read_values_nothing():
+    class Redis:
+        def __init__(self, answer):
+            self.answer = answer
+
+        async def hget(self, name, key):
+            if isinstance(self.answer, Exception):
+                raise self.answer
+            return self.answer
+
+    def read(answer):
+        return asyncio.run(_feed_price(Redis(answer), "oanda", "EUR_USD"))
+
+    assert read(b"1.15000 1765000000000") == (
+        Decimal("1.15000"),
+        datetime.fromtimestamp(1765000000, UTC),
+    )
+    # Redis away, no feed, an entry in no known form: the last fill values the position.
+    assert read(RedisConnectionError("refused")) is None
+    assert read(None) is None
+    assert read(b"not-a-price 17650") is None
+    assert read(b"1.15000") is None
