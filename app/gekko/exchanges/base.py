@@ -68,8 +68,8 @@ class OrderRequest:
 
 @dataclass(frozen=True)
 class ExchangeOrder:
-    """An order as the venue reports it: its fills so far as their totals, read from one
-    answer of the venue (so quantity, value and fees agree with each other)."""
+    """An order as the venue reports it: its fills so far as their totals, read together (one
+    answer, or the order's trades or fill transaction), so quantity, value and fees agree."""
 
     venue: str
     symbol: str
@@ -146,6 +146,12 @@ class ExchangeError(Exception):
     explanation: str = field(default="")
     credential: bool = False
     not_sent: bool = False
+
+    @property
+    def venue_failed(self) -> bool:
+        """No answer (or none that can be read), a host out of reach, or a 5xx: the venue's
+        failure, not a refusal."""
+        return self.unsure or self.not_sent or (self.http_status or 0) >= 500
 
     def __str__(self) -> str:
         where = f"{self.venue}: " + (f"HTTP {self.http_status} " if self.http_status else "")

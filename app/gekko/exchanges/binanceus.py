@@ -42,8 +42,6 @@ from gekko.exchanges.base import (
 
 VENUE = "binanceus"
 log = logging.getLogger("gekko.exchanges.binanceus")
-# exchangeInfo is public: no parameters, no signature.
-_UNSIGNED: Callable[[], tuple[str, str]] = lambda: ("", "")  # noqa: E731
 LIVE_URL = "https://api.binance.us"
 DEFAULT_RECV_WINDOW_MS = 5000
 MAX_RECV_WINDOW_MS = 60000
@@ -140,7 +138,7 @@ def order_from(
             )
             add_fee(fees, fill["commissionAsset"], Decimal(fill["commission"]))
     status = _STATUSES.get(answer.get("status", ""), OrderStatus.NEW)
-    if status is OrderStatus.NEW and filled > 0:  # trades read after the order was
+    if status is OrderStatus.NEW and filled > 0:  # trades read after the order answered
         status = OrderStatus.PARTIALLY_FILLED
     return ExchangeOrder(
         venue=VENUE,
@@ -174,6 +172,11 @@ def rules_from(symbol: Mapping[str, Any]) -> SymbolRules:
         min_quantity=_decimal(lot["minQty"]) if "minQty" in lot else None,
         min_notional=_decimal(notional["minNotional"]) if "minNotional" in notional else None,
     )
+
+
+def _unsigned() -> tuple[str, str]:
+    """exchangeInfo is public: no parameters, no signature."""
+    return "", ""
 
 
 class Hosts:
@@ -351,12 +354,12 @@ class BinanceUS:
         ]
 
     async def symbols(self) -> dict[str, SymbolRules]:
-        answer = await self._request("GET", "/api/v3/exchangeInfo", _UNSIGNED)
+        answer = await self._request("GET", "/api/v3/exchangeInfo", _unsigned)
         return {s["symbol"]: rules_from(s) for s in answer.get("symbols", [])}
 
     async def weight_limit_1m(self) -> int | None:
         """The REQUEST_WEIGHT budget per minute, as exchangeInfo's rateLimits state it."""
-        answer = await self._request("GET", "/api/v3/exchangeInfo", _UNSIGNED)
+        answer = await self._request("GET", "/api/v3/exchangeInfo", _unsigned)
         for limit in answer.get("rateLimits", []):
             if (
                 limit.get("rateLimitType") == "REQUEST_WEIGHT"

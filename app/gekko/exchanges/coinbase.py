@@ -47,7 +47,8 @@ from gekko.exchanges.base import (
 from gekko.exchanges.oauth import AccessTokens
 
 VENUE = "coinbase"
-# GET /accounts pages read at most (250 accounts each).
+# GET /accounts: 250 accounts a page (its largest), this many pages at most.
+ACCOUNTS_PAGE = 250
 ACCOUNT_PAGES = 20
 LIVE_URL = "https://api.coinbase.com"
 # The Advanced Trade static sandbox: the same paths, canned answers, no real orders.
@@ -295,11 +296,13 @@ class Coinbase:
         return order_from(order["order"])
 
     async def balances(self) -> list[Balance]:
-        """Every account (wallet) of the portfolio, 250 a page, following the cursor."""
+        """Every account (wallet) of the portfolio, page by page, following the cursor."""
         found: list[Balance] = []
         cursor = ""
         for _page in range(ACCOUNT_PAGES):
-            query: dict[str, Any] = {"limit": 250} | ({"cursor": cursor} if cursor else {})
+            query: dict[str, Any] = {"limit": ACCOUNTS_PAGE}
+            if cursor:
+                query["cursor"] = cursor
             answer = await self._call("GET", "/accounts", query=query)
             found.extend(
                 Balance(
@@ -312,7 +315,9 @@ class Coinbase:
             cursor = answer.get("cursor") or ""
             if not answer.get("has_next") or not cursor:
                 return found
-        raise ExchangeError(VENUE, f"more than {250 * ACCOUNT_PAGES} accounts: not all read")
+        raise ExchangeError(
+            VENUE, f"more than {ACCOUNTS_PAGE * ACCOUNT_PAGES} accounts: not all read"
+        )
 
     async def portfolios(self) -> Any:
         return await self._call("GET", "/portfolios")

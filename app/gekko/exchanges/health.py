@@ -29,12 +29,12 @@ class Outcome(StrEnum):
 
 def outcome_of(error: ExchangeError | None) -> Outcome:
     """A call without an answer (the adapters mark those unsure, or not sent when the host could
-    not be reached) or with a 5xx failed; any
+    not be reached) or with a 5xx failed (ExchangeError.venue_failed); any
     other error is an answer: a 4xx, a refusal in a 2xx body (Coinbase's `success: false`, an
     OANDA fill-or-kill that could not fill), or this side's own budget running out."""
     if error is None:
         return Outcome.OK
-    if error.unsure or error.not_sent or (error.http_status or 0) >= 500:
+    if error.venue_failed:
         return Outcome.FAILED
     return Outcome.REFUSED
 

@@ -171,8 +171,8 @@ class Oanda:
         # The create transaction describes the order; a fill transaction beside it filled it.
         created = answer["orderCreateTransaction"]
         fill = answer.get("orderFillTransaction")
-        state = {**created, "state": "FILLED" if fill else "PENDING"}
-        return order_from(state, fill, await self._currency_of(fill))
+        order = {**created, "state": "FILLED" if fill else "PENDING"}
+        return order_from(order, fill, await self._currency_of(fill))
 
     async def get_order(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:
         try:

@@ -440,7 +440,7 @@ def _oanda_price(data: dict) -> MarketEvent:
 
 LAST_PREFIX = "gekko:market:last:"
 # symbol -> "<price> <received_ms>" of the last published event, per venue: what the portfolio
-# values venue positions at while it is fresh.
+# values venue positions at, where it is newer than their last fill.
 PRICE_PREFIX = "gekko:market:price:"
 
 

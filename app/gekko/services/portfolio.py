@@ -4,8 +4,8 @@ positions that orders sent to venues made, from its venue_order.filled events.
 This service never reads trading's tables: its consumer group applies each fill to its own
 portfolio.accounts / portfolio.positions (venue fills: portfolio.venue_positions) in the same
 transaction that records the event id, so a redelivered event changes nothing. Reads value paper
-positions at the market-data price, venue positions at the venue's last traded price from its
-market feed (gekko.services.venue_feeds), or at the last fill's price where no feed runs.
+positions at the market-data price, venue positions at the newer of the venue's last traded
+price from its market feed (gekko.services.venue_feeds) and their last fill's price.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from gekko.domain.pnl import Holding, apply_fill, value
 from gekko.domain.prices import quote
 from gekko.domain.venue_fills import Position as VenuePositionState
 from gekko.domain.venue_fills import apply, book, late_fees
-from gekko.events import as_text
 from gekko.exchanges.streams import PRICE_PREFIX
 from gekko.security.rbac import SIGNED_IN, AccessTable
 from gekko.services.deps import Pool, UserId
@@ -253,8 +252,8 @@ class VenuePosition(BaseModel):
     cost_basis: float
     market_price: float
     priced_by: str = Field(
-        description="feed: the venue's last trade (its market feed); last_fill: no feed runs "
-        "for it, the price of your last fill"
+        description="feed: the venue's last trade (its market feed); last_fill: your last "
+        "fill's price, when it is newer than the feed's or no feed runs"
     )
     market_value: float
     unrealized_pnl: float
@@ -321,7 +320,7 @@ async def _feed_price(redis: Any, venue: str, symbol: str) -> tuple[Decimal, dat
     except RedisError as exc:
         log.warning("venue prices unavailable, positions valued at their last fill: %r", exc)
         return None
-    price, _, at_ms = as_text(fed or "").partition(" ")
+    price, _, at_ms = ev.as_text(fed or "").partition(" ")
     try:
         return Decimal(price), datetime.fromtimestamp(int(at_ms) / 1000, UTC)
     except (ArithmeticError, ValueError):

@@ -1,6 +1,7 @@
 """trading: orders sent to a venue (Binance.US, Coinbase, OANDA) with the user's linked key, in an
 environment whose mode is sandbox or live. The paper exchange (gekko.services.trading) is
-untouched by them: cash and positions of a venue order are the venue's.
+untouched by them: a venue order's cash moves at the venue, and each rise of its fills goes to
+the portfolio as a venue_order.filled event (portfolio.venue_positions).
 
 An order is never sent twice:
 - it is recorded (`pending`) with a fresh client order id before anything is sent, and the venue
@@ -152,7 +153,8 @@ class VenueOrderOut(BaseModel):
     filled_value: float = Field(description="what the fills were worth, in the quote asset")
     fees: dict[str, float] = Field(description="the venue's fees on the fills, by asset")
     fills_pending: bool = Field(
-        description="the venue has not told every fill's detail yet: it is asked again"
+        description="the venue has not told every fill's detail yet: it is asked again (by the "
+        "background pass for a day, and on every read)"
     )
     client_order_id: str
     venue_order_id: str | None
@@ -224,7 +226,15 @@ def venue_problem(exc: ExchangeError | VenueSettingsError, what: str) -> Problem
             slug="venue-rate-limited",
             headers={"Retry-After": str(wait), **elsewhere},
         )
-    if exc.unsure or exc.not_sent or (exc.http_status or 0) >= 500:
+    if exc.not_sent:
+        return ProblemError(
+            502,
+            f"{what}: the venue could not be reached ({exc}); nothing was sent: try again "
+            "(with the same Idempotency-Key, if it had one)",
+            slug="venue-unavailable",
+            headers=elsewhere,
+        )
+    if exc.venue_failed:
         return ProblemError(
             502, f"{what}: the venue did not answer ({exc})", slug="venue-unavailable",
             headers=elsewhere,
@@ -381,7 +391,6 @@ async def _take_fills(conn: asyncpg.Connection, row_id: int, reported: ExchangeO
         return
     added = added_fill(row["filled_quantity"], row["filled_value"], _fees(row["fees"]), reported)
     pending = not reported.fills_complete or (added is None and reported.filled_quantity > recorded)
-    # Totals only rise: a later answer with less in one of them (a value left out) lowers none.
     await conn.execute(
         "UPDATE trading.venue_orders SET fills_pending = $2, fills_pending_since = CASE "
         "WHEN NOT $2 THEN NULL ELSE coalesce(fills_pending_since, now()) END WHERE id = $1",
@@ -391,13 +400,18 @@ async def _take_fills(conn: asyncpg.Connection, row_id: int, reported: ExchangeO
     if added is None:
         return
     quantity, value, fees = added
+    # Totals only rise: an answer with less in one of them (a value or a fee left out) lowers
+    # none, so what it left out is not counted again by the next answer.
+    totals = _fees(row["fees"]) if row["filled_value"] is not None else {}
+    for asset, amount in reported.fees.items():
+        totals[asset] = max(totals.get(asset, Decimal(0)), amount)
     await conn.execute(
-        "UPDATE trading.venue_orders SET filled_quantity = $2, "
+        "UPDATE trading.venue_orders SET filled_quantity = greatest(filled_quantity, $2), "
         "filled_value = greatest(coalesce(filled_value, 0), $3), fees = $4::jsonb WHERE id = $1",
         row_id,
         reported.filled_quantity,
         reported.filled_value,
-        orjson.dumps({a: format(v, "f") for a, v in reported.fees.items()}).decode(),
+        orjson.dumps({a: format(v, "f") for a, v in totals.items()}).decode(),
     )
     await add_event(
         conn,
@@ -606,8 +620,9 @@ async def _own(pool: asyncpg.Pool, order_id: int, user_id: int) -> asyncpg.Recor
 async def get_order(
     order_id: OrderId, user_id: UserId, pool: Pool, request: Request
 ) -> JSONResponse:
-    """The order as the venue reports it now (open, unknown and pending orders are looked up);
-    as last recorded if the venue cannot be asked in time."""
+    """The order as the venue reports it now (open, unknown and pending orders are looked up, and
+    so are done ones whose fills the venue has not told in full); as last recorded if the venue
+    cannot be asked in time."""
     row = await _own(pool, order_id, user_id)
     if row["status"] in (*UNSETTLED, "open") or row["fills_pending"]:
         try:
@@ -652,7 +667,7 @@ async def _cancel(app: FastAPI, row: asyncpg.Record) -> asyncpg.Record:
             exchange, lambda: exchange.cancel_order(row["venue_symbol"], row["client_order_id"])
         )
     except ExchangeError as exc:
-        if exc.unsure or exc.not_sent or (exc.http_status or 0) >= 500:
+        if exc.venue_failed:
             raise
         # Refused: most often the order filled or ended meanwhile; see what it is now.
         with contextlib.suppress(ExchangeError):
@@ -682,8 +697,9 @@ async def list_orders(
 
 
 async def reconcile_once(app: FastAPI, interval_s: float) -> int:
-    """Look up the orders left pending or unknown, and refresh the open ones, least recently
-    looked at first, skipping degraded venues (probed instead); returns how many settled."""
+    """Look up the orders left pending or unknown, and refresh the open ones and the done ones
+    whose fills are pending (for a day), least recently looked at first, skipping degraded
+    venues (probed instead); returns how many settled."""
     desk = desk_of(app)
     await desk.probe_degraded()
     rows = await app.state.pool.fetch(
