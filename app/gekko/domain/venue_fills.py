@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Context, Decimal, localcontext
 
+import orjson
+
 from gekko.domain.exchange import Side
 
 _CONTEXT = Context(prec=50)
@@ -129,3 +131,12 @@ def late_fees(
             else:
                 other[asset] = amount
         return valued, other
+
+
+def fees_from_json(stored: str) -> dict[str, Decimal]:
+    """Fees by asset as a jsonb column keeps them (asset -> decimal string)."""
+    return {asset: Decimal(amount) for asset, amount in orjson.loads(stored).items()}
+
+
+def fees_to_json(fees: Mapping[str, Decimal]) -> str:
+    return orjson.dumps({asset: format(amount, "f") for asset, amount in fees.items()}).decode()

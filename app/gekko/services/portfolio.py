@@ -17,7 +17,6 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
-import orjson
 from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
@@ -27,7 +26,7 @@ from gekko.domain.exchange import INITIAL_CASH, Fill, to_decimal
 from gekko.domain.pnl import Holding, apply_fill, value
 from gekko.domain.prices import quote
 from gekko.domain.venue_fills import Position as VenuePositionState
-from gekko.domain.venue_fills import apply, book, late_fees
+from gekko.domain.venue_fills import apply, book, fees_from_json, fees_to_json, late_fees
 from gekko.exchanges.streams import PRICE_PREFIX
 from gekko.security.rbac import SIGNED_IN, AccessTable
 from gekko.services.deps import Pool, UserId
@@ -123,7 +122,7 @@ async def apply_venue_fill(conn: asyncpg.Connection, event: ev.Event) -> None:
     else:  # fees the venue settled after their fill: a cost realized now
         fee_value, other_fees = late_fees(fees, p["base_asset"], p["quote_asset"], price)
         position = replace(position, realized_pnl=position.realized_pnl - fee_value)
-    other = _decimals(row["other_fees"])
+    other = fees_from_json(row["other_fees"])
     for asset, amount in other_fees.items():
         other[asset] = other.get(asset, Decimal(0)) + amount
     await conn.execute(
@@ -136,14 +135,10 @@ async def apply_venue_fill(conn: asyncpg.Connection, event: ev.Event) -> None:
         position.cost_basis,
         position.realized_pnl,
         fee_value,
-        orjson.dumps({a: format(v, "f") for a, v in other.items()}).decode(),
+        fees_to_json(other),
         fills,
         price,
     )
-
-
-def _decimals(stored: str) -> dict[str, Decimal]:
-    return {asset: Decimal(amount) for asset, amount in orjson.loads(stored).items()}
 
 
 async def start(app: FastAPI) -> None:
@@ -305,7 +300,7 @@ async def get_venue_portfolio(user_id: UserId, pool: Pool, request: Request) -> 
                 unrealized_pnl=float(market_value - held.cost_basis),
                 realized_pnl=float(held.realized_pnl),
                 fees_paid=float(row["fees_paid"]),
-                other_fees={a: float(v) for a, v in _decimals(row["other_fees"]).items()},
+                other_fees={a: float(v) for a, v in fees_from_json(row["other_fees"]).items()},
                 fills=row["fills"],
             )
         )

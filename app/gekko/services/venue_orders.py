@@ -38,13 +38,13 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import asyncpg
-import orjson
 from fastapi import APIRouter, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gekko import events as ev
 from gekko.config import VENUE_NAMES
+from gekko.domain.venue_fills import fees_from_json, fees_to_json
 from gekko.exchanges.base import ExchangeError, ExchangeOrder, Mode, OrderRequest, OrderStatus
 from gekko.exchanges.credentials import unseal
 from gekko.exchanges.desk import SymbolError, VenueDesk, check_order_rules
@@ -174,14 +174,8 @@ def _out(row: asyncpg.Record) -> VenueOrderOut:
         **fields,
         average_price=value / filled if filled > 0 and value > 0 else None,
         filled_value=value,
-        fees=_fees(row["fees"]),
+        fees=fees_from_json(row["fees"]),
     )
-
-
-def _fees(stored: str | dict[str, str]) -> dict[str, Decimal]:
-    """The fees column (jsonb: asset -> decimal string) as decimals."""
-    found = orjson.loads(stored) if isinstance(stored, str) else stored
-    return {asset: Decimal(amount) for asset, amount in found.items()}
 
 
 def _json(row: asyncpg.Record, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -389,7 +383,8 @@ async def _take_fills(conn: asyncpg.Connection, row_id: int, reported: ExchangeO
     recorded = row["filled_quantity"] if row["filled_value"] is not None else Decimal(0)
     if reported.filled_quantity < recorded:
         return
-    added = added_fill(row["filled_quantity"], row["filled_value"], _fees(row["fees"]), reported)
+    recorded_fees = fees_from_json(row["fees"])
+    added = added_fill(row["filled_quantity"], row["filled_value"], recorded_fees, reported)
     pending = not reported.fills_complete or (added is None and reported.filled_quantity > recorded)
     await conn.execute(
         "UPDATE trading.venue_orders SET fills_pending = $2, fills_pending_since = CASE "
@@ -402,7 +397,7 @@ async def _take_fills(conn: asyncpg.Connection, row_id: int, reported: ExchangeO
     quantity, value, fees = added
     # Totals only rise: an answer with less in one of them (a value or a fee left out) lowers
     # none, so what it left out is not counted again by the next answer.
-    totals = _fees(row["fees"]) if row["filled_value"] is not None else {}
+    totals = recorded_fees if row["filled_value"] is not None else {}
     for asset, amount in reported.fees.items():
         totals[asset] = max(totals.get(asset, Decimal(0)), amount)
     await conn.execute(
@@ -411,7 +406,7 @@ async def _take_fills(conn: asyncpg.Connection, row_id: int, reported: ExchangeO
         row_id,
         reported.filled_quantity,
         reported.filled_value,
-        orjson.dumps({a: format(v, "f") for a, v in totals.items()}).decode(),
+        fees_to_json(totals),
     )
     await add_event(
         conn,
