@@ -380,11 +380,16 @@ def parse_exchange_mode(env: Mapping[str, str]) -> str:
 VENUES_WITH_ALTERNATE_HOSTS = ("binanceus",)
 
 
+def split_hosts(urls: str) -> list[str]:
+    """A venue's base URL setting as its hosts, the preferred one first."""
+    return [url.strip() for url in urls.split(",") if url.strip()]
+
+
 def parse_venue_base_urls(env: Mapping[str, str]) -> dict[str, str]:
     urls = {}
     for venue in VENUE_NAMES:
         name = f"GEKKO_{venue.upper()}_BASE_URL"
-        hosts = [url.strip() for url in env.get(name, "").split(",") if url.strip()]
+        hosts = split_hosts(env.get(name, ""))
         if any(not url.startswith(("https://", "http://")) for url in hosts):
             raise ConfigError(f"{name} must be an http(s) URL")
         if len(hosts) > 1 and venue not in VENUES_WITH_ALTERNATE_HOSTS:

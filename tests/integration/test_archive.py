@@ -133,7 +133,7 @@ def history(postgres: Postgres, migrate_runs, tmp_path_factory) -> dict:
 
 
 def test_the_migration_moves_every_row_into_its_months_partition(postgres, history):
-    assert "applied 4 revision(s), now at 0012_venue_fills" in history["migrate"].stdout
+    assert "applied 5 revision(s), now at 0013_venue_fill_time" in history["migrate"].stdout
     by_partition = _run(
         postgres,
         "SELECT tableoid::regclass::text AS p, count(*) AS n, min(id) AS first FROM trading.orders"

@@ -48,14 +48,15 @@ def test_migrate_applies_then_reports_up_to_date(migrate_runs):
     first, second = migrate_runs
     assert first.returncode == 0, first.stderr
     assert first.stdout.strip().splitlines() == [
-        "gekko-migrate: applied 12 revision(s), now at 0012_venue_fills",
+        "gekko-migrate: applied 13 revision(s), now at 0013_venue_fill_time",
         "gekko-migrate: database role 'gekko_app' created",
         "gekko-migrate: database role 'gekko_app' granted the tables of alerts, archive, audit, "
         "gamification, portfolio, social, trading, users",
     ]
     assert second.returncode == 0, second.stderr
     # Nothing changed, so nothing is said beyond the revision (the deploy reports no change).
-    assert second.stdout.strip().splitlines() == ["gekko-migrate: up to date at 0012_venue_fills"]
+    up_to_date = "gekko-migrate: up to date at 0013_venue_fill_time"
+    assert second.stdout.strip().splitlines() == [up_to_date]
 
 
 def test_migrate_fails_clearly_when_database_unreachable(stack):

@@ -103,6 +103,17 @@ def test_fills_reach_the_portfolio_once_with_the_venues_price_and_fees(stack, oa
         # A feed that stopped long ago values nothing.
         prices.hset(PRICE_HASH, "EUR_USD", f"1.15000 {now_ms - 3_600_000}")
         assert position(stack, headers, fills=2)["priced_by"] == "last_fill"
+        # A fill is dated when trading recorded it, not when the portfolio booked it: booked late
+        # (a consumer running behind), it still gives way to a feed price newer than the fill.
+        (booked,) = stack.postgres.fetch(
+            "UPDATE portfolio.venue_positions SET updated_at = now() + interval '1 hour' "
+            "WHERE user_id = $1 AND symbol = 'EUR_USD' RETURNING last_fill_at",
+            httpx.get(f"{stack.gateway}{VENUE_PORTFOLIO}", headers=headers).json()["user_id"],
+        )
+        assert abs(booked["last_fill_at"].timestamp() - time.time()) < 60, booked
+        after_fill_ms = int(booked["last_fill_at"].timestamp() * 1000) + 1000
+        prices.hset(PRICE_HASH, "EUR_USD", f"1.15000 {after_fill_ms}")
+        assert position(stack, headers, fills=2)["priced_by"] == "feed"
     finally:
         prices.hdel(PRICE_HASH, "EUR_USD")
         prices.close()

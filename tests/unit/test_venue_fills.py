@@ -17,11 +17,10 @@ from doubles.binanceus import BinanceDouble
 from doubles.coinbase import CoinbaseDouble
 from doubles.oanda import OandaDouble
 from doubles.serve import run_against
-from gekko.domain.venue_fills import Position, apply, book, late_fees
+from gekko.domain.venue_fills import Position, added_fill, apply, book, late_fees
 from gekko.exchanges import binanceus, coinbase, oanda
 from gekko.exchanges.base import ExchangeOrder, OrderRequest, OrderStatus
-from gekko.services.portfolio import _feed_price
-from gekko.services.venue_orders import added_fill
+from gekko.services.portfolio import _feed_price, _feed_prices
 
 # --- Binance.US ------------------------------------------------------------------------------
 
@@ -394,25 +393,48 @@ def test_each_answer_adds_only_what_filled_since_the_last_one():
     assert legacy == (Decimal("0.5"), Decimal(15060), {"USD": Decimal(3)})
 
 
-def test_a_venue_feed_price_that_cannot_be_read_values_nothing():
+def test_venue_feed_prices_are_read_in_one_round_trip_and_what_cannot_be_read_values_nothing():
+    class Pipeline:
+        def __init__(self, redis):
+            self.redis, self.asked = redis, []
+
+        def hmget(self, name, keys):
+            self.asked.append((name, list(keys)))
+
+        async def execute(self):
+            self.redis.round_trips.append(self.asked)
+            if isinstance(self.redis.answer, Exception):
+                raise self.redis.answer
+            return [[self.redis.answer.get((name, k)) for k in keys] for name, keys in self.asked]
+
     class Redis:
         def __init__(self, answer):
-            self.answer = answer
+            self.answer, self.round_trips = answer, []
 
-        async def hget(self, name, key):
-            if isinstance(self.answer, Exception):
-                raise self.answer
-            return self.answer
+        def pipeline(self, transaction):
+            return Pipeline(self)
 
-    def read(answer):
-        return asyncio.run(_feed_price(Redis(answer), "oanda", "EUR_USD"))
-
-    assert read(b"1.15000 1765000000000") == (
-        Decimal("1.15000"),
-        datetime.fromtimestamp(1765000000, UTC),
+    wanted = [("oanda", "EUR_USD"), ("oanda", "GBP_USD"), ("binanceus", "BTCUSD")]
+    redis = Redis(
+        {
+            ("gekko:market:price:oanda", "EUR_USD"): b"1.15000 1765000000000",
+            ("gekko:market:price:binanceus", "BTCUSD"): "65000.5 1765000001000",
+            # An entry in no known form, or without its time: the last fill values it.
+            ("gekko:market:price:oanda", "GBP_USD"): b"not-a-price 17650",
+        }
     )
-    # Redis away, no feed, an entry in no known form: the last fill values the position.
-    assert read(RedisConnectionError("refused")) is None
-    assert read(None) is None
-    assert read(b"not-a-price 17650") is None
-    assert read(b"1.15000") is None
+    assert asyncio.run(_feed_prices(redis, wanted)) == {
+        ("oanda", "EUR_USD"): (Decimal("1.15000"), datetime.fromtimestamp(1765000000, UTC)),
+        ("binanceus", "BTCUSD"): (Decimal("65000.5"), datetime.fromtimestamp(1765000001, UTC)),
+    }
+    assert redis.round_trips == [
+        [
+            ("gekko:market:price:oanda", ["EUR_USD", "GBP_USD"]),
+            ("gekko:market:price:binanceus", ["BTCUSD"]),
+        ]
+    ]
+    # Redis away, or no feed: every position is valued at its last fill.
+    assert asyncio.run(_feed_prices(Redis(RedisConnectionError("refused")), wanted)) == {}
+    assert asyncio.run(_feed_prices(Redis({}), wanted)) == {}
+    assert asyncio.run(_feed_prices(Redis({}), [])) == {}
+    assert _feed_price(b"1.15000") is None

@@ -18,13 +18,17 @@ pro rata and realizes P&L, and what is left of it opens the other side.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Context, Decimal, localcontext
+from typing import Protocol
 
 import orjson
 
 from gekko.domain.exchange import Side
+
+log = logging.getLogger("gekko.domain.venue_fills")
 
 _CONTEXT = Context(prec=50)
 ZERO = Decimal(0)
@@ -131,6 +135,38 @@ def late_fees(
             else:
                 other[asset] = amount
         return valued, other
+
+
+class FillTotals(Protocol):
+    """An order's fills as a venue last stated them (gekko.exchanges.base.ExchangeOrder)."""
+
+    filled_quantity: Decimal
+    filled_value: Decimal
+    fees: Mapping[str, Decimal]
+
+
+Added = tuple[Decimal, Decimal, dict[str, Decimal]]
+
+
+def added_fill(
+    filled: Decimal, value: Decimal | None, fees: dict[str, Decimal], reported: FillTotals
+) -> Added | None:
+    """What the venue's totals add to the recorded ones (quantity, value, fees by asset), or
+    None when they add nothing: a stale answer, or a quantity without its value. Fees that rose
+    alone (a fee the venue settled later) are added with no quantity. An order recorded before
+    fills had values (`value` None) counts as nothing recorded: all of it is added."""
+    if value is None:
+        filled, value, fees = ZERO, ZERO, {}
+    quantity = reported.filled_quantity - filled
+    added_value = reported.filled_value - value
+    added_fees = {a: v - fees.get(a, ZERO) for a, v in reported.fees.items()}
+    added_fees = {a: v for a, v in added_fees.items() if v > 0}
+    if quantity < 0 or (quantity == 0 and not added_fees):
+        return None
+    if quantity > 0 and added_value <= 0:  # every adapter reports the value with the quantity
+        log.warning("venue order: %s more filled at no stated price; not taken", quantity)
+        return None
+    return quantity, max(added_value, ZERO), added_fees
 
 
 def fees_from_json(stored: str) -> dict[str, Decimal]:

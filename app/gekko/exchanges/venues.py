@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gekko.config import VENUES_WITH_ALTERNATE_HOSTS
+from gekko.config import VENUES_WITH_ALTERNATE_HOSTS, split_hosts
 from gekko.exchanges import binanceus, coinbase, oanda
 from gekko.exchanges.base import Exchange, ExchangeError, Mode
 
@@ -99,7 +99,7 @@ def _binanceus(env: Mapping[str, str], url: str) -> Exchange:
         credentials = binanceus.Credentials(env["GEKKO_BINANCEUS_API_KEY"].strip(), ed25519_key=key)
     else:
         credentials = binanceus.Credentials(env["GEKKO_BINANCEUS_API_KEY"].strip(), secret=secret)
-    preferred, *alternates = (host.strip() for host in url.split(",") if host.strip())
+    preferred, *alternates = split_hosts(url)
     return binanceus.BinanceUS(credentials, preferred, alternate_urls=alternates)
 
 

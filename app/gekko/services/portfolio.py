@@ -102,14 +102,15 @@ async def apply_venue_fill(conn: asyncpg.Connection, event: ev.Event) -> None:
         p["quote_asset"],
     )
     row = await conn.fetchrow(
-        "SELECT quantity, cost_basis, realized_pnl, fees_paid, other_fees, fills, last_price "
-        "FROM portfolio.venue_positions "
+        "SELECT quantity, cost_basis, realized_pnl, fees_paid, other_fees, fills, last_price, "
+        "last_fill_at FROM portfolio.venue_positions "
         "WHERE user_id = $1 AND venue = $2 AND mode = $3 AND symbol = $4 FOR UPDATE",
         *key,
     )
     fees = {asset: Decimal(amount) for asset, amount in p["fees"].items()}
     position = VenuePositionState(row["quantity"], row["cost_basis"], row["realized_pnl"])
     quantity, price, fills = Decimal(p["quantity"]), row["last_price"], row["fills"]
+    filled_at = row["last_fill_at"]
     if quantity > 0:
         booked = book(
             p["side"], quantity, Decimal(p["value"]), fees, p["base_asset"], p["quote_asset"],
@@ -119,6 +120,7 @@ async def apply_venue_fill(conn: asyncpg.Connection, event: ev.Event) -> None:
         fee_value, other_fees, price, fills = (
             booked.fee_value, booked.other_fees, booked.price, fills + 1
         )  # fmt: skip
+        filled_at = _recorded_at(event)
     else:  # fees the venue settled after their fill: a cost realized now
         fee_value, other_fees = late_fees(fees, p["base_asset"], p["quote_asset"], price)
         position = replace(position, realized_pnl=position.realized_pnl - fee_value)
@@ -128,7 +130,7 @@ async def apply_venue_fill(conn: asyncpg.Connection, event: ev.Event) -> None:
     await conn.execute(
         "UPDATE portfolio.venue_positions SET quantity = $5, cost_basis = $6, "
         "realized_pnl = $7, fees_paid = fees_paid + $8, other_fees = $9::jsonb, fills = $10, "
-        "last_price = $11, updated_at = now() "
+        "last_price = $11, last_fill_at = $12, updated_at = now() "
         "WHERE user_id = $1 AND venue = $2 AND mode = $3 AND symbol = $4",
         *key,
         position.quantity,
@@ -138,7 +140,16 @@ async def apply_venue_fill(conn: asyncpg.Connection, event: ev.Event) -> None:
         fees_to_json(other),
         fills,
         price,
+        filled_at,
     )
+
+
+def _recorded_at(event: ev.Event) -> datetime:
+    """When trading recorded the event (its outbox row's time); now for one that does not say."""
+    try:
+        return datetime.fromisoformat(event.occurred_at)
+    except ValueError:
+        return datetime.now(UTC)
 
 
 async def start(app: FastAPI) -> None:
@@ -270,17 +281,21 @@ async def get_venue_portfolio(user_id: UserId, pool: Pool, request: Request) -> 
     GET /api/v1/trading/venue-balances/{venue}."""
     rows = await pool.fetch(
         "SELECT venue, mode, symbol, base_asset, quote_asset, quantity, cost_basis, "
-        "realized_pnl, fees_paid, other_fees, fills, last_price, updated_at "
+        "realized_pnl, fees_paid, other_fees, fills, last_price, "
+        "coalesce(last_fill_at, updated_at) AS last_fill_at "
         "FROM portfolio.venue_positions WHERE user_id = $1 AND fills > 0 "
         "ORDER BY venue, mode, symbol",
         user_id,
     )
+    fed_prices = await _feed_prices(
+        request.app.state.redis, [(row["venue"], row["symbol"]) for row in rows]
+    )
     positions = []
     for row in rows:
         held = VenuePositionState(row["quantity"], row["cost_basis"], row["realized_pnl"])
-        fed = await _feed_price(request.app.state.redis, row["venue"], row["symbol"])
+        fed = fed_prices.get((row["venue"], row["symbol"]))
         price, priced_by = row["last_price"], "last_fill"
-        if fed is not None and fed[1] > row["updated_at"]:  # the newer of the two prices
+        if fed is not None and fed[1] > row["last_fill_at"]:  # the newer of the two prices
             price, priced_by = fed[0], "feed"
         market_value = held.quantity * price
         average = held.average_price
@@ -307,15 +322,36 @@ async def get_venue_portfolio(user_id: UserId, pool: Pool, request: Request) -> 
     return VenuePortfolioOut(user_id=user_id, positions=positions)
 
 
-async def _feed_price(redis: Any, venue: str, symbol: str) -> tuple[Decimal, datetime] | None:
-    """The venue feed's last price for the symbol and when it came; None without a feed, an
-    unreadable one, or Redis away (the last fill values the position then)."""
+async def _feed_prices(
+    redis: Any, wanted: list[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[Decimal, datetime]]:
+    """The venue feeds' last price of each (venue, symbol) and when it came, in one round trip;
+    none without a feed, an unreadable one, or Redis away (the last fill values it then)."""
+    by_venue: dict[str, list[str]] = {}
+    for venue, symbol in wanted:
+        by_venue.setdefault(venue, []).append(symbol)
+    if not by_venue:
+        return {}
+    pipe = redis.pipeline(transaction=False)
+    for venue, symbols in by_venue.items():
+        pipe.hmget(PRICE_PREFIX + venue, symbols)
     try:
-        fed = await redis.hget(PRICE_PREFIX + venue, symbol)
+        answers = await pipe.execute()
     except RedisError as exc:
         log.warning("venue prices unavailable, positions valued at their last fill: %r", exc)
-        return None
-    price, _, at_ms = ev.as_text(fed or "").partition(" ")
+        return {}
+    prices = {}
+    for (venue, symbols), fed in zip(by_venue.items(), answers, strict=True):
+        for symbol, raw in zip(symbols, fed, strict=True):
+            price = _feed_price(raw)
+            if price is not None:
+                prices[venue, symbol] = price
+    return prices
+
+
+def _feed_price(raw: bytes | str | None) -> tuple[Decimal, datetime] | None:
+    """A venue feed's price entry ("<price> <epoch ms>"); None for none or one in no known form."""
+    price, _, at_ms = ev.as_text(raw or "").partition(" ")
     try:
         return Decimal(price), datetime.fromtimestamp(int(at_ms) / 1000, UTC)
     except (ArithmeticError, ValueError):

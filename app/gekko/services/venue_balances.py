@@ -17,7 +17,7 @@ from gekko.exchanges.base import ExchangeError
 from gekko.exchanges.venues import VENUES, VenueSettingsError
 from gekko.security.rbac import SIGNED_IN, AccessTable
 from gekko.services.deps import UserId, venue_mode
-from gekko.services.venue_orders import (
+from gekko.services.venue_access import (
     ANSWER_WITHIN_S,
     desk_of,
     exchange_of_key,

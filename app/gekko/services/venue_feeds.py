@@ -38,7 +38,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from pydantic import BaseModel
 
-from gekko.config import VENUE_NAMES, ConfigError, MarketFeeds
+from gekko.config import VENUE_NAMES, ConfigError, MarketFeeds, split_hosts
 from gekko.events import as_text
 from gekko.exchanges import binanceus, platform_keys
 from gekko.exchanges.base import Mode
@@ -137,7 +137,7 @@ def build_session(
             list(symbols),
             ws_url=url or BINANCEUS_WS,
             # Its refills ask the preferred host (the first, where alternates are listed).
-            rest_url=base_urls.get("binanceus", binanceus.LIVE_URL).split(",")[0],
+            rest_url=split_hosts(base_urls.get("binanceus", binanceus.LIVE_URL))[0],
             stats=stats,
             last_id={s: int(i) for s, i in (last_ids or {}).items() if i.isdigit()},
         )

@@ -44,19 +44,24 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gekko import events as ev
 from gekko.config import VENUE_NAMES
-from gekko.domain.venue_fills import fees_from_json, fees_to_json
+from gekko.domain.venue_fills import added_fill, fees_from_json, fees_to_json
 from gekko.exchanges.base import ExchangeError, ExchangeOrder, Mode, OrderRequest, OrderStatus
-from gekko.exchanges.credentials import unseal
 from gekko.exchanges.desk import SymbolError, VenueDesk, check_order_rules
 from gekko.exchanges.health import VenueHealth
 from gekko.exchanges.throttle import ThrottledExchange
-from gekko.exchanges.venues import VENUES, Venue, VenueSettingsError
+from gekko.exchanges.venues import VENUES, VenueSettingsError
 from gekko.outbox import add_event
-from gekko.problems import FAULT_ELSEWHERE_HEADER, ProblemError
+from gekko.problems import ProblemError
 from gekko.security.rbac import SIGNED_IN, TRADE, AccessTable
-from gekko.services import venue_links
 from gekko.services.deps import IdempotencyKey, Pool, UserId, idempotency_key_reused, venue_mode
-from gekko.services.venue_tokens import LinkBroken
+from gekko.services.venue_access import (
+    ANSWER_WITHIN_S,
+    desk_of,
+    exchange_of_key,
+    too_slow,
+    usable_key,
+    venue_problem,
+)
 
 PREFIX = "/api/v1/trading/venue-orders"
 router = APIRouter(prefix=PREFIX, tags=["trading"])
@@ -75,8 +80,6 @@ NOT_FOUND_AFTER_S = 130.0
 # older than PENDING_GIVE_UP_S was left by an instance that stopped before the venue answered.
 PLACE_WITHIN_S = 120.0
 PENDING_GIVE_UP_S = 600.0
-# Traders are answered within this, under the gateway's upstream timeout (5 s by default).
-ANSWER_WITHIN_S = 3.5
 # Open orders (and done ones whose fills the venue has not told in full) are refreshed from the
 # venue this many reconcile intervals apart; the latter for a day at most (a venue that never
 # tells, a key removed since): a read still asks.
@@ -186,10 +189,6 @@ def _mode(request: Request) -> Mode:
     return venue_mode(request, "place orders with POST /api/v1/trading/execute")
 
 
-def desk_of(app: FastAPI) -> VenueDesk:
-    return app.state.venue_desk
-
-
 def _same_request(row: asyncpg.Record, body: VenueOrderIn) -> bool:
     return (row["venue"], row["side"], row["type"], row["quantity"], row["limit_price"]) == (
         body.venue,
@@ -198,118 +197,6 @@ def _same_request(row: asyncpg.Record, body: VenueOrderIn) -> bool:
         body.quantity,
         body.limit_price,
     ) and row["symbol"] == body.symbol.upper()
-
-
-def venue_problem(exc: ExchangeError | VenueSettingsError, what: str) -> ProblemError:
-    """How a venue's refusal or silence is told to the trader."""
-    if isinstance(exc, VenueSettingsError):
-        return ProblemError(422, f"{what}: {exc}", slug="venue-unusable")
-    if isinstance(exc, LinkBroken):
-        return ProblemError(
-            409,
-            f"{what}: your account link no longer works ({exc.message}): see GET "
-            "/api/v1/trading/venue-keys, and sign in again to renew it",
-            slug="venue-link-broken",
-        )
-    elsewhere = {FAULT_ELSEWHERE_HEADER: f"venue:{exc.venue}"}
-    if exc.retry_after_s is not None:
-        wait = max(1, round(exc.retry_after_s))
-        return ProblemError(
-            503,
-            f"{what}: the venue's request budget is spent ({exc}); retry in {wait} s",
-            slug="venue-rate-limited",
-            headers={"Retry-After": str(wait), **elsewhere},
-        )
-    if exc.not_sent:
-        return ProblemError(
-            502,
-            f"{what}: the venue could not be reached ({exc}); nothing was sent: try again "
-            "(with the same Idempotency-Key, if it had one)",
-            slug="venue-unavailable",
-            headers=elsewhere,
-        )
-    if exc.venue_failed:
-        return ProblemError(
-            502, f"{what}: the venue did not answer ({exc})", slug="venue-unavailable",
-            headers=elsewhere,
-        )  # fmt: skip
-    return ProblemError(422, f"{what}: the venue refused it: {exc}", slug="venue-refused")
-
-
-def too_slow(venue: Venue, what: str, outcome: str) -> ProblemError:
-    return ProblemError(
-        503,
-        f"{what}: {venue.title} did not answer within {ANSWER_WITHIN_S} s; {outcome}",
-        slug="venue-unavailable",
-        headers={"Retry-After": "5", FAULT_ELSEWHERE_HEADER: f"venue:{venue.name}"},
-    )
-
-
-async def usable_key(app: FastAPI, user_id: int, venue: Venue, mode: Mode, refused: str) -> Any:
-    """The id of the user's newest key for the venue in this mode; a ProblemError when there is
-    none (409) or the venue is degraded (503, `refused` saying what that costs the caller)."""
-    key_id = await app.state.pool.fetchval(
-        "SELECT id FROM trading.venue_keys WHERE user_id = $1 AND venue = $2 AND mode = $3 "
-        "AND removed_at IS NULL ORDER BY created_at DESC LIMIT 1",
-        user_id,
-        venue.name,
-        mode.value,
-    )
-    if key_id is None:
-        raise ProblemError(
-            409,
-            f"you have no {venue.title} key for {mode.value} trading: link one first "
-            "(POST /api/v1/trading/venue-keys)",
-            slug="no-venue-key",
-        )
-    wait = desk_of(app).health.retry_after_s(venue.name)
-    if wait is not None:
-        raise ProblemError(
-            503,
-            f"{venue.title} is degraded (its last calls failed): {refused}; "
-            f"retry in {round(wait)} s",
-            slug="venue-degraded",
-            headers={
-                "Retry-After": str(round(wait)),
-                FAULT_ELSEWHERE_HEADER: f"venue:{venue.name}",
-            },
-        )
-    return key_id
-
-
-async def exchange_of_key(app: FastAPI, key_id: object) -> ThrottledExchange:
-    """The adapter of a stored key; ProblemError 409 once the key is removed or its link broke."""
-    key = await app.state.pool.fetchrow(
-        "SELECT id, venue, kind, broken_reason, credentials_encrypted FROM trading.venue_keys"
-        " WHERE id = $1",
-        key_id,
-    )
-    if key is None or key["credentials_encrypted"] is None:
-        raise ProblemError(
-            409,
-            "the venue key of this order was removed: link it again to reach the order",
-            slug="venue-key-removed",
-        )
-    venue = VENUES[key["venue"]]
-    if key["broken_reason"] is not None:
-        raise _link_broken(venue, key["id"], key["broken_reason"])
-    fields = unseal(app.state.data_keys, key["id"], key["credentials_encrypted"])
-    desk = desk_of(app)
-    if key["kind"] == "oauth":
-        opener = venue_links.opener(app, venue, key["id"], fields)
-    else:
-        opener = desk.api_key_opener(venue, fields)
-    return await desk.exchange(key["id"], venue, opener)
-
-
-def _link_broken(venue: Venue, key_id: object, reason: str) -> ProblemError:
-    return ProblemError(
-        409,
-        f"your {venue.title} account link no longer works ({reason}): sign in again to renew "
-        f'it in place (POST /api/v1/trading/venue-links {{"venue": "{venue.name}", '
-        f'"replaces": "{key_id}"}}); its orders stay yours',
-        slug="venue-link-broken",
-    )
 
 
 async def _select(pool: asyncpg.Pool, where: str, *args: Any) -> asyncpg.Record | None:
@@ -344,30 +231,6 @@ async def _record(
             *(changes[name] for name in names),
         )
     return row if row is not None else await _select(pool, "id = $1", row_id)
-
-
-Added = tuple[Decimal, Decimal, dict[str, Decimal]]
-
-
-def added_fill(
-    filled: Decimal, value: Decimal | None, fees: dict[str, Decimal], reported: ExchangeOrder
-) -> Added | None:
-    """What the venue's totals add to the recorded ones (quantity, value, fees by asset), or
-    None when they add nothing: a stale answer, or a quantity without its value. Fees that rose
-    alone (a fee the venue settled later) are added with no quantity. An order recorded before
-    fills had values (`value` None) counts as nothing recorded: all of it is added."""
-    if value is None:
-        filled, value, fees = Decimal(0), Decimal(0), {}
-    quantity = reported.filled_quantity - filled
-    added_value = reported.filled_value - value
-    added_fees = {a: v - fees.get(a, Decimal(0)) for a, v in reported.fees.items()}
-    added_fees = {a: v for a, v in added_fees.items() if v > 0}
-    if quantity < 0 or (quantity == 0 and not added_fees):
-        return None
-    if quantity > 0 and added_value <= 0:  # every adapter reports the value with the quantity
-        log.warning("venue order: %s more filled at no stated price; not taken", quantity)
-        return None
-    return quantity, max(added_value, Decimal(0)), added_fees
 
 
 async def _take_fills(conn: asyncpg.Connection, row_id: int, reported: ExchangeOrder) -> None:
