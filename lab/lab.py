@@ -12,7 +12,7 @@ The bridge lives in a namespace of its own and nothing has a route out: the lab'
 only on interfaces inside namespaces the lab created, so nothing outside the machine can reach it
 and the lab reaches nothing. Everything made is recorded in STATE and removed by those records.
 
-    lab.py up | down | status | run HOST -- COMMAND | exec-controller -- COMMAND
+    lab.py up | down | status | priority NICE | controller -- COMMAND
 """
 
 from __future__ import annotations
@@ -376,6 +376,29 @@ def down() -> None:
     print("lab: removed")
 
 
+def set_priority(nice: int) -> int:
+    """Give every thread of every process in the lab's namespaces this nice value (a thread's is
+    its own, and what it starts inherits it); how many were set."""
+    state = load_state()
+    if state is None:
+        print("lab: not running", file=sys.stderr)
+        return 0
+    count = 0
+    for pid in (pid for ns in state.get("namespaces", []) for pid in processes_in(ns)):
+        try:
+            threads = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+        except FileNotFoundError:
+            continue  # it ended meanwhile
+        for tid in threads:
+            try:
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+                count += 1
+            except ProcessLookupError:
+                pass
+    print(f"lab: {count} threads at nice {nice}")
+    return count
+
+
 def status() -> int:
     state = load_state()
     if state is None:
@@ -393,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("up", help="create the hosts (removes a leftover lab first)")
     sub.add_parser("down", help="remove everything the lab recorded")
     sub.add_parser("status", help="list the hosts")
+    priority = sub.add_parser("priority", help="set the CPU priority (nice) of the lab's processes")
+    priority.add_argument("nice", type=int, choices=range(-20, 20), metavar="NICE")
     run = sub.add_parser("controller", help="run a command in the controller's namespace")
     run.add_argument("argv", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
@@ -405,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
         down()
     elif args.command == "status":
         return status()
+    elif args.command == "priority":
+        return 0 if set_priority(args.nice) else 1
     else:
         argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
         env = dict(os.environ, **lab_secrets())

@@ -17,25 +17,24 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-LAB = [sys.executable, str(REPO / "lab" / "lab.py")]
-ROOT = Path("/var/lib/gekko-lab")
-INVENTORY = ROOT / "inventory" / "hosts.yml"
-ANSIBLE_BIN = Path(sys.executable).parent
+from .prepare import (  # noqa: F401 - shared with the tests through this module
+    ANSIBLE_BIN,
+    CONTROLLER_DAEMON_JSON,
+    INVENTORY,
+    LAB,
+    REPO,
+    ROOT,
+    controller,
+    deploy,
+    lab_down,
+    playbook,
+    prepare,
+    read_prepared,
+)
+
 CLIENT = [sys.executable, str(REPO / "tests" / "lab" / "client.py")]
 SERVICES_HOSTS = ["lab-svc-1", "lab-svc-2"]
 HOSTS = ["lab-db-1", *SERVICES_HOSTS, "lab-gw-1", "lab-mon-1"]
-
-
-def controller(*argv: str, timeout: float = 600, env: dict | None = None):
-    """Run a command in the lab's controller namespace (the only place that reaches the hosts)."""
-    return subprocess.run(
-        [*LAB, "controller", "--", *argv],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
 
 
 def on_hosts(pattern: str, script: str, become: bool = True) -> dict[str, str]:
@@ -85,43 +84,10 @@ def client(*argv: str) -> dict:
     return json.loads(run.stdout)
 
 
-def playbook(name: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """One of the collection's playbooks on the lab's inventory, run from the controller."""
-    env = dict(env or os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    argv = [str(ANSIBLE_BIN / "ansible-playbook"), "-i", str(INVENTORY)]
-    return controller(*argv, str(REPO / "playbooks" / name), *args, timeout=900, env=env)
-
-
-# The controller builds the fleet's images with this machine's engine, whose configuration is not
-# the fleet's to change.
-CONTROLLER_DAEMON_JSON = Path("/etc/docker/daemon.json")
-
-
 # A redeploy that changes the application alone leaves the engines, base images, central logs,
 # datastores and monitoring as they stand (deploy.yml's tags); the first and the no-op deploys
 # run every part.
 APP_ONLY = ("--skip-tags", "engine,base_images,logs,datastores,monitoring")
-
-
-def deploy(reports: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
-    """playbooks/deploy.yml on the lab, from the controller: the run and its summary report."""
-    reports.mkdir(parents=True, exist_ok=True)
-    begun = time.monotonic()
-    env = dict(
-        os.environ,
-        GEKKO_REPORT_DIR=str(reports),
-        ANSIBLE_CALLBACKS_ENABLED="gekko.platform.deploy_summary,ansible.posix.profile_tasks",
-        PROFILE_TASKS_SORT_ORDER="descending",
-        PROFILE_TASKS_TASK_OUTPUT_LIMIT="8",
-    )
-    run = playbook("deploy.yml", *args, env=env)
-    report = json.loads((reports / "deploy-report.json").read_text())
-    print(f"lab deploy {' '.join(args) or '(as is)'}: {time.monotonic() - begun:.1f} s")
-    for phase in report["phases"]:
-        print(f"  {phase['phase']:10} {phase['status']:7} {phase['duration_s']:6.1f} s")
-    slowest = run.stdout.split("TASKS RECAP", 1)[-1].splitlines()[3:11]
-    print("  slowest tasks:\n    " + "\n    ".join(line.strip() for line in slowest))
-    return run, report
 
 
 class Traffic:
@@ -163,21 +129,31 @@ class Traffic:
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory):
     """The lab, with the platform deployed to it once: its recorded state and the first deploy's
-    report. GEKKO_LAB_REUSE=1 (while working on these tests) uses a lab with the platform
+    report. With GEKKO_LAB_PREPARED=1 (`make test`), prepare.py made and deployed it already,
+    beside the late e2e part and at the lowest CPU priority: its processes get the normal one
+    back here. GEKKO_LAB_REUSE=1 (while working on these tests) uses a lab with the platform
     deployed already (`make lab`, then a deploy) and leaves it up."""
     if os.environ.get("GEKKO_LAB_REUSE") == "1" and (ROOT / "state.json").exists():
         yield json.loads((ROOT / "state.json").read_text())
         return
-    up = subprocess.run([*LAB, "up"], capture_output=True, text=True, timeout=300)
-    assert up.returncode == 0, up.stdout + up.stderr
-    state = json.loads((ROOT / "state.json").read_text())
-    engine_config = CONTROLLER_DAEMON_JSON.read_bytes() if CONTROLLER_DAEMON_JSON.exists() else None
     try:
-        run, report = deploy(tmp_path_factory.mktemp("first-deploy"))
-        assert run.returncode == 0, run.stdout[-6000:]
-        yield {**state, "first_deploy": report, "controller_daemon_json": engine_config}
+        if os.environ.get("GEKKO_LAB_PREPARED") == "1":
+            prepared = read_prepared()
+            print(f"lab prepared beside the late e2e part in {prepared['seconds']} s")
+            assert prepared["ok"], prepared["why"]
+            priority = subprocess.run([*LAB, "priority", "0"], capture_output=True, text=True)
+            assert priority.returncode == 0, priority.stdout + priority.stderr
+        else:
+            prepared = prepare(tmp_path_factory.mktemp("first-deploy"))
+            assert prepared["ok"], prepared["why"]
+        state = json.loads((ROOT / "state.json").read_text())
+        yield {
+            **state,
+            "first_deploy": prepared["report"],
+            "controller_daemon_json": prepared["controller_daemon_json"],
+        }
     finally:
-        down = subprocess.run([*LAB, "down"], capture_output=True, text=True, timeout=120)
+        down = lab_down()
         assert down.returncode == 0, down.stdout + down.stderr
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "gekko-lab-" not in namespaces, "the lab's namespaces are gone"

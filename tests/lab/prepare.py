@@ -1,0 +1,133 @@
+"""The lab made and deployed to once, ahead of its tests: `python tests/lab/prepare.py`.
+
+`make test` runs it beside the late e2e part at the lowest CPU priority (`nice -n 19`), so the
+lab's first deploy takes the cores the late part's timed tests leave idle and the lab's tests
+start on a deployed lab once the local stack is down. It writes PREPARED (the first deploy's
+outcome and report, and the controller's engine configuration from before it) whatever happens;
+the session fixture (conftest.py) reads it. Stopped with SIGTERM, it stops its deploy and removes
+the lab.
+
+The helpers the tests share to reach the lab live here too, as they run without pytest.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+LAB = [sys.executable, str(REPO / "lab" / "lab.py")]
+ROOT = Path(os.environ.get("GEKKO_LAB_ROOT", "/var/lib/gekko-lab"))
+INVENTORY = ROOT / "inventory" / "hosts.yml"
+ANSIBLE_BIN = Path(sys.executable).parent
+# Written by this script once it ends: {"ok", "why", "report", "controller_daemon_json"}.
+PREPARED = REPO / ".build" / "lab-prepared.json"
+# The controller builds the fleet's images with this machine's engine, whose configuration is not
+# the fleet's to change.
+CONTROLLER_DAEMON_JSON = Path("/etc/docker/daemon.json")
+
+
+def controller(*argv: str, timeout: float = 600, env: dict | None = None):
+    """Run a command in the lab's controller namespace (the only place that reaches the hosts)."""
+    return subprocess.run(
+        [*LAB, "controller", "--", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def playbook(name: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """One of the collection's playbooks on the lab's inventory, run from the controller."""
+    env = dict(env or os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    argv = [str(ANSIBLE_BIN / "ansible-playbook"), "-i", str(INVENTORY)]
+    return controller(*argv, str(REPO / "playbooks" / name), *args, timeout=900, env=env)
+
+
+def deploy(reports: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """playbooks/deploy.yml on the lab, from the controller: the run and its summary report."""
+    reports.mkdir(parents=True, exist_ok=True)
+    begun = time.monotonic()
+    env = dict(
+        os.environ,
+        GEKKO_REPORT_DIR=str(reports),
+        ANSIBLE_CALLBACKS_ENABLED="gekko.platform.deploy_summary,ansible.posix.profile_tasks",
+        PROFILE_TASKS_SORT_ORDER="descending",
+        PROFILE_TASKS_TASK_OUTPUT_LIMIT="8",
+    )
+    run = playbook("deploy.yml", *args, env=env)
+    report = json.loads((reports / "deploy-report.json").read_text())
+    print(f"lab deploy {' '.join(args) or '(as is)'}: {time.monotonic() - begun:.1f} s")
+    for phase in report["phases"]:
+        print(f"  {phase['phase']:10} {phase['status']:7} {phase['duration_s']:6.1f} s")
+    slowest = run.stdout.split("TASKS RECAP", 1)[-1].splitlines()[3:11]
+    print("  slowest tasks:\n    " + "\n    ".join(line.strip() for line in slowest))
+    return run, report
+
+
+def lab_down() -> subprocess.CompletedProcess:
+    return subprocess.run([*LAB, "down"], capture_output=True, text=True, timeout=120)
+
+
+def prepare(reports: Path) -> dict:
+    """Make the lab (removing a leftover one) and deploy to it: what PREPARED records."""
+    up = subprocess.run([*LAB, "up"], capture_output=True, text=True, timeout=300)
+    if up.returncode != 0:
+        return {"ok": False, "why": f"lab.py up failed:\n{up.stdout}{up.stderr}"}
+    before = CONTROLLER_DAEMON_JSON.read_bytes() if CONTROLLER_DAEMON_JSON.exists() else None
+    run, report = deploy(reports)
+    return {
+        "ok": run.returncode == 0,
+        "why": "" if run.returncode == 0 else f"the first deploy failed:\n{run.stdout[-6000:]}",
+        "report": report,
+        "controller_daemon_json": before,
+    }
+
+
+def read_prepared() -> dict:
+    """What main() recorded in PREPARED, as prepare() returned it."""
+    if not PREPARED.exists():
+        why = f"no {PREPARED}: tests/lab/prepare.py did not run"
+        return {"ok": False, "why": why, "seconds": 0}
+    prepared = json.loads(PREPARED.read_text())
+    raw = prepared.get("controller_daemon_json")
+    prepared["controller_daemon_json"] = None if raw is None else base64.b64decode(raw)
+    return prepared
+
+
+def main() -> int:
+    PREPARED.unlink(missing_ok=True)
+    PREPARED.parent.mkdir(parents=True, exist_ok=True)
+
+    def stop(signum, _frame):
+        # Stopped (the late e2e part failed): the deploy with us (subprocess.run kills its child
+        # as the exception unwinds), then the lab.
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    begun = time.monotonic()
+    try:
+        outcome = prepare(PREPARED.parent / "lab-first-deploy")
+    except KeyboardInterrupt:
+        lab_down()
+        outcome = {"ok": False, "why": "stopped before the lab was ready"}
+    except Exception as exc:  # recorded for the fixture, which fails with it
+        outcome = {"ok": False, "why": f"{type(exc).__name__}: {exc}"}
+    outcome["seconds"] = round(time.monotonic() - begun, 1)
+    before = outcome.get("controller_daemon_json")
+    if before is not None:  # bytes, as JSON
+        outcome["controller_daemon_json"] = base64.b64encode(before).decode()
+    PREPARED.write_text(json.dumps(outcome))
+    print(f"lab prepared in {outcome['seconds']} s: {'ok' if outcome['ok'] else outcome['why']}")
+    return 0 if outcome["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
