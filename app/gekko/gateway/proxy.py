@@ -73,18 +73,27 @@ _RECOMPUTED = frozenset({"host", "content-length"})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
-def _dropped(items: Iterable[tuple[str, str]]) -> set[str]:
-    """Hop-by-hop names plus any listed in the Connection header."""
-    names = set(HOP_BY_HOP) | _RECOMPUTED
-    for name, value in items:
-        if name.lower() == "connection":
-            names.update(token.strip().lower() for token in value.split(",") if token.strip())
-    return names
+# Never passed on from a caller: the gateway sets its own.
+_SET_HERE = frozenset({"x-correlation-id", "x-forwarded-for"})
+_REQUEST_DROPPED = HOP_BY_HOP | _RECOMPUTED | _SET_HERE
+_RESPONSE_DROPPED = HOP_BY_HOP | _RECOMPUTED | {"x-correlation-id", "date", "server", "traceparent"}
+
+
+def _dropped(items: Iterable[tuple[str, str]], always: frozenset[str]) -> frozenset[str]:
+    """`always` plus any names listed in the Connection header (the same set when none are)."""
+    listed = [
+        token.strip().lower()
+        for name, value in items
+        if name.lower() == "connection"
+        for token in value.split(",")
+        if token.strip()
+    ]
+    return always.union(listed) if listed else always
 
 
 def upstream_request_headers(scope: Scope) -> CIMultiDict[str]:
     raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-    drop = _dropped(raw) | {"x-correlation-id", "x-forwarded-for"}
+    drop = _dropped(raw, _REQUEST_DROPPED)
     headers: CIMultiDict[str] = CIMultiDict((k, v) for k, v in raw if k.lower() not in drop)
     correlation_id = correlation_id_var.get()
     if correlation_id:
@@ -113,7 +122,7 @@ def set_trace_headers(headers: CIMultiDict[str]) -> None:
 
 
 def downstream_headers(upstream: CIMultiDictProxy[str]) -> list[tuple[bytes, bytes]]:
-    drop = _dropped(upstream.items()) | {"x-correlation-id", "date", "server", "traceparent"}
+    drop = _dropped(upstream.items(), _RESPONSE_DROPPED)
     return [
         (k.lower().encode("latin-1"), v.encode("latin-1"))
         for k, v in upstream.items()

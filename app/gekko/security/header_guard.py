@@ -25,6 +25,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from gekko.config import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_MAX_HEADER_BYTES
 from gekko.problems import PROBLEM_TYPE_BASE, problem_body
+from gekko.turn_writes import TurnWrites
 
 log = logging.getLogger("gekko.security")
 
@@ -95,6 +96,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # A response's head and body leave in one send (gekko.turn_writes); uvicorn's flow
+        # control keeps the transport itself.
+        self.transport = TurnWrites(transport, self.loop)  # type: ignore[assignment]
         self._arm()  # a connection that sends nothing at all is cut off too
 
     def connection_lost(self, exc: Exception | None) -> None:
