@@ -12,13 +12,14 @@ The bridge lives in a namespace of its own and nothing has a route out: the lab'
 only on interfaces inside namespaces the lab created, so nothing outside the machine can reach it
 and the lab reaches nothing. Everything made is recorded in STATE and removed by those records.
 
-    lab.py up | down | status | priority NICE | controller -- COMMAND
+    lab.py up | down | status | cpu-weight WEIGHT | controller -- COMMAND
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import pwd
@@ -373,30 +374,63 @@ def down() -> None:
     # The anchors name rows of the lab's audit log, gone with its hosts' data.
     (ROOT / "audit-anchors").unlink(missing_ok=True)
     STATE.unlink()
+    remove_cpu_group()
     print("lab: removed")
 
 
-def set_priority(nice: int) -> int:
-    """Give every thread of every process in the lab's namespaces this nice value (a thread's is
-    its own, and what it starts inherits it); how many were set."""
-    state = load_state()
-    if state is None:
-        print("lab: not running", file=sys.stderr)
-        return 0
-    count = 0
-    for pid in (pid for ns in state.get("namespaces", []) for pid in processes_in(ns)):
-        try:
-            threads = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
-        except FileNotFoundError:
-            continue  # it ended meanwhile
-        for tid in threads:
-            try:
-                os.setpriority(os.PRIO_PROCESS, tid, nice)
-                count += 1
-            except ProcessLookupError:
-                pass
-    print(f"lab: {count} threads at nice {nice}")
-    return count
+# The lab's CPU group: its hosts' processes (made by `up` from a process in the group) and, by
+# the hosts' engines' `cgroup-parent` (lab/group_vars), their containers. Its weight against the
+# machine's other groups is what `cpu-weight` sets: `make test` makes the lab at the lowest weight
+# beside the late e2e tests (tests/lab/prepare.py), then gives it the normal weight back.
+CPU_GROUP = "gekko-lab"
+NORMAL_WEIGHT = 100  # cgroup v2's default cpu.weight; v1's cpu.shares default is 1024
+
+
+def _cpu_group() -> tuple[Path, str, int] | None:
+    """The lab's CPU group directory, its weight file and how a weight of 100 is written there
+    (cgroup v1's cpu.shares or v2's cpu.weight); None where the machine has no CPU controller."""
+    v1 = Path("/sys/fs/cgroup/cpu")
+    if (v1 / "cpu.shares").exists():
+        return v1 / CPU_GROUP, "cpu.shares", 1024
+    v2 = Path("/sys/fs/cgroup")
+    controllers = v2 / "cgroup.controllers"
+    if controllers.exists() and "cpu" in controllers.read_text().split():
+        with contextlib.suppress(OSError):  # already on, or not ours to turn on
+            (v2 / "cgroup.subtree_control").write_text("+cpu")
+        return v2 / CPU_GROUP, "cpu.weight", 100
+    return None
+
+
+def join_cpu_group(pid: int, weight: int) -> bool:
+    """Move process `pid` (what it starts follows) into the lab's CPU group at `weight` (1 to
+    10000, 100 normal); False where the machine has no CPU controller to do it with."""
+    found = _cpu_group()
+    if found is None:
+        return False
+    group, _, _ = found
+    group.mkdir(exist_ok=True)
+    set_cpu_weight(weight)
+    (group / "cgroup.procs").write_text(str(pid))
+    return True
+
+
+def set_cpu_weight(weight: int) -> bool:
+    found = _cpu_group()
+    if found is None or not found[0].is_dir():
+        return False
+    group, name, normal = found
+    (group / name).write_text(str(max(2, weight * normal // NORMAL_WEIGHT)))
+    return True
+
+
+def remove_cpu_group() -> None:
+    """The group, and what the hosts' engines made under its name in every hierarchy (their
+    processes are gone by now)."""
+    cgroups = Path("/sys/fs/cgroup")
+    for group in [cgroups / CPU_GROUP, *cgroups.glob(f"*/{CPU_GROUP}")]:
+        for directory in sorted(group.glob("**/"), key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
 
 
 def status() -> int:
@@ -410,17 +444,23 @@ def status() -> int:
     return 0
 
 
+def _stopped(signum: int, _frame: object) -> None:
+    raise SystemExit(f"lab: stopped by signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="create the hosts (removes a leftover lab first)")
     sub.add_parser("down", help="remove everything the lab recorded")
     sub.add_parser("status", help="list the hosts")
-    priority = sub.add_parser("priority", help="set the CPU priority (nice) of the lab's processes")
-    priority.add_argument("nice", type=int, choices=range(-20, 20), metavar="NICE")
+    weight = sub.add_parser("cpu-weight", help="set the lab's CPU weight (1 to 10000, 100 normal)")
+    weight.add_argument("weight", type=int, choices=range(1, 10001), metavar="WEIGHT")
     run = sub.add_parser("controller", help="run a command in the controller's namespace")
     run.add_argument("argv", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    # Stopped with SIGTERM (tests/lab/prepare.py stopping), `up` removes what it made so far.
+    signal.signal(signal.SIGTERM, _stopped)
     if os.geteuid() != 0:
         print("lab: run as root (namespaces, bridges, sshd)", file=sys.stderr)
         return 2
@@ -430,8 +470,10 @@ def main(argv: list[str] | None = None) -> int:
         down()
     elif args.command == "status":
         return status()
-    elif args.command == "priority":
-        return 0 if set_priority(args.nice) else 1
+    elif args.command == "cpu-weight":
+        if not set_cpu_weight(args.weight):
+            print("lab: no CPU group (made by tests/lab/prepare.py --beside)", file=sys.stderr)
+            return 1
     else:
         argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
         env = dict(os.environ, **lab_secrets())

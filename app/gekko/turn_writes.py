@@ -30,12 +30,20 @@ class TurnWrites:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
             return
+        if len(data) >= FLUSH_AT:  # large: what is held goes first, then this as it is
+            self.flush()
+            self._transport.write(data)
+            return
         if not self._held:
             self._loop.call_soon(self.flush)
         self._held.append(bytes(data))
         self._size += len(data)
         if self._size >= FLUSH_AT:
             self.flush()
+
+    def writelines(self, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            self.write(chunk)
 
     def flush(self) -> None:
         """Send what the turn wrote (a no-op when it was sent already)."""

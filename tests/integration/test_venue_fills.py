@@ -105,15 +105,25 @@ def test_fills_reach_the_portfolio_once_with_the_venues_price_and_fees(stack, oa
         assert position(stack, headers, fills=2)["priced_by"] == "last_fill"
         # A fill is dated when trading recorded it, not when the portfolio booked it: booked late
         # (a consumer running behind), it still gives way to a feed price newer than the fill.
+        user_id = httpx.get(f"{stack.gateway}{VENUE_PORTFOLIO}", headers=headers).json()["user_id"]
         (booked,) = stack.postgres.fetch(
             "UPDATE portfolio.venue_positions SET updated_at = now() + interval '1 hour' "
             "WHERE user_id = $1 AND symbol = 'EUR_USD' RETURNING last_fill_at",
-            httpx.get(f"{stack.gateway}{VENUE_PORTFOLIO}", headers=headers).json()["user_id"],
+            user_id,
         )
         assert abs(booked["last_fill_at"].timestamp() - time.time()) < 60, booked
-        after_fill_ms = int(booked["last_fill_at"].timestamp() * 1000) + 1000
+        after_fill_ms = int(booked["last_fill_at"].timestamp() * 1000) + 1
         prices.hset(PRICE_HASH, "EUR_USD", f"1.15000 {after_fill_ms}")
         assert position(stack, headers, fills=2)["priced_by"] == "feed"
+        # A portfolio of the previous release (a rolling deploy, a rollback) books a fill without
+        # the column: the booking's time dates it, and the older feed price gives way again.
+        (rebooked,) = stack.postgres.fetch(
+            "UPDATE portfolio.venue_positions SET fills = fills + 1 "
+            "WHERE user_id = $1 AND symbol = 'EUR_USD' RETURNING last_fill_at",
+            user_id,
+        )
+        assert rebooked["last_fill_at"].timestamp() * 1000 > after_fill_ms, rebooked
+        assert position(stack, headers, fills=3)["priced_by"] == "last_fill"
     finally:
         prices.hdel(PRICE_HASH, "EUR_USD")
         prices.close()

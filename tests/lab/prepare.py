@@ -1,11 +1,11 @@
 """The lab made and deployed to once, ahead of its tests: `python tests/lab/prepare.py`.
 
-`make test` runs it beside the late e2e part at the lowest CPU priority (`nice -n 19`), so the
-lab's first deploy takes the cores the late part's timed tests leave idle and the lab's tests
-start on a deployed lab once the local stack is down. It writes PREPARED (the first deploy's
-outcome and report, and the controller's engine configuration from before it) whatever happens;
-the session fixture (conftest.py) reads it. Stopped with SIGTERM, it stops its deploy and removes
-the lab.
+`make test` runs it beside the late e2e part (`--beside`): the lab is made in a CPU group of its
+own at the lowest weight (lab.py), so its first deploy takes the CPU the late part's timed tests
+leave idle, and the lab's tests start on a deployed lab once the local stack is down. It writes
+PREPARED (the first deploy's outcome and report, and the controller's engine configuration from
+before it) whatever happens; the session fixture (conftest.py) reads it. Stopped with SIGTERM,
+it stops the step under way and removes the lab.
 
 The helpers the tests share to reach the lab live here too, as they run without pytest.
 """
@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import psutil
 
 REPO = Path(__file__).resolve().parents[2]
 LAB = [sys.executable, str(REPO / "lab" / "lab.py")]
@@ -44,14 +46,18 @@ def controller(*argv: str, timeout: float = 600, env: dict | None = None):
     )
 
 
-def playbook(name: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def playbook(
+    name: str, *args: str, env: dict | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess:
     """One of the collection's playbooks on the lab's inventory, run from the controller."""
     env = dict(env or os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     argv = [str(ANSIBLE_BIN / "ansible-playbook"), "-i", str(INVENTORY)]
-    return controller(*argv, str(REPO / "playbooks" / name), *args, timeout=900, env=env)
+    return controller(*argv, str(REPO / "playbooks" / name), *args, timeout=timeout, env=env)
 
 
-def deploy(reports: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+def deploy(
+    reports: Path, *args: str, timeout: float = 900
+) -> tuple[subprocess.CompletedProcess, dict]:
     """playbooks/deploy.yml on the lab, from the controller: the run and its summary report."""
     reports.mkdir(parents=True, exist_ok=True)
     begun = time.monotonic()
@@ -62,8 +68,11 @@ def deploy(reports: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict
         PROFILE_TASKS_SORT_ORDER="descending",
         PROFILE_TASKS_TASK_OUTPUT_LIMIT="8",
     )
-    run = playbook("deploy.yml", *args, env=env)
-    report = json.loads((reports / "deploy-report.json").read_text())
+    run = playbook("deploy.yml", *args, env=env, timeout=timeout)
+    written = reports / "deploy-report.json"
+    if not written.exists():  # the run ended before its summary (stopped, or a crash)
+        raise AssertionError(f"the deploy wrote no report:\n{(run.stdout + run.stderr)[-6000:]}")
+    report = json.loads(written.read_text())
     print(f"lab deploy {' '.join(args) or '(as is)'}: {time.monotonic() - begun:.1f} s")
     for phase in report["phases"]:
         print(f"  {phase['phase']:10} {phase['status']:7} {phase['duration_s']:6.1f} s")
@@ -76,13 +85,13 @@ def lab_down() -> subprocess.CompletedProcess:
     return subprocess.run([*LAB, "down"], capture_output=True, text=True, timeout=120)
 
 
-def prepare(reports: Path) -> dict:
+def prepare(reports: Path, deploy_timeout: float = 900) -> dict:
     """Make the lab (removing a leftover one) and deploy to it: what PREPARED records."""
     up = subprocess.run([*LAB, "up"], capture_output=True, text=True, timeout=300)
     if up.returncode != 0:
         return {"ok": False, "why": f"lab.py up failed:\n{up.stdout}{up.stderr}"}
     before = CONTROLLER_DAEMON_JSON.read_bytes() if CONTROLLER_DAEMON_JSON.exists() else None
-    run, report = deploy(reports)
+    run, report = deploy(reports, timeout=deploy_timeout)
     return {
         "ok": run.returncode == 0,
         "why": "" if run.returncode == 0 else f"the first deploy failed:\n{run.stdout[-6000:]}",
@@ -102,24 +111,37 @@ def read_prepared() -> dict:
     return prepared
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    beside = argv == ["--beside"]
     PREPARED.unlink(missing_ok=True)
     PREPARED.parent.mkdir(parents=True, exist_ok=True)
+    if beside:
+        # What this process starts follows it into the lab's CPU group, at the lowest weight: the
+        # hosts' sshd and engines, so the sessions and containers they start too (lab.py).
+        sys.path.insert(0, str(REPO / "lab"))
+        import lab as lab_py  # noqa: PLC0415 - the lab's own script, not a package
 
-    def stop(signum, _frame):
-        # Stopped (the late e2e part failed): the deploy with us (subprocess.run kills its child
-        # as the exception unwinds), then the lab.
-        raise KeyboardInterrupt
+        if not lab_py.join_cpu_group(os.getpid(), weight=1):
+            print("lab: no CPU controller to lower the lab's weight with; made at the normal one")
+    stopping = []
+
+    def stop(_signum, _frame):
+        # Stopped (the late e2e part failed): the step under way is stopped as it would stop
+        # itself (lab.py removes what `up` made so far), then the lab is removed.
+        stopping.append(True)
+        for child in psutil.Process().children():
+            child.terminate()
 
     signal.signal(signal.SIGTERM, stop)
     begun = time.monotonic()
     try:
-        outcome = prepare(PREPARED.parent / "lab-first-deploy")
-    except KeyboardInterrupt:
-        lab_down()
-        outcome = {"ok": False, "why": "stopped before the lab was ready"}
+        # Beside the late e2e part, with what CPU it leaves: longer than a deploy alone needs.
+        outcome = prepare(PREPARED.parent / "lab-first-deploy", deploy_timeout=1800)
     except Exception as exc:  # recorded for the fixture, which fails with it
         outcome = {"ok": False, "why": f"{type(exc).__name__}: {exc}"}
+    if stopping:
+        lab_down()
+        outcome = {"ok": False, "why": "stopped before the lab was ready"}
     outcome["seconds"] = round(time.monotonic() - begun, 1)
     before = outcome.get("controller_daemon_json")
     if before is not None:  # bytes, as JSON
@@ -130,4 +152,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from doubles.binanceus import BinanceDouble
 from doubles.coinbase import CoinbaseDouble
@@ -401,11 +402,17 @@ def test_venue_feed_prices_are_read_in_one_round_trip_and_what_cannot_be_read_va
         def hmget(self, name, keys):
             self.asked.append((name, list(keys)))
 
-        async def execute(self):
+        async def execute(self, raise_on_error=True):
+            assert not raise_on_error  # one venue's bad key must not cost the others' prices
             self.redis.round_trips.append(self.asked)
             if isinstance(self.redis.answer, Exception):
                 raise self.redis.answer
-            return [[self.redis.answer.get((name, k)) for k in keys] for name, keys in self.asked]
+            return [
+                self.redis.answer.get(name)
+                if isinstance(self.redis.answer.get(name), Exception)
+                else [self.redis.answer.get((name, k)) for k in keys]
+                for name, keys in self.asked
+            ]
 
     class Redis:
         def __init__(self, answer):
@@ -437,4 +444,10 @@ def test_venue_feed_prices_are_read_in_one_round_trip_and_what_cannot_be_read_va
     assert asyncio.run(_feed_prices(Redis(RedisConnectionError("refused")), wanted)) == {}
     assert asyncio.run(_feed_prices(Redis({}), wanted)) == {}
     assert asyncio.run(_feed_prices(Redis({}), [])) == {}
+    # A venue's key that is not a hash (WRONGTYPE) values that venue's positions at their last
+    # fill; the other venues keep their feed prices.
+    redis.answer["gekko:market:price:oanda"] = ResponseError("WRONGTYPE")
+    assert asyncio.run(_feed_prices(redis, wanted)) == {
+        ("binanceus", "BTCUSD"): (Decimal("65000.5"), datetime.fromtimestamp(1765000001, UTC)),
+    }
     assert _feed_price(b"1.15000") is None

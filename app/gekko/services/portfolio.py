@@ -147,9 +147,10 @@ async def apply_venue_fill(conn: asyncpg.Connection, event: ev.Event) -> None:
 def _recorded_at(event: ev.Event) -> datetime:
     """When trading recorded the event (its outbox row's time); now for one that does not say."""
     try:
-        return datetime.fromisoformat(event.occurred_at)
+        recorded = datetime.fromisoformat(event.occurred_at)
     except ValueError:
         return datetime.now(UTC)
+    return recorded if recorded.tzinfo is not None else recorded.replace(tzinfo=UTC)
 
 
 async def start(app: FastAPI) -> None:
@@ -336,12 +337,16 @@ async def _feed_prices(
     for venue, symbols in by_venue.items():
         pipe.hmget(PRICE_PREFIX + venue, symbols)
     try:
-        answers = await pipe.execute()
+        # A key that cannot be read (not a hash) values its own positions at their last fill.
+        answers = await pipe.execute(raise_on_error=False)
     except RedisError as exc:
         log.warning("venue prices unavailable, positions valued at their last fill: %r", exc)
         return {}
     prices = {}
     for (venue, symbols), fed in zip(by_venue.items(), answers, strict=True):
+        if isinstance(fed, Exception):
+            log.warning("venue prices of %s unreadable, valued at the last fill: %r", venue, fed)
+            continue
         for symbol, raw in zip(symbols, fed, strict=True):
             price = _feed_price(raw)
             if price is not None:

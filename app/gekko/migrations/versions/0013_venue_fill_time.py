@@ -22,7 +22,28 @@ def upgrade() -> None:
     # feed prices. Positions booked before this revision keep their booking time.
     op.execute("ALTER TABLE portfolio.venue_positions ADD COLUMN last_fill_at timestamptz")
     op.execute("UPDATE portfolio.venue_positions SET last_fill_at = updated_at WHERE fills > 0")
+    # A portfolio of the previous release (during a rolling deploy, or after a rollback, which
+    # leaves the schema as it is) books fills without the column: the booking's time then.
+    op.execute(
+        """
+        CREATE FUNCTION portfolio.venue_fill_time() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.fills > OLD.fills AND NEW.last_fill_at IS NOT DISTINCT FROM OLD.last_fill_at
+            THEN
+                NEW.last_fill_at := now();
+            END IF;
+            RETURN NEW;
+        END
+        $$
+        """
+    )
+    op.execute(
+        "CREATE TRIGGER venue_fill_time BEFORE UPDATE ON portfolio.venue_positions "
+        "FOR EACH ROW EXECUTE FUNCTION portfolio.venue_fill_time()"
+    )
 
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER venue_fill_time ON portfolio.venue_positions")
+    op.execute("DROP FUNCTION portfolio.venue_fill_time()")
     op.execute("ALTER TABLE portfolio.venue_positions DROP COLUMN last_fill_at")
