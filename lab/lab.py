@@ -12,7 +12,7 @@ The bridge lives in a namespace of its own and nothing has a route out: the lab'
 only on interfaces inside namespaces the lab created, so nothing outside the machine can reach it
 and the lab reaches nothing. Everything made is recorded in STATE and removed by those records.
 
-    lab.py up | down | status | cpu-weight WEIGHT | controller -- COMMAND
+    lab.py up | down | status | cpu-weight WEIGHT [--join PID] | controller -- COMMAND
 """
 
 from __future__ import annotations
@@ -456,6 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="list the hosts")
     weight = sub.add_parser("cpu-weight", help="set the lab's CPU weight (1 to 10000, 100 normal)")
     weight.add_argument("weight", type=int, choices=range(1, 10001), metavar="WEIGHT")
+    weight.add_argument("--join", type=int, metavar="PID", help="make the group, move PID into it")
     run = sub.add_parser("controller", help="run a command in the controller's namespace")
     run.add_argument("argv", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
@@ -471,7 +472,11 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "status":
         return status()
     elif args.command == "cpu-weight":
-        if not set_cpu_weight(args.weight):
+        if args.join is not None:
+            if not join_cpu_group(args.join, args.weight):
+                print("lab: no CPU controller here: no group made", file=sys.stderr)
+                return 1
+        elif not set_cpu_weight(args.weight):
             print("lab: no CPU group (made by tests/lab/prepare.py --beside)", file=sys.stderr)
             return 1
     else:

@@ -118,11 +118,11 @@ def main(argv: list[str]) -> int:
     if beside:
         # What this process starts follows it into the lab's CPU group, at the lowest weight: the
         # hosts' sshd and engines, so the sessions and containers they start too (lab.py).
-        sys.path.insert(0, str(REPO / "lab"))
-        import lab as lab_py  # noqa: PLC0415 - the lab's own script, not a package
-
-        if not lab_py.join_cpu_group(os.getpid(), weight=1):
-            print("lab: no CPU controller to lower the lab's weight with; made at the normal one")
+        joined = subprocess.run(
+            [*LAB, "cpu-weight", "1", "--join", str(os.getpid())], capture_output=True, text=True
+        )
+        if joined.returncode != 0:
+            print(f"{joined.stderr.strip()}; the lab is made at the normal weight")
     stopping = []
 
     def stop(_signum, _frame):
