@@ -63,7 +63,7 @@ def _serve(component: str) -> int:
         server_header=False,
         proxy_headers=False,
         timeout_graceful_shutdown=10,
-        # Longer than the gateway keeps an idle upstream connection (its aiohttp keepalive, 30 s):
+        # Longer than the gateway keeps an idle upstream connection (UPSTREAM_KEEPALIVE_S, 30 s):
         # the client closes first. At uvicorn's 5 s a service closed connections the gateway was
         # about to reuse, and a login POST written into one failed with 502 ("Can not write
         # request body"), not retried, as a POST without an Idempotency-Key may not be.

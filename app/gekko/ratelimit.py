@@ -36,6 +36,7 @@ from typing import cast
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.aio.storage import RedisStorage
 from limits.aio.storage.redis.redispy import RedispyBridge
+from redis.asyncio import Redis
 
 from gekko.script_batch import ScriptBatcher
 
@@ -48,19 +49,30 @@ log = logging.getLogger("gekko.ratelimit")
 # entry whose expiry frees a unit of the quota reported (the subject's, or the refusing
 # service's) and that quota's count.
 #
-# Each key is first settled: entries that left the window are trimmed off its old end (found by
-# bisection, the list being newest first), so the count is the list's length. That keeps a
-# check O(log n), not a scan of every entry in the window as limits' own scripts do, which at a
-# quota of 100,000 a minute cost Redis milliseconds per request; a trimmed entry is one limits'
-# scripts would have ignored anyway. Each entry is trimmed once, by whichever request finds it
-# expired.
+# Each key is first settled: entries that left the window are trimmed off its old end, so the
+# count is the list's length. At a steady rate only an entry or two leave per request: they
+# are popped off the end one by one (O(1) each). After a quiet spell many may have left, and
+# then the first entry still in the window is found by bisection (the list being newest first)
+# and the rest trimmed at once. Either way a check is O(log n) at most, not a scan of every
+# entry in the window as limits' own scripts do, which at a quota of 100,000 a minute cost
+# Redis milliseconds per request; a trimmed entry is one limits' scripts would have ignored
+# anyway. Each entry is trimmed once, by whichever request finds it expired.
 _TAKE_BOTH = """
 local now = tonumber(ARGV[1])
+-- the count of the key's entries in the window, and its oldest entry still in it (or nil)
 local function settle(key, window)
   local n = redis.call('llen', key)
-  if n == 0 then return 0 end
+  if n == 0 then return 0, nil end
   local horizon = now - window
-  if tonumber(redis.call('lindex', key, -1)) >= horizon then return n end
+  for _ = 1, 8 do
+    local oldest = redis.call('lindex', key, -1)
+    if tonumber(oldest) >= horizon then return n, oldest end
+    redis.call('rpop', key)
+    n = n - 1
+    if n == 0 then return 0, nil end
+  end
+  local oldest = redis.call('lindex', key, -1)
+  if tonumber(oldest) >= horizon then return n, oldest end
   local lo, hi = 0, n - 1
   while lo < hi do
     local mid = math.floor((lo + hi) / 2)
@@ -68,10 +80,10 @@ local function settle(key, window)
   end
   if lo == 0 then
     redis.call('del', key)
-  else
-    redis.call('ltrim', key, 0, lo - 1)
+    return 0, nil
   end
-  return lo
+  redis.call('ltrim', key, 0, lo - 1)
+  return lo, redis.call('lindex', key, -1)
 end
 local function refused(outcome, key, count, limit)
   -- a unit frees up when the limit-th newest entry leaves the window
@@ -79,16 +91,16 @@ local function refused(outcome, key, count, limit)
 end
 local user_limit, user_window = tonumber(ARGV[2]), tonumber(ARGV[3])
 local service_limit, service_window = tonumber(ARGV[4]), tonumber(ARGV[5])
-local users = settle(KEYS[1], user_window)
+local users, user_oldest = settle(KEYS[1], user_window)
 if users >= user_limit then return refused(0, KEYS[1], users, user_limit) end
 local services = settle(KEYS[2], service_window)
 if services >= service_limit then return refused(1, KEYS[2], services, service_limit) end
-for i, limit in ipairs({user_limit, service_limit}) do
-  redis.call('lpush', KEYS[i], ARGV[1])
-  redis.call('ltrim', KEYS[i], 0, limit - 1)
-  redis.call('expire', KEYS[i], ({user_window, service_window})[i])
-end
-return {2, redis.call('lindex', KEYS[1], -1), users + 1}
+-- Below its limit before this entry, a list stays at most its limit long: nothing to trim.
+redis.call('lpush', KEYS[1], ARGV[1])
+redis.call('expire', KEYS[1], user_window)
+redis.call('lpush', KEYS[2], ARGV[1])
+redis.call('expire', KEYS[2], service_window)
+return {2, user_oldest or ARGV[1], users + 1}
 """
 _REFUSED_BY_SUBJECT, _REFUSED_BY_SERVICE = 0, 1
 
@@ -190,7 +202,10 @@ class RateLimiter:
         self.on_error = on_error
         self._skip_until = 0.0
         self._failing = False
-        self._script: ScriptBatcher | None = None
+        # The script's own client, without per-read timeouts: the batcher bounds each trip
+        # (all the checks it carries) with one timer instead.
+        self._client = Redis.from_url(redis_url, socket_connect_timeout=timeout_s)
+        self._script = ScriptBatcher(self._client, _TAKE_BOTH, timeout_s=timeout_s)
 
     @property
     def user(self) -> Quota:
@@ -254,8 +269,6 @@ class RateLimiter:
         scope = "anonymous" if anonymous else "user"
         # limits' redis-py bridge (implementation="redispy" above): its key prefix and client
         bridge = cast(RedispyBridge, self.storage.bridge)
-        if self._script is None:
-            self._script = ScriptBatcher(bridge.get_connection(), _TAKE_BOTH)
         keys = [
             bridge.prefixed_key(u_item.key_for(subject_key)),
             bridge.prefixed_key(p.service_item.key_for(service)),
@@ -275,8 +288,8 @@ class RateLimiter:
         return Decision(True, scope, user.limit, user.limit - int(count), reset, user.window_s)
 
     async def close(self) -> None:
-        if self._script is not None:
-            await self._script.close()
+        await self._script.close()
+        await self._client.aclose()
         bridge = getattr(self.storage, "bridge", None)
         client = getattr(bridge, "storage", None)
         if client is not None and hasattr(client, "aclose"):

@@ -9,6 +9,9 @@ read back in order). Each call is still its own script run, atomic on its own ke
 shared between the calls but the trip. A lone call waits for no one: it leaves at the end of
 the turn it was made in. The busier the gateway, the more calls share a trip.
 
+A trip that takes longer than `timeout_s` fails its calls with TimeoutError (the connection it
+used is dropped, not reused mid-answer).
+
 If Redis lost the script (a restart, SCRIPT FLUSH), the calls it refused ran nothing: the script
 is loaded again and those calls sent once more. A failed trip fails every call in it with the
 same error, and the calls queued behind it too, rather than each waiting out another timeout.
@@ -22,14 +25,18 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
+import hiredis
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 Call = tuple[Sequence[Any], Sequence[Any], "asyncio.Future[Any]"]
 
 
 class ScriptBatcher:
-    def __init__(self, client: Redis, source: str) -> None:
+    def __init__(self, client: Redis, source: str, *, timeout_s: float | None = None) -> None:
+        # One timer per trip: give a client without socket timeouts, whose every read and
+        # write would otherwise carry a timer (and every write a task) of its own.
+        self._timeout_s = timeout_s
         self._client = client
         self._source = source
         self._sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis's script id
@@ -67,7 +74,12 @@ class ScriptBatcher:
 
     async def _send(self, batch: list[Call]) -> Exception | None:
         try:
-            results = await self._run(batch)
+            async with asyncio.timeout(self._timeout_s):
+                results = await self._run(batch)
+        except TimeoutError:
+            error = TimeoutError(f"Redis did not answer within {self._timeout_s:g} s")
+            _fail(batch, error)
+            return error
         except Exception as exc:  # handed to every caller of the batch
             _fail(batch, exc)
             return exc
@@ -98,16 +110,28 @@ class ScriptBatcher:
         return results
 
     async def _trip(self, batch: list[Call]) -> list[Any]:
-        if len(batch) == 1:  # a pipeline of one costs more than the call itself
-            keys, args, _ = batch[0]
-            try:
-                return [await self._client.evalsha(self._sha, len(keys), *keys, *args)]
-            except NoScriptError as exc:
-                return [exc]
-        async with self._client.pipeline(transaction=False) as pipe:
-            for keys, args, _ in batch:
-                pipe.evalsha(self._sha, len(keys), *keys, *args)
-            return list(await pipe.execute(raise_on_error=False))
+        """Every call of the batch in one write (packed by hiredis, in C), the answers read
+        back in order on one pooled connection: a pipeline without redis-py's per-command
+        layers. A call Redis refuses (NOSCRIPT) gets its error; the others their answers."""
+        packed = b"".join(
+            hiredis.pack_command(("EVALSHA", self._sha, len(keys), *keys, *args))
+            for keys, args, _ in batch
+        )
+        pool = self._client.connection_pool
+        conn = await pool.get_connection()
+        try:
+            # A connection that fails or is cancelled mid-trip is disconnected by redis-py
+            # before it goes back to the pool: no late answer is read as another call's.
+            await conn.send_packed_command(packed, check_health=False)
+            results: list[Any] = []
+            for _ in batch:
+                try:
+                    results.append(await conn.read_response())
+                except ResponseError as exc:  # this call's own error: read the next answer
+                    results.append(exc)
+            return results
+        finally:
+            await pool.release(conn)
 
 
 def _fail(batch: list[Call], error: Exception) -> None:

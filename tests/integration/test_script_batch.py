@@ -138,3 +138,49 @@ def test_closing_while_a_trip_is_out_leaves_no_caller_waiting(redis_server):
     outcomes = asyncio.run(run())
     assert len(outcomes) == 4
     assert all(isinstance(o, asyncio.CancelledError) for o in outcomes)
+
+
+def test_a_silent_redis_fails_the_trip_at_its_timeout_and_its_connection_is_not_reused(
+    redis_server,
+):
+    """A Redis that takes the request and never answers (stalled, or a black-holed link): the
+    trip's calls, and those queued behind it, fail after `timeout_s`, not never. The next trip
+    goes out on a fresh connection, so no late answer is read as another call's."""
+    key = f"count:{uuid.uuid4().hex}"
+
+    sent: list[bytes] = []
+
+    async def run():
+        connections = 0
+
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            sent.append(await reader.read(65536))  # the request arrives; no answer
+            await asyncio.sleep(5)
+            writer.close()
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        # no HELLO, no CLIENT SETINFO on connect: the script's call is the first thing sent
+        client = Redis(port=port, retry=Retry(NoBackoff(), 0), driver_info=None, protocol=2)
+        batcher = ScriptBatcher(client, COUNT_UP, timeout_s=0.3)
+        started = asyncio.get_running_loop().time()
+        try:
+            first = asyncio.ensure_future(batcher([key], [1]))
+            await asyncio.sleep(0.05)
+            behind = [asyncio.ensure_future(batcher([key], [1])) for _ in range(3)]
+            failed = await asyncio.gather(first, *behind, return_exceptions=True)
+            waited = asyncio.get_running_loop().time() - started
+            again = await asyncio.gather(batcher([key], [1]), return_exceptions=True)
+        finally:
+            await client.aclose()
+            server.close()
+        return failed, waited, again, connections
+
+    failed, waited, again, connections = asyncio.run(run())
+    assert all(isinstance(f, TimeoutError) for f in failed), failed
+    assert "did not answer within 0.3 s" in str(failed[0])
+    assert waited < 1.5
+    assert isinstance(again[0], TimeoutError) and connections == 2
+    assert all(b"EVALSHA" in request for request in sent), sent

@@ -1,5 +1,6 @@
 from fastapi.testclient import TestClient
-from multidict import CIMultiDict, CIMultiDictProxy
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 from starlette.requests import Request
 
 from gekko.config import load_settings
@@ -9,6 +10,7 @@ from gekko.gateway.proxy import (
     downstream_headers,
     may_retry_after_send,
     upstream_request_headers,
+    with_trace_headers,
 )
 from gekko.metrics import default_route_label
 
@@ -48,38 +50,69 @@ def test_upstream_headers_drop_hop_by_hop_and_add_forwarding():
         )
     finally:
         correlation_id_var.reset(token)
-    names = {k.lower() for k in headers}
-    assert not names & {"host", "connection", "x-private", "transfer-encoding"}
-    assert headers["authorization"] == "Bearer t"
-    assert headers["traceparent"] == "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    assert headers["x-correlation-id"] == "corr-1"
-    assert headers["x-forwarded-for"] == "127.0.0.9"
-    assert headers["x-forwarded-host"] == "gw:8000"
+    names = {k for k, _ in headers}
+    assert not names & {b"host", b"connection", b"x-private", b"transfer-encoding"}
+    values = dict(headers)
+    assert values[b"authorization"] == b"Bearer t"
+    assert values[b"traceparent"] == b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    assert [v for k, v in headers if k == b"x-correlation-id"] == [b"corr-1"]
+    assert values[b"x-forwarded-for"] == b"127.0.0.9"
+    assert values[b"x-forwarded-host"] == b"gw:8000"
 
 
-def test_downstream_headers_keep_repeated_values_and_drop_hop_by_hop():
-    upstream = CIMultiDictProxy(
-        CIMultiDict(
+def test_upstream_headers_extend_the_forwarding_chain_and_meet_expect_here():
+    headers = upstream_request_headers(
+        _request(
             [
-                ("Content-Type", "application/json"),
-                ("Set-Cookie", "a=1"),
-                ("Set-Cookie", "b=2"),
-                ("Connection", "close"),
-                ("Content-Length", "10"),
+                (b"host", b"gw:8000"),
+                (b"x-forwarded-for", b"10.0.0.1"),
+                (b"x-forwarded-proto", b"https"),  # a caller cannot claim these
+                (b"x-forwarded-host", b"bank.example"),
+                (b"expect", b"100-continue"),
+                (b"content-length", b"5"),
             ]
         )
     )
+    assert (b"x-forwarded-for", b"10.0.0.1, 127.0.0.9") in headers
+    assert [v for k, v in headers if k == b"x-forwarded-proto"] == [b"http"]
+    assert [v for k, v in headers if k == b"x-forwarded-host"] == [b"gw:8000"]
+    # the gateway read the body already; Content-Length is recomputed by the upstream client
+    assert not {k for k, _ in headers} & {b"expect", b"content-length"}
+
+
+def test_trace_headers_replace_the_callers_when_a_span_is_traced():
+    caller = [(b"traceparent", b"00-caller-01"), (b"tracestate", b"x=1"), (b"accept", b"*/*")]
+    tracer = trace.get_tracer("test", tracer_provider=TracerProvider())
+    with tracer.start_as_current_span("forward"):
+        sent = with_trace_headers(caller)
+    assert [k for k, _ in sent].count(b"traceparent") == 1
+    assert dict(sent)[b"traceparent"] != b"00-caller-01"
+    assert b"tracestate" not in dict(sent) and (b"accept", b"*/*") in sent
+    assert with_trace_headers(caller) == caller  # no span: the caller's own are passed on
+
+
+def test_downstream_headers_keep_repeated_values_and_drop_hop_by_hop():
+    upstream = [
+        (b"Content-Type", b"application/json"),
+        (b"Set-Cookie", b"a=1"),
+        (b"Set-Cookie", b"b=2"),
+        (b"Connection", b"close, X-Internal"),
+        (b"X-Internal", b"secret"),
+        (b"Content-Length", b"10"),
+        (b"Server", b"uvicorn"),
+    ]
     out = downstream_headers(upstream)
     assert (b"set-cookie", b"a=1") in out and (b"set-cookie", b"b=2") in out
-    assert not {k for k, _ in out} & {b"connection", b"content-length"}
+    assert (b"content-type", b"application/json") in out
+    assert not {k for k, _ in out} & {b"connection", b"content-length", b"x-internal", b"server"}
 
 
 def test_retry_policy():
-    assert may_retry_after_send("GET", CIMultiDict())
-    assert may_retry_after_send("DELETE", CIMultiDict())
-    assert not may_retry_after_send("POST", CIMultiDict())
-    assert may_retry_after_send("POST", CIMultiDict({"Idempotency-Key": "k"}))
-    assert not may_retry_after_send("PATCH", CIMultiDict())
+    assert may_retry_after_send("GET", [])
+    assert may_retry_after_send("DELETE", [])
+    assert not may_retry_after_send("POST", [])
+    assert may_retry_after_send("POST", [(b"idempotency-key", b"k")])
+    assert not may_retry_after_send("PATCH", [])
 
 
 def test_route_labels_have_bounded_cardinality():

@@ -221,7 +221,7 @@ def test_the_gateway_refuses_bad_tokens_before_calling_upstream():
 def test_a_cookie_an_upstream_sets_goes_to_its_caller_only_never_to_the_next_caller():
     upstream = Upstream(200, set_cookie="session=alice-secret; Path=/")
     try:
-        # by name: aiohttp's default cookie jar already ignores cookies of IP-addressed hosts
+        # by name: a cookie jar (aiohttp's, before) ignores cookies of IP-addressed hosts anyway
         with gateway({"market_data": [f"http://localhost:{upstream.port}"]}) as client:
             first = client.get("/api/v1/market-data/symbols")
             client.cookies.clear()  # the next caller is someone else

@@ -26,6 +26,7 @@ from gekko.gateway.openapi import OpenApiAggregator
 from gekko.gateway.outlier import EjectionPolicy, HealthCheckPolicy
 from gekko.gateway.proxy import ApiProxy, Upstreams
 from gekko.gateway.telemetry import GatewayMetrics, GatewayStateCollector
+from gekko.gateway.upstream import UpstreamClient
 from gekko.health import dependency_checks
 from gekko.metrics import MetricsMiddleware, RequestMetrics, default_route_label
 from gekko.problems import install_problem_handlers
@@ -111,28 +112,31 @@ def build_gateway_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # One long-lived session: pooled keep-alive connections to every upstream.
         # With the internal CA configured, upstreams (https:// URLs) are verified against it.
-        upstream_tls = client_context(settings.tls) if settings.tls is not None else True
-        connector = aiohttp.TCPConnector(
-            limit=1024,
-            limit_per_host=256,
-            keepalive_timeout=UPSTREAM_KEEPALIVE_S,
-            ttl_dns_cache=300,
-            ssl=upstream_tls,
+        upstream_tls = client_context(settings.tls) if settings.tls is not None else None
+        # Proxied requests go through the proxy's own pooled client (gekko.gateway.upstream);
+        # its idle connections are closed here before an instance would close them.
+        upstreams.client = UpstreamClient(
+            ssl_context=upstream_tls,
+            keepalive_s=UPSTREAM_KEEPALIVE_S,
+            connect_timeout_s=1.0,
+            limit_per_origin=256,
         )
+        # Health checks and the API documents: one long-lived aiohttp session.
         session = aiohttp.ClientSession(
-            connector=connector,
+            connector=aiohttp.TCPConnector(
+                limit_per_host=8,
+                keepalive_timeout=UPSTREAM_KEEPALIVE_S,
+                ttl_dns_cache=300,
+                ssl=upstream_tls or True,
+            ),
             timeout=aiohttp.ClientTimeout(
                 total=tuning.upstream_timeout_s, connect=1, sock_connect=1
             ),
-            auto_decompress=False,  # pass bodies through byte for byte
             skip_auto_headers=("User-Agent",),
-            # One session serves every caller: a cookie an upstream sets is its caller's, passed
-            # back to them, and never kept here to be sent with someone else's request.
-            cookie_jar=aiohttp.DummyCookieJar(),
+            cookie_jar=aiohttp.DummyCookieJar(),  # nothing an instance sets is sent back
         )
-        app.state.session = upstreams.session = session
+        app.state.session = session
         if tuning.ratelimit_enabled:
             upstreams.limiter = RateLimiter(
                 settings.redis_url,
@@ -186,6 +190,7 @@ def build_gateway_app(settings: Settings) -> FastAPI:
             await watcher.stop()
             if upstreams.limiter is not None:
                 await upstreams.limiter.close()
+            await upstreams.client.close()
             await session.close()
             await app.state.redis.aclose()
             await audit.stop()

@@ -1,9 +1,9 @@
 """Reverse proxy for /api/v1: plain ASGI, in front of FastAPI routing.
 
 Per request: resolve the service from the path prefix, take the rate-limit quotas, ask the
-service's circuit breaker, then forward to a healthy instance (round robin) over one shared
-aiohttp session, retrying on *another* instance when that is safe. Every attempt feeds
-outlier ejection; the request's final outcome feeds the breaker.
+service's circuit breaker, then forward to a healthy instance (round robin) over pooled
+keep-alive connections (gekko.gateway.upstream), retrying on *another* instance when that is
+safe. Every attempt feeds outlier ejection; the request's final outcome feeds the breaker.
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
-import aiohttp
-from multidict import CIMultiDict, CIMultiDictProxy
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gekko.breaker import CircuitBreaker, State
@@ -27,6 +26,13 @@ from gekko.dynconfig import FEATURE_DISABLED_HEADER
 from gekko.gateway.discovery import Instance, ServiceRegistryCache
 from gekko.gateway.shedding import LoadShedder, priority_of
 from gekko.gateway.telemetry import GatewayMetrics
+from gekko.gateway.upstream import (
+    ConnectFailed,
+    Headers,
+    UpstreamClient,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from gekko.problems import FAULT_ELSEWHERE_HEADER, problem_response
 from gekko.ratelimit import Decision, RateLimiter, ratelimit_header
 from gekko.security.events import SecurityEvents
@@ -56,87 +62,111 @@ _VERIFIED_CACHE_SIZE = 10_000
 # RFC 9110 §7.6.1 connection-specific headers, never forwarded in either direction.
 HOP_BY_HOP = frozenset(
     {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
     }
 )
 # Recomputed by the client/server on each hop.
-_RECOMPUTED = frozenset({"host", "content-length"})
+_RECOMPUTED = frozenset({b"host", b"content-length"})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
-# Never passed on from a caller: the gateway sets its own.
-_SET_HERE = frozenset({"x-correlation-id", "x-forwarded-for"})
+# Never passed on from a caller: the gateway sets its own. `expect` is met here: the gateway
+# reads the whole body before it forwards the request.
+_SET_HERE = frozenset(
+    {
+        b"x-correlation-id",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"expect",
+    }
+)
 _REQUEST_DROPPED = HOP_BY_HOP | _RECOMPUTED | _SET_HERE
-_RESPONSE_DROPPED = HOP_BY_HOP | _RECOMPUTED | {"x-correlation-id", "date", "server", "traceparent"}
+_RESPONSE_DROPPED = (
+    HOP_BY_HOP
+    | _RECOMPUTED
+    | {
+        b"x-correlation-id",
+        b"date",
+        b"server",
+        b"traceparent",
+    }
+)
+_TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
+_FAULT_ELSEWHERE = frozenset(
+    {FEATURE_DISABLED_HEADER.lower().encode(), FAULT_ELSEWHERE_HEADER.lower().encode()}
+)
 
 
-def _dropped(items: Iterable[tuple[str, str]], always: frozenset[str]) -> frozenset[str]:
-    """`always` plus any names listed in the Connection header (the same set when none are)."""
+def _dropped(items: Headers, always: frozenset[bytes]) -> frozenset[bytes]:
+    """`always` plus any names listed in the Connection header (the same set when none are).
+    `items`' names are lower case."""
     listed = [
         token.strip().lower()
         for name, value in items
-        if name.lower() == "connection"
-        for token in value.split(",")
+        if name == b"connection"
+        for token in value.split(b",")
         if token.strip()
     ]
     return always.union(listed) if listed else always
 
 
-def upstream_request_headers(scope: Scope) -> CIMultiDict[str]:
-    raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+def upstream_request_headers(scope: Scope) -> Headers:
+    """The caller's headers as the instance gets them: hop-by-hop ones dropped, the
+    correlation id and the forwarding headers set here. (ASGI names are lower case.)"""
+    raw: Headers = scope["headers"]
     drop = _dropped(raw, _REQUEST_DROPPED)
-    headers: CIMultiDict[str] = CIMultiDict((k, v) for k, v in raw if k.lower() not in drop)
+    headers = [(k, v) for k, v in raw if k not in drop]
     correlation_id = correlation_id_var.get()
     if correlation_id:
-        headers["X-Correlation-ID"] = correlation_id
+        headers.append((b"x-correlation-id", correlation_id.encode("latin-1")))
     client = scope.get("client")
-    peer = client[0] if client else "unknown"
-    prior = headers.pop("x-forwarded-for", None) or next(
-        (v for k, v in raw if k.lower() == "x-forwarded-for"), None
-    )
-    headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
-    headers["X-Forwarded-Proto"] = scope.get("scheme", "http")
-    host = next((v for k, v in raw if k.lower() == "host"), None)
+    peer = client[0].encode("latin-1") if client else b"unknown"
+    prior = next((v for k, v in raw if k == b"x-forwarded-for"), None)
+    headers.append((b"x-forwarded-for", prior + b", " + peer if prior else peer))
+    headers.append((b"x-forwarded-proto", scope.get("scheme", "http").encode("latin-1")))
+    host = next((v for k, v in raw if k == b"host"), None)
     if host:
-        headers["X-Forwarded-Host"] = host
+        headers.append((b"x-forwarded-host", host))
     return headers
 
 
-def set_trace_headers(headers: CIMultiDict[str]) -> None:
-    """Replace the caller's traceparent with the current span's, so upstream spans nest."""
+def with_trace_headers(headers: Headers) -> Headers:
+    """`headers` with the caller's traceparent replaced by the current span's, so upstream
+    spans nest (unchanged when no span is being traced)."""
     carrier: dict[str, str] = {}
     inject(carrier)
-    if carrier:
-        headers.popall("traceparent", None)
-        headers.popall("tracestate", None)
-        headers.update(carrier)
+    if not carrier:
+        return headers
+    kept = [(k, v) for k, v in headers if k not in _TRACE_HEADERS]
+    return kept + [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in carrier.items()]
 
 
-def downstream_headers(upstream: CIMultiDictProxy[str]) -> list[tuple[bytes, bytes]]:
-    drop = _dropped(upstream.items(), _RESPONSE_DROPPED)
-    return [
-        (k.lower().encode("latin-1"), v.encode("latin-1"))
-        for k, v in upstream.items()
-        if k.lower() not in drop
-    ]
+def downstream_headers(upstream: Headers) -> Headers:
+    """The instance's answer headers as the caller gets them (names lower case)."""
+    lowered = [(k.lower(), v) for k, v in upstream]
+    drop = _dropped(lowered, _RESPONSE_DROPPED)
+    return [(k, v) for k, v in lowered if k not in drop]
 
 
-def _fault_elsewhere(headers: CIMultiDictProxy[str]) -> bool:
-    return FEATURE_DISABLED_HEADER in headers or FAULT_ELSEWHERE_HEADER in headers
+def _fault_elsewhere(headers: Headers) -> bool:
+    return any(k in _FAULT_ELSEWHERE for k, _ in headers)
 
 
-def may_retry_after_send(method: str, headers: CIMultiDict[str]) -> bool:
+def may_retry_after_send(method: str, headers: Headers) -> bool:
     """A request that reached an instance may be resent only if doing so cannot duplicate it."""
-    return method in IDEMPOTENT_METHODS or (method == "POST" and "idempotency-key" in headers)
+    return method in IDEMPOTENT_METHODS or (
+        method == "POST" and any(k == b"idempotency-key" for k, _ in headers)
+    )
 
 
 def backoff_delay(attempt: int, base_s: float, remaining_s: float) -> float:
@@ -146,14 +176,14 @@ def backoff_delay(attempt: int, base_s: float, remaining_s: float) -> float:
 
 @dataclass
 class Upstreams:
-    """Everything the proxy needs; the session and limiter are attached by the app's lifespan."""
+    """Everything the proxy needs; the client and limiter are attached by the app's lifespan."""
 
     cache: ServiceRegistryCache
     tuning: GatewayTuning
     metrics: GatewayMetrics
     verify_keys: VerifyKeys
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
-    session: aiohttp.ClientSession | None = None
+    client: UpstreamClient | None = None
     limiter: RateLimiter | None = None
     revoked: RevokedSessions | None = None
     # Tokens refused here never reach a service, so the gateway audits them itself.
@@ -385,14 +415,15 @@ class ApiProxy:
         """Send to an instance (retrying when safe) and answer; True when that answer is a
         failure of the service (a 5xx, a timeout, no instance) for its circuit breaker."""
         up = self.up
-        session = up.session
-        assert session is not None  # noqa: S101 - attached by the lifespan before serving
+        client = up.client
+        assert client is not None  # noqa: S101 - attached by the lifespan before serving
         body = await _read_body(receive)
         headers = upstream_request_headers(scope)
         method = scope["method"]
         query = scope.get("query_string", b"")
-        target = scope.get("raw_path") or scope["path"].encode()
-        target_s = target.decode("latin-1") + (f"?{query.decode('latin-1')}" if query else "")
+        target = scope.get("raw_path") or quote(scope["path"]).encode()
+        if query:
+            target += b"?" + query
         retry_after_send = may_retry_after_send(method, headers)
         tuning = up.tuning
         deadline = time.monotonic() + tuning.retry_deadline_s
@@ -400,7 +431,7 @@ class ApiProxy:
 
         tried: list[str] = []
         failure: tuple[int, str] | None = None
-        last_5xx: tuple[int, list[tuple[bytes, bytes]], bytes] | None = None
+        last_5xx: tuple[int, Headers, bytes] | None = None
         for attempt in range(1 + tuning.retry_attempts):
             instance = up.cache.pick(service, exclude=tried)
             if instance is None:
@@ -418,34 +449,32 @@ class ApiProxy:
                 f"{method} {service}",
                 attributes={"server.address": instance.url, "gekko.attempt": attempt},
             ):
-                set_trace_headers(headers)
                 try:
-                    async with session.request(
-                        method,
-                        instance.url + target_s,
-                        headers=headers,
-                        data=body or None,
-                        allow_redirects=False,
-                    ) as upstream:
-                        content = await upstream.read()
-                        status = upstream.status
-                        raw_headers = downstream_headers(upstream.headers)
-                except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+                    upstream = await client.request(
+                        instance.url, method, target, with_trace_headers(headers), body,
+                        timeout_s=tuning.upstream_timeout_s, may_resend=retry_after_send,
+                    )  # fmt: skip
+                except ConnectFailed as exc:
                     sent = False
                     outcome, failure = (
                         "connect_error",
                         (502, f"could not connect to any {service} instance"),
                     )
                     log.warning("upstream %s connect failed: %s", instance.url, exc)
-                except TimeoutError:
+                except UpstreamTimeout:
                     outcome, failure = "timeout", (504, f"{service} did not answer in time")
-                    log.warning("upstream %s timed out on %s %s", instance.url, method, target_s)
-                except aiohttp.ClientError as exc:
+                    log.warning(
+                        "upstream %s timed out on %s %s",
+                        instance.url, method, target.decode("latin-1"),
+                    )  # fmt: skip
+                except UpstreamError as exc:
                     outcome, failure = "error", (502, f"{service} failed while answering")
                     log.warning("upstream %s failed: %s", instance.url, exc)
                 else:
+                    status, content = upstream.status, upstream.body
+                    raw_headers = downstream_headers(upstream.headers)
                     # A feature switched off, or a failing venue, is no fault of the instance.
-                    failed = status >= 500 and not _fault_elsewhere(upstream.headers)
+                    failed = status >= 500 and not _fault_elsewhere(raw_headers)
                     outcome = "5xx" if failed else "ok"
             latency(service, outcome).observe(time.perf_counter() - started)
             if up.cache.record_outcome(service, instance.url, outcome != "ok"):
@@ -480,7 +509,7 @@ class ApiProxy:
 async def _answer(
     send: Send,
     status: int,
-    headers: list[tuple[bytes, bytes]],
+    headers: Headers,
     content: bytes,
     extra: list[tuple[bytes, bytes]],
 ) -> int:
