@@ -10,7 +10,8 @@ shared between the calls but the trip. A lone call waits for no one: it leaves a
 the turn it was made in. The busier the gateway, the more calls share a trip.
 
 A trip that takes longer than `timeout_s` fails its calls with TimeoutError (the connection it
-used is dropped, not reused mid-answer).
+used is dropped, not reused mid-answer). The timer is per trip: a call queued behind a trip that
+times out fails with it, so no call waits much more than twice `timeout_s`.
 
 If Redis lost the script (a restart, SCRIPT FLUSH), the calls it refused ran nothing: the script
 is loaded again and those calls sent once more. A failed trip fails every call in it with the

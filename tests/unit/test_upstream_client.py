@@ -443,3 +443,33 @@ async def test_idle_connections_are_closed_after_keepalive_without_new_requests(
     assert url not in client._origins
     await client.close()
     await server.stop()
+
+
+@run
+async def test_a_connection_handed_to_a_waiting_request_counts_as_reused():
+    """Under load a kept-alive connection goes straight from one request to the next waiting:
+    if the instance closed it unanswered, that request too is sent again on a new one."""
+    served = 0
+    first_in = asyncio.Event()
+
+    async def answer_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal served
+        await read_request(reader)
+        first_in.set()
+        await asyncio.sleep(0.05)  # the second request is waiting for this connection now
+        served += 1
+        writer.write(OK)
+        await writer.drain()
+        await read_request(reader)  # the next request on it: closed unanswered
+
+    server = Server(handler=answer_once)
+    url = await server.start()
+    client = UpstreamClient(limit_per_origin=1)
+    first = asyncio.ensure_future(get(client, url))
+    await first_in.wait()
+    second = await get(client, url, may_resend=True)
+    assert (await first).body == b"ok" and second.body == b"ok"
+    assert server.connections == 2 and served == 2
+    assert client._origins[url].open == 1 and not client._origins[url].waiting
+    await client.close()
+    await server.stop()

@@ -21,6 +21,10 @@ Errors say how far the request got, which decides whether the proxy may resend i
 `ConnectFailed` (never sent: no connection, or none free in time, or an unusable URL),
 `UpstreamTimeout` (sent, no complete answer in time), `ResponseFailed` (the connection broke,
 or the answer was not HTTP). A connection is reused only after a complete answer allowing it.
+
+A HEAD answer is complete at the end of its headers. One without a length (or chunked) would
+end at the close, so its connection is closed rather than reused; none of the services send
+such an answer.
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.idle_since = 0.0
         self.reusable = False
+        self.requests = 0  # sent on this connection, the current one included
         self.answered_any = False  # a byte of the current answer arrived
         self._answer: asyncio.Future[Response] | None = None
         self._parser = httptools.HttpResponseParser(self)
@@ -155,6 +160,7 @@ class _Connection(asyncio.Protocol):
     def send(self, method: bytes, request: bytes) -> asyncio.Future[Response]:
         self.reusable = False
         self.answered_any = False
+        self.requests += 1
         if self.transport is None:
             raise ResponseFailed("the connection closed before the request was sent")
         self._answer = self._loop.create_future()
@@ -208,7 +214,7 @@ def _origin_of(url: str) -> _Origin:
     port = port or (443 if tls else 80)
     name = f"[{host}]" if ":" in host else host
     try:
-        host_header = f"{name}:{port}".encode("idna")
+        host_header = name.encode("idna") + b":%d" % port
     except UnicodeError as exc:
         raise ConnectFailed(f"unusable instance URL {url!r}: {exc}") from None
     return _Origin(host, port, tls, host_header, parts.path.rstrip("/").encode())
@@ -255,9 +261,12 @@ class UpstreamClient:
         deadline = loop.time() + timeout_s
         for attempt in (1, 2):
             conn = self._idle_connection(o) if attempt == 1 else None  # then a new one
-            reused = conn is not None
             if conn is None:
-                conn = await self._acquire(o, min(deadline, loop.time() + self.connect_timeout_s))
+                connect_by = min(deadline, loop.time() + self.connect_timeout_s)
+                conn = await self._acquire(o, connect_by, take_idle=attempt == 1)
+            if not conn.open and conn.requests == 0:  # accepted, then closed at once
+                self._release(o, conn)
+                raise ConnectFailed(f"{origin} closed the connection before the request")
             try:
                 answer = conn.send(method_b, request)
                 # A timer on the answer itself: cheaper than a timeout scope around the await.
@@ -267,7 +276,8 @@ class UpstreamClient:
                 finally:
                     timer.cancel()
             except ResponseFailed:
-                stale = reused and not conn.answered_any
+                # kept alive from an earlier request, and closed by the instance unanswered
+                stale = conn.requests > 1 and not conn.answered_any
                 if not (stale and may_resend and attempt == 1):
                     raise
             finally:
@@ -283,28 +293,34 @@ class UpstreamClient:
             self._discard(o, conn)
         return None
 
-    async def _acquire(self, o: _Origin, deadline: float) -> _Connection:
-        """A connection handed back meanwhile, or a new one once under the limit, by
-        `deadline`: else ConnectFailed (nothing was sent)."""
+    async def _acquire(self, o: _Origin, deadline: float, *, take_idle: bool) -> _Connection:
+        """A connection by `deadline`: an idle one, a new one while under the limit, or one
+        handed back; else ConnectFailed (nothing was sent). Requests already waiting go
+        first: a slot freed for one is kept for it."""
         try:
             async with asyncio.timeout_at(deadline):
                 while True:
                     if self._closed:
                         raise ConnectFailed("the upstream client is closed")
-                    if o.open < self.limit_per_origin:
+                    idle = self._idle_connection(o) if take_idle else None
+                    if idle is not None:
+                        return idle
+                    if o.open < self.limit_per_origin and not _live(o.waiting):
                         return await self._connect(o)
                     handed = await self._wait_turn(o)
-                    if handed is not None:
-                        if handed.reusable and handed.open:
-                            return handed
-                        self._discard(o, handed)  # closed meanwhile: its slot is free now
+                    if handed is None:  # a slot, counted for us already
+                        return await self._connect(o, reserved=True)
+                    if handed.reusable and handed.open:
+                        return handed
+                    self._discard(o, handed)  # closed meanwhile: its slot goes to the next
         except TimeoutError:
             raise ConnectFailed(
-                f"no connection to {o.host}:{o.port} within {self.connect_timeout_s:g} s"
+                f"no connection to {o.host}:{o.port} in time: none free, or connecting took "
+                f"too long (at most {self.connect_timeout_s:g} s, or the request's deadline)"
             ) from None
 
     async def _wait_turn(self, o: _Origin) -> _Connection | None:
-        """Wait for a connection handed back (returned) or a free slot (None)."""
+        """Wait for a connection handed back (returned) or a slot kept for us (None)."""
         waiter: asyncio.Future[_Connection | None] = asyncio.get_running_loop().create_future()
         o.waiting.append(waiter)
         try:
@@ -315,19 +331,20 @@ class UpstreamClient:
                 if handed is not None:
                     self._release(o, handed)  # handed over as we gave up: pass it on
                 else:
-                    self._wake(o)  # a slot freed for us: the next in line takes it
+                    self._slot_freed(o)  # the slot kept for us goes to the next in line
             if waiter in o.waiting:
                 o.waiting.remove(waiter)
             raise
 
-    async def _connect(self, o: _Origin) -> _Connection:
+    async def _connect(self, o: _Origin, *, reserved: bool = False) -> _Connection:
         loop = asyncio.get_running_loop()
         context: ssl.SSLContext | None = None
         if o.tls:
             if self._ssl is None:
                 self._ssl = ssl.create_default_context()
             context = self._ssl
-        o.open += 1
+        if not reserved:
+            o.open += 1
         try:
             _, conn = await loop.create_connection(
                 lambda: _Connection(loop),
@@ -369,10 +386,12 @@ class UpstreamClient:
 
     @staticmethod
     def _wake(o: _Origin) -> None:
-        """A connection's slot is free: the first request waiting opens a new one."""
+        """A connection's slot is free: it is kept for the first request waiting, which opens
+        a new connection in it."""
         while o.waiting:
             waiter = o.waiting.pop(0)
             if not waiter.done():
+                o.open += 1
                 waiter.set_result(None)
                 return
 
@@ -405,6 +424,10 @@ class UpstreamClient:
                 if not waiter.done():
                     waiter.set_exception(ConnectFailed("the upstream client is closed"))
             o.waiting.clear()
+
+
+def _live(waiting: list[asyncio.Future[_Connection | None]]) -> bool:
+    return any(not waiter.done() for waiter in waiting)
 
 
 def _expire(answer: asyncio.Future[Response], origin: str, timeout_s: float) -> None:
