@@ -140,9 +140,18 @@ def lab(tmp_path_factory):
         if os.environ.get("GEKKO_LAB_PREPARED") == "1":
             prepared = read_prepared()
             print(f"lab prepared beside the late e2e part in {prepared['seconds']} s")
-            assert prepared["ok"], prepared["why"]
             weight = subprocess.run([*LAB, "cpu-weight", "100"], capture_output=True, text=True)
             print(weight.stdout + weight.stderr)  # a machine without a CPU controller: no group
+            if not prepared["ok"]:
+                # Starved at the lowest weight (a container's health check timed out while the
+                # late part held the cores, on a slow machine): made again here, at the
+                # normal weight, rather than failing every lab test.
+                print(f"the lab made beside the late part failed, made again: {prepared['why']}")
+                original = prepared.get("controller_daemon_json")
+                prepared = prepare(tmp_path_factory.mktemp("first-deploy"))
+                if original is not None:  # the controller's engine as it was before any deploy
+                    prepared["controller_daemon_json"] = original
+                assert prepared["ok"], prepared["why"]
         else:
             prepared = prepare(tmp_path_factory.mktemp("first-deploy"))
             assert prepared["ok"], prepared["why"]
