@@ -62,15 +62,17 @@ test: $(VENV)/.test $(VENV)/.system-test-deps $(VENV)/.browser engine collection
 # The late e2e part, with the lab made and deployed to beside it (tests/lab/prepare.py), in a CPU
 # group of its own at the lowest weight: the late part's timed tests keep the CPU they use, and
 # the lab's first deploy (about 5 minutes of both cores) takes what they leave idle (about half).
-# Then the local stack goes (its idle containers keep about half a core busy; its data stays) and
-# the lab's tests run on the deployed lab, at the normal weight again. A failure, or an interrupt,
-# stops the lab's making and removes the lab.
+# If that deploy failed, starved, prepare.py deploys again once the late part has ended
+# (.build/late-part-done). Then the local stack goes (its idle containers keep about half a core
+# busy; its data stays) and the lab's tests run on the deployed lab, at the normal weight again.
+# A failure, or an interrupt, stops the lab's making and removes the lab.
 late-beside-lab: $(VENV)/.test $(VENV)/.browser
-	@mkdir -p .build; \
+	@mkdir -p .build; rm -f .build/late-part-done; \
 	$(BIN)/python tests/lab/prepare.py --beside > .build/lab-prepare.log 2>&1 & prepare=$$!; \
 	stop_lab() { kill $$prepare 2>/dev/null; wait $$prepare; cat .build/lab-prepare.log; $(BIN)/python lab/lab.py down; exit 1; }; \
 	trap stop_lab INT TERM; \
 	$(MAKE) --no-print-directory e2e E2E_PART=late || stop_lab; \
+	touch .build/late-part-done; \
 	$(MAKE) --no-print-directory teardown ANSIBLE_ARGS= || stop_lab; \
 	wait $$prepare; trap - INT TERM; cat .build/lab-prepare.log; \
 	GEKKO_LAB_PREPARED=1 $(MAKE) --no-print-directory lab-test

@@ -128,7 +128,22 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 o["failed"] == 0,
             )
         )
+    out.extend(_rollback_rows(results.get("rollback")))
     return out
+
+
+def _rollback_rows(rb: dict[str, Any] | None) -> list[Row]:
+    """The deployment requirements' rollback within 30 s of failure detection, in the worst case
+    the e2e suite injects (every container of the release restored)."""
+    if not rb:
+        return []
+    title = "rollback after a failed deploy (every container restored)"
+    if "error" in rb:
+        return [Row(title, rb["error"][:60], "< 30 s", False)]
+    return [
+        Row(title, f"{rb['seconds']:.1f} s (deploy {rb['deploy_s']:.0f} s)", "< 30 s",
+            rb["seconds"] < 30 and rb["release_kept"]),
+    ]  # fmt: skip
 
 
 def _fixed_rate_rows(

@@ -6,8 +6,9 @@ random loopback ports (every domain service, the gateway, a reference gateway wi
 limiting, nginx; database gekko_bench and Redis DB 1 on the deployed datastores), then GET
 throughput at saturation (upstream alone, nginx, gateway), latency at fixed rates (GETs via
 nginx and the gateway, orders via the gateway), orders at saturation, inference through the
-gateway, failover, and breaker detection. Each result is
-printed as it comes, then a table; everything is written to .build/bench/results.json.
+gateway, failover, and breaker detection; last, with the deployed stack running again, a failed
+deploy's rollback on it (BENCH_ROLLBACK=0 leaves it out). Each result is printed as it comes,
+then a table; everything is written to .build/bench/results.json.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from benchmarks.scenarios import (
     limiter,
     market_feed,
     orders,
+    rollback,
     throughput,
 )
 from benchmarks.settings import OUT_DIR, REPO_ROOT, BenchSettings
@@ -57,7 +59,7 @@ GATEWAY_ENV = {
     "GEKKO_RATELIMIT_ANONYMOUS_PER_WINDOW": "1000000",
 }
 NOLIMIT_ENV = {"GEKKO_RATELIMIT_ENABLED": "false"}
-STAGES = 10
+STAGES = 11
 
 
 @dataclass(frozen=True)
@@ -232,17 +234,59 @@ def main() -> int:
     print(f"load average at start: {m['load_average_at_start']}", flush=True)
     if left := quiet.unpause_left_over():
         print(f"unpaused {len(left)} containers an interrupted run left paused", flush=True)
+    started = time.monotonic()
     with quiet.deployed_stack_paused() as paused:
         m["deployed_containers_paused"] = paused
         if paused:
             note = "not its datastores or logs; BENCH_PAUSE_DEPLOYED=0 leaves it running"
             print(f"deployed stack paused for the run: {len(paused)} containers ({note})")
-        return measure_all(cfg, results, log_dir)
+        failed = measure_all(cfg, results, log_dir)
+    if failed:
+        return failed
+    measure_rollback(results)
+    return finish(results, started)
+
+
+def measure_rollback(results: dict[str, Any]) -> None:
+    if not rollback.enabled():
+        stage(11, "rollback after a failed deploy: left out (BENCH_ROLLBACK=0)")
+        return
+    stage(
+        11,
+        "rollback after a failed deploy on the deployed stack (running again): an invalid "
+        "configuration the gateway refuses, every container of the release restored",
+    )
+    try:
+        results["rollback"] = rb = rollback.run()
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+        results["rollback"] = {"error": str(exc)}  # a missed target, the rest is reported
+        print(f"  failed: {exc}", flush=True)
+        return
+    print(
+        f"  restored in {rb['seconds']} s after the failure (the deploy took {rb['deploy_s']} s); "
+        f"the last good release kept: {rb['release_kept']}",
+        flush=True,
+    )
+
+
+def finish(results: dict[str, Any], started: float) -> int:
+    """The table of every result and target, and results.json."""
+    results["elapsed_s"] = round(time.monotonic() - started, 1)
+    rows = report.rows(results)
+    results["targets"] = [r.__dict__ for r in rows if r.met is not None]
+    out = OUT_DIR / "results.json"
+    report.write_json(out, results)
+    met = sum(1 for r in rows if r.met)
+    checked = sum(1 for r in rows if r.met is not None)
+    print("\n" + report.table(rows))
+    print(f"\n{met} of {checked} targets met in {results['elapsed_s']} s")
+    print(f"results: {out.relative_to(REPO_ROOT)}")
+    strict = os.environ.get("BENCH_STRICT", "").strip().lower() in ("1", "true", "yes")
+    return 1 if strict and met < checked else 0
 
 
 def measure_all(cfg: BenchSettings, results: dict[str, Any], log_dir: Path) -> int:
-    started = time.monotonic()
-
+    """Stages 1 to 10, with the deployed stack paused: 0, or the exit status of a failed run."""
     stage(1, f"discovery lookup: {cfg.lookups} lookups in process")
     results["discovery"] = d = discovery.run(cfg.lookups)
     print(f"  mean {d['mean_us']} µs  p99 {d['p99_us']} µs", flush=True)
@@ -279,19 +323,7 @@ def measure_all(cfg: BenchSettings, results: dict[str, Any], log_dir: Path) -> i
     finally:
         stack.close()
         preflight.drop_database(cfg)
-
-    results["elapsed_s"] = round(time.monotonic() - started, 1)
-    rows = report.rows(results)
-    results["targets"] = [r.__dict__ for r in rows if r.met is not None]
-    out = OUT_DIR / "results.json"
-    report.write_json(out, results)
-    met = sum(1 for r in rows if r.met)
-    checked = sum(1 for r in rows if r.met is not None)
-    print("\n" + report.table(rows))
-    print(f"\n{met} of {checked} targets met in {results['elapsed_s']} s")
-    print(f"results: {out.relative_to(REPO_ROOT)}")
-    strict = os.environ.get("BENCH_STRICT", "").strip().lower() in ("1", "true", "yes")
-    return 1 if strict and met < checked else 0
+    return 0
 
 
 if __name__ == "__main__":

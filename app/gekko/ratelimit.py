@@ -118,6 +118,12 @@ class Quota:
     limit: int
     window_s: int
 
+    def __post_init__(self) -> None:
+        # The script reads the window's oldest entry to say when a refused request may retry;
+        # with no room at all there is none, and the limiter would fail open on the error.
+        if self.limit < 1 or self.window_s < 1:
+            raise ValueError(f"a quota needs a limit and a window of at least 1, got {self}")
+
     def item(self, namespace: str) -> RateLimitItem:
         return _WindowItem(self.limit, self.window_s, namespace=namespace)
 

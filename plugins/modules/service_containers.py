@@ -539,7 +539,13 @@ class Reconciler(object):
                 "start_period": start_period_ns(check),
             }
         container = self.client.containers.create(**kwargs)
-        container.start()
+        try:
+            container.start()
+        except APIError:
+            # Not handed back, so nothing else would remove it, and it holds the slot's name
+            # that the replaced container gets back when the round is reverted.
+            self.remove(container)
+            raise
         return container
 
     def drain_and_stop(self, containers):
@@ -712,14 +718,7 @@ class Reconciler(object):
                 # Kept, stopped, until the new container proves healthy.
                 old.rename(name + "-previous")
                 previous[name] = old
-            for step in steps:
-                name, port = step["slot"]
-                if step["action"] == "start":
-                    container = existing[name]["container"]
-                    container.start()
-                    new.append((step, container))
-                    continue
-                new.append((step, self.create(step["spec"], name, port)))
+            self.start_all(steps, existing, new)
             self.wait_healthy([c for _step, c in new])
         except (RolloutError, APIError) as exc:
             stopped = [
@@ -739,6 +738,30 @@ class Reconciler(object):
         for step, _container in new:
             self.record(step, started)
         return previous, new
+
+    def start_all(self, steps, existing, new):
+        """Create and start the round's containers at once (each is a few engine calls, and a
+        round of a dozen took over a second one by one). Every one that started is appended to
+        `new`, so that a failed round removes it too; then the first error is raised."""
+
+        def start(step):
+            name, port = step["slot"]
+            if step["action"] == "start":
+                container = existing[name]["container"]
+                container.start()
+                return container
+            return self.create(step["spec"], name, port)
+
+        errors = []
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(steps)))) as pool:
+            futures = [(step, pool.submit(start, step)) for step in steps]
+            for step, future in futures:
+                try:
+                    new.append((step, future.result()))
+                except (RolloutError, APIError) as exc:
+                    errors.append(exc)
+        if errors:
+            raise errors[0]
 
     def restore(self, new, previous, stopped=()):
         """Remove the new containers and bring the replaced ones back (renamed ones, and any

@@ -30,6 +30,8 @@ INVENTORY = ROOT / "inventory" / "hosts.yml"
 ANSIBLE_BIN = Path(sys.executable).parent
 # Written by this script once it ends: {"ok", "why", "report", "controller_daemon_json"}.
 PREPARED = REPO / ".build" / "lab-prepared.json"
+# Made by `make test` once the late e2e part has ended (whatever its outcome): the cores are free.
+LATE_PART_DONE = REPO / ".build" / "late-part-done"
 # The controller builds the fleet's images with this machine's engine, whose configuration is not
 # the fleet's to change.
 CONTROLLER_DAEMON_JSON = Path("/etc/docker/daemon.json")
@@ -100,6 +102,29 @@ def prepare(reports: Path, deploy_timeout: float = 900) -> dict:
     }
 
 
+def deploy_again_once_alone(failed: dict, stopping: list) -> dict:
+    """The first deploy reached the hosts and failed beside the late part: starved at the lowest
+    weight, a container's health check can time out (5 s) while the late part holds both cores.
+    What the operator is told to do then is what this does: deploy again, once the late part has
+    ended, at the normal weight. The images are on the hosts by now, so this costs about half a
+    fresh lab (whose remaking is the fixture's fallback if this fails too)."""
+    print(f"the first deploy failed beside the late part:\n{failed['why'][-1500:]}")
+    print("deploying again once the late part has ended, at the normal weight", flush=True)
+    while not LATE_PART_DONE.exists() and not stopping:
+        time.sleep(2)
+    if stopping:
+        return failed
+    subprocess.run([*LAB, "cpu-weight", "100"], capture_output=True, text=True)
+    run, report = deploy(PREPARED.parent / "lab-deploy-again", timeout=1800)
+    return {
+        "ok": run.returncode == 0,
+        "why": "" if run.returncode == 0 else f"failed again:\n{run.stdout[-6000:]}",
+        "report": report,
+        "controller_daemon_json": failed.get("controller_daemon_json"),
+        "deployed_again": True,
+    }
+
+
 def read_prepared() -> dict:
     """What main() recorded in PREPARED, as prepare() returned it."""
     if not PREPARED.exists():
@@ -137,6 +162,8 @@ def main(argv: list[str]) -> int:
     try:
         # Beside the late e2e part, with what CPU it leaves: longer than a deploy alone needs.
         outcome = prepare(PREPARED.parent / "lab-first-deploy", deploy_timeout=1800)
+        if beside and not outcome["ok"] and "report" in outcome and not stopping:
+            outcome = deploy_again_once_alone(outcome, stopping)
     except Exception as exc:  # recorded for the fixture, which fails with it
         outcome = {"ok": False, "why": f"{type(exc).__name__}: {exc}"}
     if stopping:

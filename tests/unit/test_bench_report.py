@@ -87,3 +87,15 @@ def test_the_exchange_to_publish_p99_is_held_to_50_ms_and_a_failed_run_misses_it
     assert not _judged({"market_feed": {**feed, "reconnects": 1}})[name]
     failed = _judged({"market_feed": {"error": "only 10 of 3000 trades were published in time"}})
     assert failed == {"market data, venue stream to Redis: p99": False}
+
+
+def test_a_rollback_is_held_to_30_s_and_must_keep_the_last_good_release():
+    name = "rollback after a failed deploy (every container restored)"
+    rb = {"seconds": 29.9, "deploy_s": 84.0, "release_kept": True}
+    assert _judged({"rollback": rb}) == {name: True}
+    assert not _judged({"rollback": {**rb, "seconds": 30.0}})[name]
+    assert not _judged({"rollback": {**rb, "release_kept": False}})[name]
+    assert _judged({"rollback": {"error": "the failed deploy did not report a rollback"}}) == {
+        name: False
+    }
+    assert _judged({}) == {}, "left out (BENCH_ROLLBACK=0): nothing judged"

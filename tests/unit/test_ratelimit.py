@@ -1,5 +1,7 @@
 import asyncio
 
+import pytest
+
 from gekko.ratelimit import Quota, RateLimiter, policy_header, ratelimit_header, storage_uri
 
 
@@ -7,6 +9,13 @@ def test_headers_follow_draft_07_syntax():
     assert policy_header(Quota(200, 60), Quota(1000, 60)) == "200;w=60, 1000;w=60"
     assert ratelimit_header(200, 57, 23) == "limit=200, remaining=57, reset=23"
     assert ratelimit_header(200, -3, -1) == "limit=200, remaining=0, reset=0"
+
+
+def test_a_quota_without_room_is_refused_when_made_not_admitted_at_run_time():
+    for limit, window in ((0, 60), (-1, 60), (200, 0)):
+        with pytest.raises(ValueError, match="at least 1"):
+            Quota(limit, window)
+    assert Quota(1, 1).limit == 1
 
 
 def test_storage_uri_maps_redis_urls_to_limits_async_schemes():

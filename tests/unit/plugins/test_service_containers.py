@@ -333,3 +333,48 @@ def test_the_memory_check_is_off_at_a_zero_floor_and_where_there_is_no_meminfo(
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:       24576000 kB\nMemAvailable:    2097152 kB\n")
     assert sc.available_memory_mb(str(meminfo)) == 2048
+
+
+class StartFails(FakeContainer):
+    """A container the engine created but cannot start (a port taken, a bad mount)."""
+
+    def start(self):
+        from docker.errors import APIError
+
+        raise APIError("driver failed programming external connectivity")
+
+    def remove(self, force):
+        self.events.append(("remove", self.name))
+
+
+class HalfStarting(FakeEngine):
+    def __init__(self, events):
+        super().__init__()
+        self.events = events
+
+    def create(self, **kwargs):
+        self.created.append(kwargs)
+        kind = StartFails if kwargs["name"] == "gekko-trading" else FakeContainer
+        return kind(kwargs["name"], self.events)
+
+
+def test_a_round_starts_every_container_at_once_and_a_failed_start_leaves_none_behind():
+    events = []
+    module = FakeModule(containers=[container_spec()], selector={})
+    reconciler = sc.Reconciler(module, HalfStarting(events))
+    spec = reconciler.desired_specs()[0]
+    steps = [
+        dict(spec=spec, action="create", slot=(name, port), old=None)
+        for name, port in (("gekko-users", 8101), ("gekko-trading", 8102), ("gekko-social", 8105))
+    ]
+    new = []
+    with pytest.raises(Exception, match="external connectivity"):
+        reconciler.start_all(steps, existing={}, new=new)
+    # The two that started are handed back for the revert to remove; the one that could not
+    # start was removed at once, so the slot's name is free for the container it replaced.
+    assert sorted(c.name for _step, c in new) == ["gekko-social", "gekko-users"]
+    assert ("remove", "gekko-trading") in events
+    assert {e for e in events if e[0] == "start"} == {
+        ("start", "gekko-users"),
+        ("start", "gekko-social"),
+    }

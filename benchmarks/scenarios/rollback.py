@@ -1,0 +1,79 @@
+"""Rollback after a failed deploy, on the deployed stack (after the private stack is gone and the
+deployed one unpaused): NFR "rollback within 30 seconds of failure detection".
+
+The worst case the e2e suite injects (tests/e2e/test_rollback.py): a discovery map that is not
+JSON. The domain services do not read it, so they are all replaced and pass; the gateway, which
+rolls out last, refuses it. Every container of the release is then restored. The deploy prints
+the time from the failure to the last good release serving again; this reads it, and checks
+that the release recorded before is still the current one.
+
+It is a real failed deploy: the audit log and the deploy metrics record it (operator "bench"),
+and the DeployRolledBack alert fires until the next deploy. BENCH_ROLLBACK=0 leaves it out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.settings import REPO_ROOT
+
+RESTORED = re.compile(r"The last good release was restored in ([0-9.]+) s")
+# The e2e suite's redeploys skip these too: nothing of them changes.
+APP_ONLY = ("--skip-tags", "engine,base_images,logs,datastores,monitoring")
+RELEASES = Path("/var/lib/gekko/releases.json")
+TIMEOUT_S = 600
+
+
+def enabled() -> bool:
+    return os.environ.get("BENCH_ROLLBACK", "1").strip().lower() not in ("0", "false", "no")
+
+
+def current_release() -> str | None:
+    try:
+        return (json.loads(RELEASES.read_text()).get("current") or {}).get("id")
+    except (OSError, ValueError):
+        return None
+
+
+def run() -> dict[str, Any]:
+    before = current_release()
+    if before is None:
+        raise RuntimeError(f"no current release in {RELEASES}: run `make deploy` first")
+    with tempfile.TemporaryDirectory(prefix="gekko-bench-") as tmp:
+        extra = Path(tmp) / "invalid-configuration.json"
+        extra.write_text(json.dumps({"gekko_app_extra_env": {"GEKKO_STATIC_SERVICES": "not-json"}}))
+        env = dict(
+            os.environ,
+            ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"),
+            ANSIBLE_NOCOLOR="1",
+            GEKKO_OPERATOR="bench",
+        )
+        argv = [
+            str(REPO_ROOT / ".venv/bin/ansible-playbook"),
+            "playbooks/deploy.yml",
+            "-i",
+            "inventories/local",
+            *APP_ONLY,
+            "-e",
+            f"@{extra}",
+        ]
+        begun = time.monotonic()
+        deploy = subprocess.run(  # noqa: S603 - fixed argv
+            argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
+        )
+    output = deploy.stdout + deploy.stderr
+    found = RESTORED.search(output)
+    if deploy.returncode == 0 or found is None:
+        raise RuntimeError(f"the failed deploy did not report a rollback:\n{output[-3000:]}")
+    return {
+        "seconds": float(found.group(1)),
+        "deploy_s": round(time.monotonic() - begun, 1),
+        "release_kept": current_release() == before,
+    }
