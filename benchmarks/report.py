@@ -140,10 +140,10 @@ def _rollback_rows(rb: dict[str, Any] | None) -> list[Row]:
     title = "rollback after a failed deploy (every container restored)"
     if "error" in rb:
         return [Row(title, rb["error"][:60], "< 30 s", False)]
-    return [
-        Row(title, f"{rb['seconds']:.1f} s (deploy {rb['deploy_s']:.0f} s)", "< 30 s",
-            rb["seconds"] < 30 and rb["release_kept"]),
-    ]  # fmt: skip
+    value = f"{rb['seconds']:.1f} s (deploy {rb['deploy_s']:.0f} s)"
+    if not rb["restored"]:
+        value += f", not restored: {', '.join(rb['not_restored']) or 'the release record'}"
+    return [Row(title, value, "< 30 s", rb["seconds"] < 30 and rb["restored"])]
 
 
 def _fixed_rate_rows(

@@ -258,13 +258,13 @@ def measure_rollback(results: dict[str, Any]) -> None:
     )
     try:
         results["rollback"] = rb = rollback.run()
-    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         results["rollback"] = {"error": str(exc)}  # a missed target, the rest is reported
         print(f"  failed: {exc}", flush=True)
         return
     print(
         f"  restored in {rb['seconds']} s after the failure (the deploy took {rb['deploy_s']} s); "
-        f"the last good release kept: {rb['release_kept']}",
+        f"every container as it was: {rb['restored']}",
         flush=True,
     )
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -42,38 +43,82 @@ def current_release() -> str | None:
         return None
 
 
+def what_runs() -> list[str]:
+    """Each application container: its name, image, spec and state. A failed deploy records no
+    release, so "restored" is read here, on what runs, as the e2e tests read it."""
+    docker = shutil.which("docker")
+    if docker is None:
+        raise RuntimeError("docker is not installed: run `make deploy` first")
+    listed = subprocess.run(  # noqa: S603 - fixed argv
+        [
+            docker, "ps", "--all", "--filter", "label=gekko.platform/set", "--format",
+            '{{.Names}} {{.Image}} {{.Label "gekko.platform/spec"}} {{.State}}',
+        ],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return sorted(listed.stdout.splitlines())
+
+
 def run() -> dict[str, Any]:
     before = current_release()
     if before is None:
         raise RuntimeError(f"no current release in {RELEASES}: run `make deploy` first")
+    running = what_runs()
     with tempfile.TemporaryDirectory(prefix="gekko-bench-") as tmp:
         extra = Path(tmp) / "invalid-configuration.json"
         extra.write_text(json.dumps({"gekko_app_extra_env": {"GEKKO_STATIC_SERVICES": "not-json"}}))
-        env = dict(
-            os.environ,
-            ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"),
-            ANSIBLE_NOCOLOR="1",
-            GEKKO_OPERATOR="bench",
-        )
-        argv = [
-            str(REPO_ROOT / ".venv/bin/ansible-playbook"),
-            "playbooks/deploy.yml",
-            "-i",
-            "inventories/local",
-            *APP_ONLY,
-            "-e",
-            f"@{extra}",
-        ]
         begun = time.monotonic()
-        deploy = subprocess.run(  # noqa: S603 - fixed argv
-            argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
-        )
-    output = deploy.stdout + deploy.stderr
+        output = _deploy(extra)
     found = RESTORED.search(output)
-    if deploy.returncode == 0 or found is None:
+    if found is None:
         raise RuntimeError(f"the failed deploy did not report a rollback:\n{output[-3000:]}")
+    after = what_runs()
     return {
         "seconds": float(found.group(1)),
         "deploy_s": round(time.monotonic() - begun, 1),
-        "release_kept": current_release() == before,
+        # The same containers, images, specs, all running, and the same release recorded.
+        "restored": after == running and current_release() == before,
+        "not_restored": sorted(set(running) ^ set(after)),
     }
+
+
+def _deploy(extra: Path) -> str:
+    """The deploy's output. It runs in a session of its own, so a Ctrl-C meant for the bench
+    does not cut it short mid-rollout: the bench waits for it, its rollback included."""
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"),
+        ANSIBLE_NOCOLOR="1",
+        GEKKO_OPERATOR="bench",
+    )
+    argv = [
+        str(REPO_ROOT / ".venv/bin/ansible-playbook"),
+        "playbooks/deploy.yml",
+        "-i",
+        "inventories/local",
+        *APP_ONLY,
+        "-e",
+        f"@{extra}",
+    ]
+    deploy = subprocess.Popen(  # noqa: S603 - fixed argv
+        argv,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = deploy.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        deploy.kill()
+        deploy.communicate()
+        raise RuntimeError(f"the deploy took over {TIMEOUT_S} s: run `make deploy`") from None
+    except BaseException:  # interrupted: let the deploy end as it would, rollback included
+        print("  stopping: waiting for the deploy to end (it rolls itself back)", flush=True)
+        deploy.communicate(timeout=TIMEOUT_S)
+        raise
+    if deploy.returncode == 0:
+        raise RuntimeError("the deploy of a configuration the gateway refuses succeeded")
+    return output

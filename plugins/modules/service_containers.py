@@ -365,6 +365,7 @@ containers:
   elements: dict
 """
 
+import contextlib
 import os
 import time
 import traceback
@@ -541,10 +542,12 @@ class Reconciler(object):
         container = self.client.containers.create(**kwargs)
         try:
             container.start()
-        except APIError:
+        except Exception:
             # Not handed back, so nothing else would remove it, and it holds the slot's name
-            # that the replaced container gets back when the round is reverted.
-            self.remove(container)
+            # that the replaced container gets back when the round is reverted. The start's
+            # error is the one to report, whatever the removal says.
+            with contextlib.suppress(Exception):
+                self.remove(container)
             raise
         return container
 
@@ -720,7 +723,9 @@ class Reconciler(object):
                 previous[name] = old
             self.start_all(steps, existing, new)
             self.wait_healthy([c for _step, c in new])
-        except (RolloutError, APIError) as exc:
+        except Exception as exc:  # pylint: disable=broad-except
+            # Whatever failed (the engine, its client timing out, a check), the round is
+            # reverted: the replaced containers serve again.
             stopped = [
                 existing[step["old"]]["container"]
                 for step in replacing
@@ -758,8 +763,8 @@ class Reconciler(object):
             for step, future in futures:
                 try:
                     new.append((step, future.result()))
-                except (RolloutError, APIError) as exc:
-                    errors.append(exc)
+                except Exception as exc:  # pylint: disable=broad-except
+                    errors.append(exc)  # the engine's, or its client's (a timeout, a reset)
         if errors:
             raise errors[0]
 

@@ -89,12 +89,17 @@ def test_the_exchange_to_publish_p99_is_held_to_50_ms_and_a_failed_run_misses_it
     assert failed == {"market data, venue stream to Redis: p99": False}
 
 
-def test_a_rollback_is_held_to_30_s_and_must_keep_the_last_good_release():
+def test_a_rollback_is_held_to_30_s_and_must_leave_every_container_as_it_was():
     name = "rollback after a failed deploy (every container restored)"
-    rb = {"seconds": 29.9, "deploy_s": 84.0, "release_kept": True}
+    rb = {"seconds": 29.9, "deploy_s": 84.0, "restored": True, "not_restored": []}
     assert _judged({"rollback": rb}) == {name: True}
     assert not _judged({"rollback": {**rb, "seconds": 30.0}})[name]
-    assert not _judged({"rollback": {**rb, "release_kept": False}})[name]
+    left = ["gekko-users gekko/app:2 9f3c running"]
+    rows = {
+        r.metric: r
+        for r in report.rows({"rollback": {**rb, "restored": False, "not_restored": left}})
+    }
+    assert not rows[name].met and left[0] in rows[name].value
     assert _judged({"rollback": {"error": "the failed deploy did not report a rollback"}}) == {
         name: False
     }

@@ -1,8 +1,10 @@
 """The service_containers module's draining and canary judgement, against a fake Docker."""
 
+import threading
+
 import pytest
 from ansible_collections.gekko.platform.plugins.modules import service_containers as sc
-from docker.errors import NotFound
+from docker.errors import APIError, NotFound
 
 PARAMS = {
     "drain_signal": "SIGUSR1",
@@ -339,8 +341,6 @@ class StartFails(FakeContainer):
     """A container the engine created but cannot start (a port taken, a bad mount)."""
 
     def start(self):
-        from docker.errors import APIError
-
         raise APIError("driver failed programming external connectivity")
 
     def remove(self, force):
@@ -368,7 +368,7 @@ def test_a_round_starts_every_container_at_once_and_a_failed_start_leaves_none_b
         for name, port in (("gekko-users", 8101), ("gekko-trading", 8102), ("gekko-social", 8105))
     ]
     new = []
-    with pytest.raises(Exception, match="external connectivity"):
+    with pytest.raises(APIError, match="external connectivity"):
         reconciler.start_all(steps, existing={}, new=new)
     # The two that started are handed back for the revert to remove; the one that could not
     # start was removed at once, so the slot's name is free for the container it replaced.
@@ -378,3 +378,34 @@ def test_a_round_starts_every_container_at_once_and_a_failed_start_leaves_none_b
         ("start", "gekko-users"),
         ("start", "gekko-social"),
     }
+
+
+class StartsTogether(FakeContainer):
+    """Starts only once every container of its round is starting: one by one, none would."""
+
+    barrier = None
+
+    def start(self):
+        self.barrier.wait(timeout=5)
+        self.events.append(("start", self.name))
+
+
+def test_a_rounds_containers_are_started_at_the_same_time_not_one_after_another():
+    events = []
+    StartsTogether.barrier = threading.Barrier(3)
+
+    class Engine(FakeEngine):
+        def create(self, **kwargs):
+            return StartsTogether(kwargs["name"], events)
+
+    module = FakeModule(containers=[container_spec()], selector={})
+    reconciler = sc.Reconciler(module, Engine())
+    spec = reconciler.desired_specs()[0]
+    names = ["gekko-users", "gekko-trading", "gekko-social"]
+    steps = [
+        dict(spec=spec, action="create", slot=(n, 8100 + i), old=None) for i, n in enumerate(names)
+    ]
+    new = []
+    reconciler.start_all(steps, existing={}, new=new)
+    assert [c.name for _step, c in new] == names, "in the steps' order, for the record"
+    assert sorted(e[1] for e in events) == sorted(names)
