@@ -107,8 +107,11 @@ def prepare(reports: Path, deploy_timeout: float = 900) -> dict:
 
 
 def failure(run: subprocess.CompletedProcess) -> str:
-    """Why a deploy failed (the [ERROR] lines), then the end of its output (the recap)."""
-    return f"{run.stderr[-3000:]}\n{run.stdout[-3000:]}"
+    """Why a deploy failed (its [ERROR] lines, wherever ansible-core wrote them), then the end of
+    its output (the recap)."""
+    output = f"{run.stdout}\n{run.stderr}"
+    errors = "\n".join(line for line in output.splitlines() if line.startswith("[ERROR]"))
+    return f"{errors[-3000:]}\n{run.stdout[-3000:]}"
 
 
 def deploy_again_once_alone(failed: dict, stopping: list) -> dict:
