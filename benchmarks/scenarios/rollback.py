@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -92,7 +93,8 @@ def _deploy(extra: Path) -> str:
         GEKKO_OPERATOR="bench",
     )
     argv = [
-        str(REPO_ROOT / ".venv/bin/ansible-playbook"),
+        # The bench's own virtualenv, as tests/lab/prepare.py finds it.
+        str(Path(sys.executable).parent / "ansible-playbook"),
         "playbooks/deploy.yml",
         "-i",
         "inventories/local",
