@@ -12,7 +12,7 @@ PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup engine deploy drift deploy-runner deployed-checks late-beside-lab teardown test checks lint sanity unit integration coverage molecule e2e bench clean lab lab-down lab-test dashboards
+.PHONY: help setup engine deploy drift deploy-runner deployed-checks checks-then-molecule late-beside-lab teardown test checks lint sanity unit integration coverage molecule e2e bench clean lab lab-down lab-test dashboards
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -56,15 +56,17 @@ collections/ansible_collections/gekko/platform:
 # made them flaky when tried side by side (docs/benchmarks.md). The local stack is torn down
 # before the lab (its data kept): `make deploy` brings it back.
 test: $(VENV)/.test $(VENV)/.system-test-deps $(VENV)/.browser engine collections/ansible_collections/gekko/platform ## Everything CI runs (the deploy through ansible-runner)
-	$(MAKE) --no-print-directory -j2 --output-sync=recurse checks deployed-checks
+	@mkdir -p .build; rm -f .build/deploy-ended
+	$(MAKE) --no-print-directory -j2 --output-sync=recurse checks-then-molecule deployed-checks
 	$(MAKE) --no-print-directory late-beside-lab
 
 # The late e2e part, with the lab made and deployed to beside it (tests/lab/prepare.py), in a CPU
 # group of its own at the lowest weight: the late part's timed tests keep the CPU they use, and
 # the lab's first deploy (about 5 minutes of both cores) takes what they leave idle (about half).
-# If that deploy failed, starved, prepare.py deploys again once the late part has ended
-# (.build/late-part-done). Then the local stack goes (its idle containers keep about half a core
-# busy; its data stays) and the lab's tests run on the deployed lab, at the normal weight again.
+# Its activate phase, whose health checks need CPU in time, waits for the late part's end
+# (.build/late-part-done), then goes on at the normal weight beside the local stack's teardown
+# (its idle containers keep about half a core busy; its data stays). A first deploy that failed
+# anyway is made again once. Then the lab's tests run on the deployed lab.
 # A failure, or an interrupt, stops the lab's making and removes the lab.
 late-beside-lab: $(VENV)/.test $(VENV)/.browser
 	@mkdir -p .build; rm -f .build/late-part-done; \
@@ -77,13 +79,21 @@ late-beside-lab: $(VENV)/.test $(VENV)/.browser
 	wait $$prepare; trap - INT TERM; cat .build/lab-prepare.log; \
 	GEKKO_LAB_PREPARED=1 $(MAKE) --no-print-directory lab-test
 
-# The fresh deploy, then, still beside the checks, what needs a deployed stack but not a quiet
-# machine: molecule, and the e2e tests that read, wait on alerts or change the stack without
-# timing it (tests/e2e/conftest.py: GEKKO_E2E_PART).
+# The fresh deploy, then, still beside the checks, the e2e tests that need a deployed stack but
+# not a quiet machine: those that read, wait on alerts or change the stack without timing it
+# (tests/e2e/conftest.py: GEKKO_E2E_PART). The deploy's end, failed or not, is marked for the
+# other side's molecule.
 deployed-checks: $(VENV)/.test $(VENV)/.browser
-	$(MAKE) --no-print-directory deploy-runner
-	$(MAKE) --no-print-directory molecule
+	$(MAKE) --no-print-directory deploy-runner; rc=$$?; touch .build/deploy-ended; exit $$rc
 	$(MAKE) --no-print-directory e2e E2E_PART=early
+
+# The checks, then molecule, which needs the engine and the base image of the fresh deploy on the
+# other side (the checks take three times as long): it waits for that deploy's end, an hour at
+# most. Molecule's container is not the platform's (no gekko.platform/deployment label).
+checks-then-molecule:
+	$(MAKE) --no-print-directory checks
+	@for _ in $$(seq 720); do [ -e .build/deploy-ended ] && break; sleep 5; done
+	$(MAKE) --no-print-directory molecule
 
 checks: ## lint, sanity, unit, integration and coverage, one after another
 	$(MAKE) --no-print-directory lint

@@ -2,7 +2,10 @@
 
 `make test` runs it beside the late e2e part (`--beside`): the lab is made in a CPU group of its
 own at the lowest weight (lab.py), so its first deploy takes the CPU the late part's timed tests
-leave idle, and the lab's tests start on a deployed lab once the local stack is down. It writes
+leave idle, and the lab's tests start on a deployed lab once the local stack is down. Building,
+shipping and the datastores need CPU, not CPU in time; activating does (a container's health
+check times out after 5 s), so the deploy is held at its activate phase until the late part has
+ended, then goes on at the normal weight. It writes
 PREPARED (the first deploy's outcome and report, and the controller's engine configuration from
 before it) whatever happens; the session fixture (conftest.py) reads it. Stopped with SIGTERM,
 it stops the step under way and removes the lab.
@@ -13,13 +16,16 @@ The helpers the tests share to reach the lab live here too, as they run without 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -38,6 +44,8 @@ LATE_PART_WAIT_S = 3600
 # The controller builds the fleet's images with this machine's engine, whose configuration is not
 # the fleet's to change.
 CONTROLLER_DAEMON_JSON = Path("/etc/docker/daemon.json")
+# The first play of deploy.yml's activate phase, as ansible-core's default output names it.
+ACTIVATE_BANNER = "PLAY [Activate: "
 
 
 def controller(*argv: str, timeout: float = 600, env: dict | None = None):
@@ -51,17 +59,68 @@ def controller(*argv: str, timeout: float = 600, env: dict | None = None):
     )
 
 
+# Called with each line the run prints and the run itself; the time it takes is not the run's.
+LineWatch = Callable[[str, subprocess.Popen], None]
+
+
+def run_watched(argv: list[str], watch: LineWatch, timeout: float, env: dict | None = None):
+    """subprocess.run(capture_output=True, text=True), with each line of the command's output
+    handed to `watch` as it comes. The time `watch` takes (a hold) does not count against
+    `timeout`."""
+    run = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    stderr: list[str] = []
+    reader = threading.Thread(target=lambda: stderr.append(run.stderr.read()), daemon=True)
+    reader.start()
+    deadline = [time.monotonic() + timeout]
+    watching, expired = threading.Lock(), threading.Event()
+
+    def kill_when_late():
+        while run.poll() is None:
+            with watching:  # not while `watch` holds the run
+                late = time.monotonic() > deadline[0]
+            if late:
+                expired.set()
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    for process in psutil.Process(run.pid).children(recursive=True):
+                        with contextlib.suppress(psutil.NoSuchProcess):
+                            process.kill()
+                run.kill()
+                return
+            time.sleep(1)
+
+    threading.Thread(target=kill_when_late, daemon=True).start()
+    stdout = []
+    for line in run.stdout:
+        stdout.append(line)
+        with watching:
+            begun = time.monotonic()
+            watch(line, run)
+            deadline[0] += time.monotonic() - begun
+    run.wait()
+    reader.join()
+    if expired.is_set():
+        raise subprocess.TimeoutExpired(run.args, timeout, "".join(stdout), "".join(stderr))
+    return subprocess.CompletedProcess(run.args, run.returncode, "".join(stdout), "".join(stderr))
+
+
 def playbook(
-    name: str, *args: str, env: dict | None = None, timeout: float = 900
+    name: str,
+    *args: str,
+    env: dict | None = None,
+    timeout: float = 900,
+    watch: LineWatch | None = None,
 ) -> subprocess.CompletedProcess:
     """One of the collection's playbooks on the lab's inventory, run from the controller."""
     env = dict(env or os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     argv = [str(ANSIBLE_BIN / "ansible-playbook"), "-i", str(INVENTORY)]
-    return controller(*argv, str(REPO / "playbooks" / name), *args, timeout=timeout, env=env)
+    argv += [str(REPO / "playbooks" / name), *args]
+    if watch is not None:
+        return run_watched([*LAB, "controller", "--", *argv], watch, timeout=timeout, env=env)
+    return controller(*argv, timeout=timeout, env=env)
 
 
 def deploy(
-    reports: Path, *args: str, timeout: float = 900
+    reports: Path, *args: str, timeout: float = 900, watch: LineWatch | None = None
 ) -> tuple[subprocess.CompletedProcess, dict]:
     """playbooks/deploy.yml on the lab, from the controller: the run and its summary report."""
     reports.mkdir(parents=True, exist_ok=True)
@@ -73,7 +132,7 @@ def deploy(
         PROFILE_TASKS_SORT_ORDER="descending",
         PROFILE_TASKS_TASK_OUTPUT_LIMIT="8",
     )
-    run = playbook("deploy.yml", *args, env=env, timeout=timeout)
+    run = playbook("deploy.yml", *args, env=env, timeout=timeout, watch=watch)
     written = reports / "deploy-report.json"
     if not written.exists():  # the run ended before its summary (stopped, or a crash)
         raise AssertionError(f"the deploy wrote no report:\n{(run.stdout + run.stderr)[-6000:]}")
@@ -90,13 +149,13 @@ def lab_down() -> subprocess.CompletedProcess:
     return subprocess.run([*LAB, "down"], capture_output=True, text=True, timeout=120)
 
 
-def prepare(reports: Path, deploy_timeout: float = 900) -> dict:
+def prepare(reports: Path, deploy_timeout: float = 900, watch: LineWatch | None = None) -> dict:
     """Make the lab (removing a leftover one) and deploy to it: what PREPARED records."""
     up = subprocess.run([*LAB, "up"], capture_output=True, text=True, timeout=300)
     if up.returncode != 0:
         return {"ok": False, "why": f"lab.py up failed:\n{up.stdout}{up.stderr}"}
     before = CONTROLLER_DAEMON_JSON.read_bytes() if CONTROLLER_DAEMON_JSON.exists() else None
-    run, report = deploy(reports, timeout=deploy_timeout)
+    run, report = deploy(reports, timeout=deploy_timeout, watch=watch)
     return {
         "ok": run.returncode == 0,
         # ansible-core writes a failed task's message to stderr, the recap to stdout.
@@ -114,21 +173,70 @@ def failure(run: subprocess.CompletedProcess) -> str:
     return f"{errors[-3000:]}\n{run.stdout[-3000:]}"
 
 
+def late_part_ended(stopping: list, done: Path = LATE_PART_DONE) -> bool:
+    """Wait for the late part's end (`done`); False when this run is stopped, the `make` that
+    started it is gone (it would never say) or LATE_PART_WAIT_S has passed."""
+    parent, deadline = os.getppid(), time.monotonic() + LATE_PART_WAIT_S
+    while not done.exists():
+        if stopping or os.getppid() != parent or time.monotonic() > deadline:
+            return False
+        time.sleep(2)
+    return True
+
+
+class HoldAtActivate:
+    """A LineWatch: the deploy is held (its processes stopped) when its activate phase begins,
+    until the late part has ended, then goes on at the normal weight. Stopping mid-task is safe:
+    a module on a host finishes, and its answer waits in the SSH channel."""
+
+    def __init__(
+        self,
+        stopping: list,
+        done: Path = LATE_PART_DONE,
+        normal_weight: Callable[[], object] = lambda: subprocess.run(
+            [*LAB, "cpu-weight", "100"], capture_output=True, text=True
+        ),
+    ) -> None:
+        self.stopping, self.done, self.normal_weight = stopping, done, normal_weight
+        self.held_s: float | None = None  # None: not yet at activate
+
+    def __call__(self, line: str, run: subprocess.Popen) -> None:
+        if not line.startswith(ACTIVATE_BANNER) or self.held_s is not None:
+            return
+        begun = time.monotonic()
+        if not self.done.exists():
+            print(
+                "the first deploy reached activate: held until the late part has ended", flush=True
+            )
+            tree = [psutil.Process(run.pid), *psutil.Process(run.pid).children(recursive=True)]
+            for process in tree:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.suspend()
+            try:
+                late_part_ended(self.stopping, self.done)  # stopped, or given up: goes on
+            finally:
+                self.normal_weight()
+                for process in reversed(tree):
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        process.resume()
+        else:
+            self.normal_weight()
+        self.held_s = round(time.monotonic() - begun, 1)
+        print(f"the first deploy goes on, at the normal weight, after {self.held_s} s", flush=True)
+
+
 def deploy_again_once_alone(failed: dict, stopping: list) -> dict:
-    """The first deploy reached the hosts and failed beside the late part: starved at the lowest
-    weight, a container's health check can time out (5 s) while the late part holds both cores.
-    What the operator is told to do then is what this does: deploy again, once the late part has
-    ended, at the normal weight. The images are on the hosts by now, so this costs about half a
-    fresh lab (whose remaking is the fixture's fallback if this fails too). It gives up waiting
-    after LATE_PART_WAIT_S, or when `make` that started it is gone (it would never say)."""
+    """The first deploy reached the hosts and failed beside the late part (starved at the lowest
+    weight before its activate phase, or after it). What the operator is told to do then is what
+    this does: deploy again, once the late part has ended, at the normal weight. The images are
+    on the hosts by now, so this costs about half a fresh lab (whose remaking is the fixture's
+    fallback if this fails too). It gives up waiting after LATE_PART_WAIT_S, or when `make` that
+    started it is gone (it would never say)."""
     reasons = [line for line in failed["why"].splitlines() if line.startswith("[ERROR]")]
     print(f"the first deploy failed beside the late part: {' '.join(reasons)[:1500]}")
     print("deploying again once the late part has ended, at the normal weight", flush=True)
-    parent, deadline = os.getppid(), time.monotonic() + LATE_PART_WAIT_S
-    while not LATE_PART_DONE.exists():
-        if stopping or os.getppid() != parent or time.monotonic() > deadline:
-            return failed
-        time.sleep(2)
+    if not late_part_ended(stopping):
+        return failed
     subprocess.run([*LAB, "cpu-weight", "100"], capture_output=True, text=True)
     reports = PREPARED.parent / "lab-deploy-again"
     shutil.rmtree(reports, ignore_errors=True)  # an earlier run's report is not this one's
@@ -177,7 +285,10 @@ def main(argv: list[str]) -> int:
     begun = time.monotonic()
     try:
         # Beside the late e2e part, with what CPU it leaves: longer than a deploy alone needs.
-        outcome = prepare(PREPARED.parent / "lab-first-deploy", deploy_timeout=1800)
+        hold = HoldAtActivate(stopping) if beside else None
+        outcome = prepare(PREPARED.parent / "lab-first-deploy", deploy_timeout=1800, watch=hold)
+        if hold is not None:
+            outcome["held_s"] = hold.held_s
         if beside and not outcome["ok"] and "report" in outcome and not stopping:
             outcome = deploy_again_once_alone(outcome, stopping)
     except Exception as exc:  # recorded for the fixture, which fails with it
