@@ -92,7 +92,8 @@ deployed-checks: $(VENV)/.test $(VENV)/.browser
 # most. Molecule's container is not the platform's (no gekko.platform/deployment label).
 checks-then-molecule:
 	$(MAKE) --no-print-directory checks
-	@for _ in $$(seq 720); do [ -e .build/deploy-ended ] && break; sleep 5; done
+	@for _ in $$(seq 720); do [ -e .build/deploy-ended ] && break; sleep 5; done; \
+	  [ -e .build/deploy-ended ] || { echo "molecule: the fresh deploy did not end within an hour" >&2; exit 1; }
 	$(MAKE) --no-print-directory molecule
 
 checks: ## lint, sanity, unit, integration and coverage, one after another

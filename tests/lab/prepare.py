@@ -63,41 +63,54 @@ def controller(*argv: str, timeout: float = 600, env: dict | None = None):
 LineWatch = Callable[[str, subprocess.Popen], None]
 
 
+def signal_group(run: subprocess.Popen, signum: int) -> None:
+    """Signal the process group of a run_watched() run: the run and all it started, orphans
+    included (not a process that made a session of its own, as an SSH master does)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(run.pid, signum)
+
+
 def run_watched(argv: list[str], watch: LineWatch, timeout: float, env: dict | None = None):
     """subprocess.run(capture_output=True, text=True), with each line of the command's output
-    handed to `watch` as it comes. The time `watch` takes (a hold) does not count against
-    `timeout`."""
-    run = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    handed to `watch` as it comes, and the command in a process group of its own (signal_group).
+    The time `watch` takes (a hold) does not count against `timeout`; past it, the group is
+    killed and TimeoutExpired raised, as subprocess.run does."""
+    run = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        start_new_session=True,
+    )  # fmt: skip
     stderr: list[str] = []
     reader = threading.Thread(target=lambda: stderr.append(run.stderr.read()), daemon=True)
     reader.start()
     deadline = [time.monotonic() + timeout]
-    watching, expired = threading.Lock(), threading.Event()
+    watching, expired, finished = threading.Lock(), threading.Event(), threading.Event()
 
     def kill_when_late():
-        while run.poll() is None:
+        # Until both pipes are read to their end: an orphan can hold them after the run exits.
+        while not finished.wait(1):
             with watching:  # not while `watch` holds the run
                 late = time.monotonic() > deadline[0]
             if late:
                 expired.set()
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    for process in psutil.Process(run.pid).children(recursive=True):
-                        with contextlib.suppress(psutil.NoSuchProcess):
-                            process.kill()
-                run.kill()
+                signal_group(run, signal.SIGKILL)
                 return
-            time.sleep(1)
 
     threading.Thread(target=kill_when_late, daemon=True).start()
     stdout = []
-    for line in run.stdout:
-        stdout.append(line)
-        with watching:
-            begun = time.monotonic()
-            watch(line, run)
-            deadline[0] += time.monotonic() - begun
-    run.wait()
-    reader.join()
+    try:
+        for line in run.stdout:
+            stdout.append(line)
+            with watching:
+                begun = time.monotonic()
+                watch(line, run)
+                deadline[0] += time.monotonic() - begun
+        run.wait()
+        reader.join()
+    except BaseException:
+        signal_group(run, signal.SIGKILL)
+        raise
+    finally:
+        finished.set()
     if expired.is_set():
         raise subprocess.TimeoutExpired(run.args, timeout, "".join(stdout), "".join(stderr))
     return subprocess.CompletedProcess(run.args, run.returncode, "".join(stdout), "".join(stderr))
@@ -185,9 +198,10 @@ def late_part_ended(stopping: list, done: Path = LATE_PART_DONE) -> bool:
 
 
 class HoldAtActivate:
-    """A LineWatch: the deploy is held (its processes stopped) when its activate phase begins,
-    until the late part has ended, then goes on at the normal weight. Stopping mid-task is safe:
-    a module on a host finishes, and its answer waits in the SSH channel."""
+    """A LineWatch: the deploy is held (its process group stopped) when its activate phase
+    begins, until the late part has ended, then goes on at the normal weight. Stopping mid-task
+    is safe: a module on a host finishes, and its answer waits in the SSH channel. Given up
+    waiting (stopped, `make` gone, an hour), the deploy goes on at the weight it has."""
 
     def __init__(
         self,
@@ -203,26 +217,22 @@ class HoldAtActivate:
     def __call__(self, line: str, run: subprocess.Popen) -> None:
         if not line.startswith(ACTIVATE_BANNER) or self.held_s is not None:
             return
-        begun = time.monotonic()
-        if not self.done.exists():
-            print(
-                "the first deploy reached activate: held until the late part has ended", flush=True
-            )
-            tree = [psutil.Process(run.pid), *psutil.Process(run.pid).children(recursive=True)]
-            for process in tree:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    process.suspend()
+        begun, ended = time.monotonic(), self.done.exists()
+        if not ended and not self.stopping:
+            print("the first deploy reached activate: held until the late part has ended")
+            sys.stdout.flush()
+            signal_group(run, signal.SIGSTOP)
             try:
-                late_part_ended(self.stopping, self.done)  # stopped, or given up: goes on
+                ended = late_part_ended(self.stopping, self.done)
+                if ended:
+                    self.normal_weight()
             finally:
-                self.normal_weight()
-                for process in reversed(tree):
-                    with contextlib.suppress(psutil.NoSuchProcess):
-                        process.resume()
-        else:
+                signal_group(run, signal.SIGCONT)
+        elif ended:
             self.normal_weight()
         self.held_s = round(time.monotonic() - begun, 1)
-        print(f"the first deploy goes on, at the normal weight, after {self.held_s} s", flush=True)
+        weight = "the normal weight" if ended else "the lowest weight (given up waiting)"
+        print(f"the first deploy goes on at {weight} after {self.held_s} s", flush=True)
 
 
 def deploy_again_once_alone(failed: dict, stopping: list) -> dict:
@@ -276,10 +286,15 @@ def main(argv: list[str]) -> int:
 
     def stop(_signum, _frame):
         # Stopped (the late e2e part failed): the step under way is stopped as it would stop
-        # itself (lab.py removes what `up` made so far), then the lab is removed.
+        # itself (lab.py removes what `up` made so far; a deploy, in a group of its own, is
+        # ended whole), then the lab is removed.
         stopping.append(True)
         for child in psutil.Process().children():
-            child.terminate()
+            with contextlib.suppress(ProcessLookupError, psutil.NoSuchProcess):
+                if os.getpgid(child.pid) == child.pid:  # run_watched's
+                    os.killpg(child.pid, signal.SIGTERM)
+                else:
+                    child.terminate()
 
     signal.signal(signal.SIGTERM, stop)
     begun = time.monotonic()
