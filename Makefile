@@ -51,9 +51,10 @@ collections/ansible_collections/gekko/platform:
 # The fresh deploy runs beside the checks, each side's output printed as a whole when it ends:
 # the deploy spends most of its time on downloads, unpacking and image layers, the checks on the
 # CPU. What installs packages (the engine, PostgreSQL, Redis, Chromium) runs before, so that the
-# two never wait on apt's lock. The e2e tests that time rollbacks (30 s at most) or count failed
-# requests under load run after the checks, and the lab's after them, each alone: a busy machine
-# made them flaky when tried side by side (docs/benchmarks.md). The local stack is torn down
+# two never wait on apt's lock. Molecule runs on the checks' side once that deploy has ended.
+# The e2e tests that time rollbacks or count failed requests under load run after the checks, and
+# the lab's after them, each alone: a busy machine made them flaky when tried side by side
+# (docs/benchmarks.md). The local stack is torn down
 # before the lab (its data kept): `make deploy` brings it back.
 test: $(VENV)/.test $(VENV)/.system-test-deps $(VENV)/.browser engine collections/ansible_collections/gekko/platform ## Everything CI runs (the deploy through ansible-runner)
 	@mkdir -p .build; rm -f .build/deploy-ended
