@@ -54,8 +54,8 @@ collections/ansible_collections/gekko/platform:
 # two never wait on apt's lock. Molecule runs on the checks' side once that deploy has ended.
 # The e2e tests that time rollbacks or count failed requests under load run after the checks, and
 # the lab's after them, each alone: a busy machine made them flaky when tried side by side
-# (docs/benchmarks.md). The local stack is torn down
-# before the lab (its data kept): `make deploy` brings it back.
+# (docs/benchmarks.md). The local stack is torn down before the lab (its data kept): `make deploy`
+# brings it back.
 test: $(VENV)/.test $(VENV)/.system-test-deps $(VENV)/.browser engine collections/ansible_collections/gekko/platform ## Everything CI runs (the deploy through ansible-runner)
 	@mkdir -p .build; rm -f .build/deploy-ended
 	$(MAKE) --no-print-directory -j2 --output-sync=recurse checks-then-molecule deployed-checks

@@ -186,6 +186,11 @@ def failure(run: subprocess.CompletedProcess) -> str:
     return f"{errors[-3000:]}\n{run.stdout[-3000:]}"
 
 
+def normal_weight() -> None:
+    """Give the lab's CPU group the normal weight back (a machine without one: nothing)."""
+    subprocess.run([*LAB, "cpu-weight", "100"], capture_output=True, text=True)
+
+
 def late_part_ended(stopping: list, done: Path = LATE_PART_DONE) -> bool:
     """Wait for the late part's end (`done`); False when this run is stopped, the `make` that
     started it is gone (it would never say) or LATE_PART_WAIT_S has passed."""
@@ -207,9 +212,7 @@ class HoldAtActivate:
         self,
         stopping: list,
         done: Path = LATE_PART_DONE,
-        normal_weight: Callable[[], object] = lambda: subprocess.run(
-            [*LAB, "cpu-weight", "100"], capture_output=True, text=True
-        ),
+        normal_weight: Callable[[], object] = normal_weight,
     ) -> None:
         self.stopping, self.done, self.normal_weight = stopping, done, normal_weight
         self.held_s: float | None = None  # None: not yet at activate
@@ -219,8 +222,9 @@ class HoldAtActivate:
             return
         begun, ended = time.monotonic(), self.done.exists()
         if not ended and not self.stopping:
-            print("the first deploy reached activate: held until the late part has ended")
-            sys.stdout.flush()
+            print(
+                "the first deploy reached activate: held until the late part has ended", flush=True
+            )
             signal_group(run, signal.SIGSTOP)
             try:
                 ended = late_part_ended(self.stopping, self.done)
@@ -247,7 +251,7 @@ def deploy_again_once_alone(failed: dict, stopping: list) -> dict:
     print("deploying again once the late part has ended, at the normal weight", flush=True)
     if not late_part_ended(stopping):
         return failed
-    subprocess.run([*LAB, "cpu-weight", "100"], capture_output=True, text=True)
+    normal_weight()
     reports = PREPARED.parent / "lab-deploy-again"
     shutil.rmtree(reports, ignore_errors=True)  # an earlier run's report is not this one's
     outcome = {"controller_daemon_json": failed.get("controller_daemon_json"), "again": True}
