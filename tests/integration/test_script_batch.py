@@ -4,6 +4,7 @@ caller still gets its own script's answer or error."""
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 
 import pytest
@@ -78,39 +79,79 @@ def test_a_lost_script_is_loaded_again_and_a_dead_redis_fails_every_caller(redis
     assert all(isinstance(d, RedisConnectionError) for d in down), down
 
 
-def test_calls_made_while_a_trip_is_out_go_together_in_the_next(redis_server):
+@pytest.mark.parametrize("max_trips", [1, 2])
+def test_calls_made_while_every_trip_is_out_go_together_in_the_next(redis_server, max_trips):
+    """Up to `max_trips` trips are out at once: a call made while fewer are out leaves at
+    once, and the calls made while all are out wait and go together in the next."""
     key = f"count:{uuid.uuid4().hex}"
 
     async def run():
         client = Redis.from_url(redis_server.url)
-        batcher = ScriptBatcher(client, COUNT_UP)
+        batcher = ScriptBatcher(client, COUNT_UP, max_trips=max_trips)
         await client.script_load(COUNT_UP)
         trips: list[int] = []
-        first_trip_out, release = asyncio.Event(), asyncio.Event()
+        trip_out = [asyncio.Event() for _ in range(max_trips)]
+        release = asyncio.Event()
         original = batcher._trip
 
         async def held(batch):
             trips.append(len(batch))
-            if len(trips) == 1:
-                first_trip_out.set()
+            if len(trips) <= max_trips:
+                trip_out[len(trips) - 1].set()
                 await release.wait()
             return await original(batch)
 
         batcher._trip = held  # type: ignore[method-assign]
         try:
-            first = asyncio.ensure_future(batcher([key], [1]))
-            await first_trip_out.wait()
+            first = []
+            for out in trip_out:  # each call finds room and leaves without waiting
+                first.append(asyncio.ensure_future(batcher([key], [1])))
+                await asyncio.wait_for(out.wait(), 2)
             later = [asyncio.ensure_future(batcher([key], [1])) for _ in range(10)]
-            await asyncio.sleep(0.05)  # they wait for the trip that is out
-            assert trips == [1]
+            await asyncio.sleep(0.05)  # they wait for a trip to come back
+            assert trips == [1] * max_trips
             release.set()
-            answers = [await first, *(await asyncio.gather(*later))]
+            answers = [*(await asyncio.gather(*first)), *(await asyncio.gather(*later))]
         finally:
             await client.aclose()
         return answers, trips
 
     answers, trips = asyncio.run(run())
-    assert sorted(answers) == list(range(1, 12)) and trips == [1, 10]
+    assert sorted(answers) == list(range(1, 11 + max_trips))
+    assert trips == [1] * max_trips + [10]
+
+
+@pytest.mark.parametrize("max_trips", [1, 2])
+def test_every_call_is_answered_however_the_turns_fall(redis_server, max_trips):
+    """A call made as soon as the one before it is answered (the turn its trip's sender ends
+    in), and waves of calls at random moments as trips come and go: none is left waiting for
+    a sender that has ended."""
+    key = f"count:{uuid.uuid4().hex}"
+    rng = random.Random(15)
+
+    async def run():
+        client = Redis.from_url(redis_server.url)
+        batcher = ScriptBatcher(client, COUNT_UP, timeout_s=2, max_trips=max_trips)
+
+        async def call_after(turns: int) -> int:
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            return await batcher([key], [1])
+
+        async def one_after_another() -> list[int]:
+            return [await batcher([key], [1]) for _ in range(20)]
+
+        try:
+            answers = await asyncio.wait_for(one_after_another(), 5)
+            for _ in range(100):
+                wave = [call_after(rng.randrange(6)) for _ in range(rng.randrange(1, 12))]
+                answers += await asyncio.wait_for(asyncio.gather(*wave), 5)
+        finally:
+            await client.aclose()
+        return answers
+
+    answers = asyncio.run(run())
+    assert sorted(answers) == list(range(1, len(answers) + 1))
 
 
 def test_closing_while_a_trip_is_out_leaves_no_caller_waiting(redis_server):
@@ -144,8 +185,8 @@ def test_a_silent_redis_fails_the_trip_at_its_timeout_and_its_connection_is_not_
     redis_server,
 ):
     """A Redis that takes the request and never answers (stalled, or a black-holed link): the
-    trip's calls, and those queued behind it, fail after `timeout_s`, not never. The next trip
-    goes out on a fresh connection, so no late answer is read as another call's."""
+    trips' calls fail after `timeout_s`, not never. The next trip goes out on a fresh
+    connection, so no late answer is read as another call's."""
     key = f"count:{uuid.uuid4().hex}"
 
     sent: list[bytes] = []
@@ -182,5 +223,7 @@ def test_a_silent_redis_fails_the_trip_at_its_timeout_and_its_connection_is_not_
     assert all(isinstance(f, TimeoutError) for f in failed), failed
     assert "did not answer within 0.3 s" in str(failed[0])
     assert waited < 1.5
-    assert isinstance(again[0], TimeoutError) and connections == 2
+    # the first call's trip and the second trip (the three behind it) took a connection each,
+    # and neither was reused: the call after them opened a third
+    assert isinstance(again[0], TimeoutError) and connections == 3
     assert all(b"EVALSHA" in request for request in sent), sent
