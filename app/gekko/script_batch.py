@@ -27,7 +27,6 @@ same error, and the calls queued behind it too, rather than each waiting out ano
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 from collections.abc import Sequence
 from typing import Any
@@ -122,9 +121,12 @@ class ScriptBatcher:
         senders = list(self._senders)
         for sender in senders:
             sender.cancel()
-        for sender in senders:
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
+        if senders:
+            await asyncio.wait(senders)  # (raises if close() itself is cancelled)
+        # A sender cancelled before it ran never reached its own cleanup: its calls are queued.
+        stranded, self._queued = self._queued, []
+        for _, _, answer in stranded:
+            answer.cancel()
 
     async def _run(self, batch: list[Call]) -> list[Any]:
         results = await self._trip(batch)

@@ -181,6 +181,25 @@ def test_closing_while_a_trip_is_out_leaves_no_caller_waiting(redis_server):
     assert all(isinstance(o, asyncio.CancelledError) for o in outcomes)
 
 
+def test_closing_before_the_first_trip_leaves_no_caller_waiting(redis_server):
+    """Closed in the turn after a call (its trip's sender made, not yet run): the call is
+    cancelled, not left waiting for a trip that never goes."""
+
+    async def run():
+        client = Redis.from_url(redis_server.url)
+        batcher = ScriptBatcher(client, COUNT_UP)
+        try:
+            call = asyncio.ensure_future(batcher(["k"], [1]))
+            await asyncio.sleep(0)  # the call is queued; its sender has not run yet
+            await batcher.close()  # (not in a task of its own: the sender would run first)
+            (outcome,) = await asyncio.wait_for(asyncio.gather(call, return_exceptions=True), 2)
+        finally:
+            await client.aclose()
+        return outcome
+
+    assert isinstance(asyncio.run(run()), asyncio.CancelledError)
+
+
 def test_a_silent_redis_fails_the_trip_at_its_timeout_and_its_connection_is_not_reused(
     redis_server,
 ):
