@@ -64,13 +64,7 @@ class ScriptBatcher:
             self._starting = True
             sender = asyncio.ensure_future(self._send_all())
             self._senders.add(sender)
-            sender.add_done_callback(self._cancelled_before_it_ran)
         return await answer
-
-    def _cancelled_before_it_ran(self, sender: asyncio.Task[None]) -> None:
-        if sender in self._senders:  # (closing) its body never ran, nor its `finally`
-            self._senders.discard(sender)
-            self._starting = False
 
     async def _send_all(self) -> None:
         """A trip, then one more for what queued meanwhile, until nothing is left to send."""
@@ -123,7 +117,10 @@ class ScriptBatcher:
             sender.cancel()
         if senders:
             await asyncio.wait(senders)  # (raises if close() itself is cancelled)
-        # A sender cancelled before it ran never reached its own cleanup: its calls are queued.
+        # A sender cancelled before it ran never reached its own cleanup (its body and `finally`
+        # never ran): it is still listed, and the calls it was started for are still queued.
+        self._senders.clear()
+        self._starting = False
         stranded, self._queued = self._queued, []
         for _, _, answer in stranded:
             answer.cancel()
